@@ -1,0 +1,5 @@
+"""CLI commands: pipeline (registered on fusionrec.cli.app.app)."""
+
+from __future__ import annotations
+
+from fusionrec.cli.app import app  # noqa: F401
