@@ -12,6 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export BENTOML_HOME := $(CURDIR)/.bentoml
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup run test test-all lint serve bench loop clean
 
@@ -24,7 +25,15 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/python -m fusionrec.cli.run_demo
+	dvc repro
+	@echo; echo "== evaluation (work/demo/evaluation/comparison.md) =="; cat work/demo/evaluation/comparison.md
+	@echo; echo "== best configuration (work/demo/search/best.yaml) =="; cat work/demo/search/best.yaml
+	@echo; echo "== outputs =="
+	@echo "  data, ingested, split, features: work/demo/{data,ingested,split,features}"
+	@echo "  search study + plots:            work/demo/search"
+	@echo "  trained model:                   work/demo/model"
+	@echo "  metrics + plots:                 work/demo/evaluation (dvc metrics show)"
+	@echo "  packaged model:                  work/demo/package (BentoML store: .bentoml); serve it with: make serve"
 
 lint: setup
 	$(BIN)/ruff check src tests serving components pipelines benchmarks

@@ -1,0 +1,1 @@
+"""fusionrec adapter package: pipelines."""
