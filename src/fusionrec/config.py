@@ -9,10 +9,10 @@ the section and the key, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 
 class Section(BaseModel):
@@ -50,7 +50,7 @@ class DemoConfig(Section):
     missing_image_share: float = 0.02  # items without a picture (image modality masked)
     colour_in_text_share: float = 0.5  # items whose text names their colour (else only the image shows it)
     taste_strength: float = 1.0  # scales every user preference (higher: a sharper planted signal)
-    popularity_weight: float = 0.6  # weight of the items' latent log-popularity in the scores
+    popularity_weight: float = 1.0  # weight of the items' latent log-popularity in the scores
     night_strength: float = 1.0  # how strongly the hour context (night) shifts style tastes
     shift_factor: Literal["colour", "shape", "pattern", "category", "style", "material"] = "colour"
     shift: int = 3  # simulator taste shift: the shift_factor preferences rotate by this many values
@@ -91,6 +91,7 @@ class TrainConfig(Section):
     extra_modalities: list[str] = []  # other featurize outputs, e.g. "vectors:audio"
     fusion: Literal["concat", "mean", "gated", "attention"] = "gated"
     dim: int = 64  # shared embedding dimension
+    proj_hidden: int = 0  # hidden width of the per-modality projection MLP (0 = linear)
     use_id_emb: bool = True  # item id embeddings next to the content path
     id_dropout: float = 0.3  # probability an item's id embedding is dropped in training
     modality_dropout: float = 0.1  # probability a modality is dropped per item in training
@@ -113,60 +114,103 @@ class TrainConfig(Section):
 
 
 class SearchSpace(Section):
-    text_encoder: list[str] = ["minilm", "tfidf", "none"]
-    image_encoder: list[str] = ["effnet-lite0", "color", "none"]
-    fusion: list[str] = ["concat", "mean", "gated", "attention"]
-    n_layers: list[int] = [0, 4]  # [low, high]
-    knn_k: list[int] = [0, 10, 20]
-    knn_weight: list[float] = [0.0, 1.0]
-    dim: list[int] = [32, 64, 128]
-    lr: list[float] = [1e-4, 1e-2]  # log scale
-    weight_decay: list[float] = [1e-8, 1e-4]  # log scale
-    id_dropout: list[float] = [0.0, 0.6]
-    modality_dropout: list[float] = [0.0, 0.4]
-    loss: list[str] = ["softmax", "bpr"]
-    temperature: list[float] = [0.05, 0.5]
-    contrastive_weight: list[float] = [0.0, 0.5]
-    ease_blend: list[float] = [0.0, 1.0]
-    ease_lambda: list[float] = [50.0, 1000.0]  # log scale
-    epochs: list[int] = [10, 60]
+    """The AutoML search space (`search.space`): a list of choices, or a [low, high] range.
+
+    Encoder choices not present in the features folder are dropped at search time; the
+    train section's own values are always added, so the default config is a point of the space.
+    """
+
+    text_encoder: list[str] = ["minilm", "tfidf", "none"]  # choices (featurize outputs or "none")
+    image_encoder: list[str] = ["effnet-lite0", "color", "none"]  # choices (featurize outputs or "none")
+    fusion: list[str] = ["concat", "mean", "gated", "attention"]  # choices
+    n_layers: list[int] = [0, 4]  # [low, high] LightGCN layers
+    knn_k: list[int] = [0, 10, 20]  # choices; 0 = no item-item kNN graph
+    knn_weight: list[float] = [0.0, 1.0]  # [low, high]
+    dim: list[int] = [32, 64, 128]  # choices
+    lr: list[float] = [1e-4, 1e-2]  # [low, high], log scale
+    weight_decay: list[float] = [1e-8, 1e-4]  # [low, high], log scale
+    id_dropout: list[float] = [0.0, 0.6]  # [low, high]
+    modality_dropout: list[float] = [0.0, 0.4]  # [low, high]
+    loss: list[str] = ["softmax", "bpr"]  # choices
+    temperature: list[float] = [0.05, 0.5]  # [low, high], log scale
+    contrastive_weight: list[float] = [0.0, 0.5]  # [low, high]
+    ease_blend: list[float] = [0.0, 1.0]  # [low, high] fixed EASE weight (0 = EASE off)
+    ease_blend_auto: bool = True  # also try "blend chosen on validation" (train.ease_blend: null)
+    ease_lambda: list[float] = [50.0, 1000.0]  # [low, high], log scale
+    epochs: list[int] = [10, 60]  # [low, high] epochs cap (early stopping may end sooner)
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchSpace:
+        for name in SPACE_RANGES:
+            bounds = getattr(self, name)
+            if len(bounds) != 2 or bounds[0] > bounds[1]:
+                raise ValueError(f"{name}: expected [low, high] with low <= high, got {bounds}")
+            if name in SPACE_LOG and bounds[0] <= 0:
+                raise ValueError(f"{name}: log-scale range needs low > 0, got {bounds}")
+        for name in SPACE_CHOICES:
+            if not getattr(self, name):
+                raise ValueError(f"{name}: needs at least one choice")
+        for name in ("fusion", "loss"):
+            allowed = get_args(TrainConfig.model_fields[name].annotation)
+            bad = [c for c in getattr(self, name) if c not in allowed]
+            if bad:
+                raise ValueError(f"{name}: unknown choices {bad}; allowed: {list(allowed)}")
+        return self
+
+
+SPACE_CHOICES = ("text_encoder", "image_encoder", "fusion", "knn_k", "dim", "loss")  # categorical fields
+SPACE_RANGES = ("n_layers", "knn_weight", "lr", "weight_decay", "id_dropout", "modality_dropout",
+                "temperature", "contrastive_weight", "ease_blend", "ease_lambda", "epochs")  # [low, high] fields
+SPACE_LOG = ("lr", "weight_decay", "temperature", "ease_lambda")  # ranges sampled on a log scale
 
 
 class SearchConfig(Section):
-    n_trials: int = 20
-    timeout: float | None = None  # seconds; None = no time budget
-    sampler: Literal["tpe", "random", "cmaes"] = "tpe"
-    pruner: Literal["median", "hyperband", "none"] = "median"
-    seed: int = 2026
+    n_trials: int = 20  # trials this run adds to the study (shared among its workers; 0 = only write outputs)
+    max_study_trials: int | None = None  # cap on the study's finished trials over all runs (a resumed run stops there)
+    timeout: float | None = None  # seconds per run; None = no time budget
+    sampler: Literal["tpe", "random", "cmaes"] = "tpe"  # tpe is multivariate; cmaes needs the `cmaes` package
+    pruner: Literal["median", "hyperband", "none"] = "median"  # on per-epoch validation NDCG@20
+    prune_startup_trials: int = 5  # median: finished trials before any pruning
+    prune_warmup_epochs: int = 3  # epochs a trial always runs before it can be pruned
+    seed: int = 2026  # sampler seed
     storage: str = ""  # SQLAlchemy URL; empty = sqlite:///<out>/study.db
-    study_name: str = "fusionrec"
-    workers: int = 1
-    multi_objective: bool = False  # maximise NDCG@20 and minimise scoring latency
-    latency_budget_ms: float = 5.0  # chosen trial: best quality within this latency
+    study_name: str = "fusionrec"  # same name + storage = the same study (resume, shared workers)
+    workers: int = 1  # local worker processes on the one study
+    heartbeat_s: int = 30  # RDB heartbeat; a trial silent for 2x this (killed worker) is failed and retried once
+    multi_objective: bool = False  # maximise NDCG@20 and minimise scoring latency (no pruning then)
+    latency_budget_ms: float = 5.0  # chosen trial: best quality within this latency (one user, full ranking)
     space: SearchSpace = SearchSpace()
 
 
 class EvaluateConfig(Section):
-    ks: list[int] = [10, 20]
+    ks: list[int] = [10, 20]  # cut-offs of recall/precision/ndcg/mrr/hit in metrics.json
+    plot_ks: list[int] = [1, 5, 10, 20, 50]  # cut-offs of the metric-by-K plot
     baselines: list[str] = ["mostpop", "itemknn", "ease", "bpr-mf", "lightgcn", "vbpr", "content-knn"]
+    baseline_params: dict[str, dict[str, Any]] = {}  # per baseline, e.g. {ease: {lam: 300}, itemknn: {k: 100}}
     activity_buckets: list[int] = [20, 50, 150]  # train-interaction edges of user buckets
+    batch_size: int = 512  # users scored per batch
     promote_metric: str = "ndcg@20"
     promote_tolerance: float = 0.005  # challenger may be this much worse (absolute) and still promote
+    guard_metrics: list[str] = ["recall@20"]  # must also stay within the tolerance of the champion
+    champion: str = ""  # evaluate output folder (or metrics.json) of the serving model; empty = none
 
 
 class PackageConfig(Section):
-    model_name: str = "fusionrec"  # BentoML model store tag name
-    bentofile: str = "serving/bentofile.yaml"
+    model_name: str = "fusionrec"  # BentoML model store tag name (serving loads <model_name>:latest)
+    bentofile: str = "serving/bentofile.yaml"  # what `bentoml build` uses after `fusionrec package`
 
 
 class ServeConfig(Section):
+    host: str = "127.0.0.1"  # `fusionrec serve` binds here; 0.0.0.0 only inside a container
     port: int = 3000
+    workers: int = 1  # processes; >1 does not share items added at runtime between them
+    threads: int = 4  # request threads per worker (feedback waits on a disk sync)
     max_k: int = 100
     max_text_chars: int = 5000
     max_image_bytes: int = 5_000_000
     max_image_pixels: int = 25_000_000
     max_recent_items: int = 200
-    feedback_url: str = ""  # SQLAlchemy URL; empty = sqlite:///<model store>/feedback.db
+    feedback_url: str = ""  # SQLAlchemy URL; empty = sqlite:///$BENTOML_HOME/feedback.db (env FUSIONREC_FEEDBACK_URL wins)
     token_env: str = "FUSIONREC_TOKEN"  # env var holding the bearer token of write endpoints
 
 

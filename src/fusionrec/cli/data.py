@@ -1,5 +1,99 @@
-"""CLI commands: data (registered on fusionrec.cli.app.app)."""
+"""CLI commands of the data room: `ingest`, `demo-data`, `split` (thin over fusionrec.data)."""
 
 from __future__ import annotations
 
-from fusionrec.cli.app import app  # noqa: F401
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from fusionrec.cli.app import ParamsOption, app
+from fusionrec.config import ConfigError, DemoConfig, IngestConfig, SplitConfig, load_section
+from fusionrec.io import StepResult
+
+T = TypeVar("T")
+
+
+def _run(step: Callable[[], StepResult], out_dir: Path, what: str) -> StepResult:
+    """Run a step; a user error (bad data, bad config) prints its message and exits 1, no traceback."""
+    from fusionrec.data.loading import SplitError
+    from fusionrec.data.tables import IngestError
+
+    try:
+        result = step()
+    except (IngestError, SplitError, ConfigError, FileNotFoundError) as exc:
+        typer.secho(f"{what} failed: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+    summary = ", ".join(f"{k}={v}" for k, v in result.metrics.items())
+    typer.echo(f"{what}: {summary}")
+    typer.echo(f"outputs in {out_dir}")
+    return result
+
+
+def _section(params: Path, name: str, cls: type[T], **overrides: Any) -> T:
+    from pydantic import ValidationError
+
+    try:
+        cfg = load_section(params, name).with_overrides(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        typer.secho(f"bad {name} option: {problems}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+    except ConfigError as exc:
+        typer.secho(f"bad configuration: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+    assert isinstance(cfg, cls)
+    return cfg
+
+
+@app.command()
+def ingest(
+    data_dir: Path = typer.Argument(..., help="dataset folder: items + interactions (csv or parquet)"),
+    out_dir: Path = typer.Argument(..., help="where the ingested folder is written"),
+    params: Path = ParamsOption,
+    text_columns: str | None = typer.Option(None, help="comma-separated item text columns (overrides params)"),
+    max_rejected_share: float | None = typer.Option(None, help="fail above this rejected share per file"),
+    check_images: bool | None = typer.Option(None, "--check-images/--no-check-images", help="fully decode images"),
+) -> None:
+    """Validate a dataset folder and write interactions/items/users parquet, rejected rows and a report."""
+    from fusionrec.data.ingest import run_ingest
+
+    columns = [c.strip() for c in text_columns.split(",") if c.strip()] if text_columns is not None else None
+    cfg = _section(params, "ingest", IngestConfig, text_columns=columns,
+                   max_rejected_share=max_rejected_share, check_images=check_images)
+    _run(lambda: run_ingest(data_dir, out_dir, cfg), out_dir, "ingest")
+
+
+@app.command("demo-data")
+def demo_data(
+    out_dir: Path = typer.Argument(..., help="where the demo dataset is written"),
+    params: Path = ParamsOption,
+    seed: int | None = typer.Option(None, help="random seed (overrides params demo.seed)"),
+    users: int | None = typer.Option(None, help="number of users"),
+    items: int | None = typer.Option(None, help="number of items"),
+    interactions: int | None = typer.Option(None, help="number of interactions"),
+    image_size: int | None = typer.Option(None, help="rendered image side in pixels"),
+) -> None:
+    """Generate the deterministic demo dataset (rendered items, simulated users, ground truth)."""
+    from fusionrec.data.demo import run_demo_data
+
+    cfg = _section(params, "demo", DemoConfig, seed=seed, users=users, items=items,
+                   interactions=interactions, image_size=image_size)
+    _run(lambda: run_demo_data(out_dir, cfg), out_dir, "demo-data")
+
+
+@app.command()
+def split(
+    ingested_dir: Path = typer.Argument(..., help="an ingested folder (output of `fusionrec ingest`)"),
+    out_dir: Path = typer.Argument(..., help="where train/valid/test.parquet are written"),
+    params: Path = ParamsOption,
+    protocol: str | None = typer.Option(None, help="random-811 | temporal-loo | global-time | cold-items"),
+    seed: int | None = typer.Option(None, help="random seed (overrides params split.seed)"),
+    external: Path | None = typer.Option(None, help="folder with train/valid/test files in original ids"),
+) -> None:
+    """Split interactions into train/valid/test by a protocol, or adopt an external split."""
+    from fusionrec.data.splits import run_split
+
+    cfg = _section(params, "split", SplitConfig, protocol=protocol, seed=seed)
+    _run(lambda: run_split(ingested_dir, out_dir, cfg, external=external), out_dir, "split")

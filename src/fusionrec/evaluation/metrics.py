@@ -90,7 +90,7 @@ def evaluate_scores(
     Returns:
         {"recall@10": float, ..., "coverage@K": float, "n_users": int}.
     """
-    test = sp.csr_matrix(test)
+    test = sp.csr_matrix(test, copy=True)
     mask_m = sp.csr_matrix(train)
     for m in exclude:
         mask_m = mask_m + sp.csr_matrix(m)
@@ -99,6 +99,7 @@ def evaluate_scores(
         keep = np.zeros(test.shape[1], dtype=bool)
         keep[candidates] = True
         test = sp.csr_matrix(test.multiply(keep[None, :]))
+    test.eliminate_zeros()  # multiply() keeps explicit zeros, which _rows would read as test items
     users = np.flatnonzero(np.diff(test.indptr) > 0)
     max_k = max(ks)
     per: dict[str, list[np.ndarray]] = {}
@@ -111,7 +112,9 @@ def evaluate_scores(
         if candidates is not None:
             scores[:, ~keep] = -np.inf
         recs = top_k(scores, max_k)
-        seen_items[recs[:, : max(ks)].ravel()] = True
+        # fewer rankable items than K: the tail of the list is excluded items (-inf), not recommendations
+        recs = np.where(np.isfinite(np.take_along_axis(scores, recs, axis=1)), recs, -1)
+        seen_items[recs[recs >= 0]] = True
         for name, vals in ranking_metrics(recs, _rows(test, batch), ks).items():
             per.setdefault(name, []).append(vals)
     result: dict = {name: float(np.concatenate(v).mean()) if v else 0.0 for name, v in per.items()}

@@ -1,0 +1,1 @@
+"""Quality, speed and load benchmarks; each writes benchmarks/reports/<name>.{json,md}."""

@@ -1,0 +1,113 @@
+"""BentoML service: HTTP onto `fusionrec.inference.InferenceEngine`, nothing more.
+
+Every rule (limits, fallbacks, explanations, auth, feedback durability) lives in
+`fusionrec.inference`; this file maps requests to `engine.call(...)` and its status onto
+the response. Endpoints (all POST JSON, port 3000): /recommend, /similar, /add_item,
+/add_item_upload (multipart), /feedback, /metadata, /reload; BentoML's own /healthz (= /livez),
+/readyz (ready once the model is loaded) and /metrics (Prometheus, incl. fusionrec_requests_total).
+
+Environment: FUSIONREC_MODEL (a model folder or a BentoML tag; default fusionrec:latest),
+FUSIONREC_PARAMS (params.yaml), FUSIONREC_TOKEN (bearer token of write endpoints),
+FUSIONREC_FEEDBACK_URL (feedback store URL).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+from bentoml.validators import ContentType
+
+from fusionrec.config import load_params
+from fusionrec.inference import InferenceEngine, build_engine
+
+MODEL_TAG = os.environ.get("FUSIONREC_MODEL_TAG", "fusionrec:latest")
+_serve_cfg = load_params(os.environ.get("FUSIONREC_PARAMS", "params.yaml")).serve
+
+requests_total = bentoml.metrics.Counter(
+    name="fusionrec_requests",
+    documentation="fusionrec API calls by api and outcome (recommend: path and fallback reason)",
+    labelnames=["api", "outcome"],
+)
+
+
+def _observe(api: str, outcome: str) -> None:
+    requests_total.labels(api=api, outcome=outcome).inc()
+
+
+def resolve_model(spec: str) -> Path:
+    """A model folder from a path or a BentoML model tag."""
+    return Path(spec) if Path(spec).is_dir() else Path(bentoml.models.get(spec).path)
+
+
+@bentoml.service(
+    name="fusionrec",
+    workers=_serve_cfg.workers,
+    threads=_serve_cfg.threads,
+    traffic={"timeout": 60},
+    http={"port": _serve_cfg.port},
+)
+class FusionRec:
+    """Recommendations, similar items, new items, feedback and model swaps over one model."""
+
+    model_ref = bentoml.models.BentoModel(MODEL_TAG)  # what `bentoml build` packs into the bento
+
+    def __init__(self) -> None:
+        spec = os.environ.get("FUSIONREC_MODEL")
+        model_dir = resolve_model(spec) if spec else Path(self.model_ref.path)
+        self.engine: InferenceEngine = build_engine(model_dir, observer=_observe)
+        self.engine.resolver = resolve_model
+
+    def __is_ready__(self) -> bool:
+        return self.engine.ready
+
+    def _reply(self, ctx: bentoml.Context, api: str, write: bool = False, **kwargs: Any) -> dict[str, Any]:
+        status, body = self.engine.call(api, ctx.request.headers.get("authorization"), write, **kwargs)
+        ctx.response.status_code = status
+        return body
+
+    @bentoml.api
+    def recommend(self, ctx: bentoml.Context, user_id: str, k: int = 10, exclude_seen: bool = True,
+                  recent_items: list[str] | None = None, context: dict[str, Any] | None = None,
+                  explain: bool = True) -> dict[str, Any]:
+        """Top-k items with scores, titles, explanations, the path taken and a request_id."""
+        return self._reply(ctx, "recommend", user_id=user_id, k=k, exclude_seen=exclude_seen,
+                           recent_items=recent_items, context=context, explain=explain)
+
+    @bentoml.api
+    def similar(self, ctx: bentoml.Context, item_id: str, k: int = 10) -> dict[str, Any]:
+        """The k items closest to item_id."""
+        return self._reply(ctx, "similar", item_id=item_id, k=k)
+
+    @bentoml.api
+    def add_item(self, ctx: bentoml.Context, item_id: str, text: str | None = None,
+                 fields: dict[str, str] | None = None, title: str | None = None,
+                 image_base64: str | None = None) -> dict[str, Any]:
+        """Add a new item (text and/or base64 image); served from the next request. Needs the token."""
+        return self._reply(ctx, "add_item", write=True, item_id=item_id, text=text, fields=fields,
+                           title=title, image_base64=image_base64)
+
+    @bentoml.api
+    def add_item_upload(self, ctx: bentoml.Context, item_id: str, image: Annotated[Path, ContentType("image/*")],
+                        text: str | None = None, title: str | None = None) -> dict[str, Any]:
+        """Add a new item with its image as a multipart upload. Needs the token."""
+        return self._reply(ctx, "add_item", write=True, item_id=item_id, text=text, title=title, image=image)
+
+    @bentoml.api
+    def feedback(self, ctx: bentoml.Context, user_id: str, item_id: str, event: str,
+                 request_id: str | None = None) -> dict[str, Any]:
+        """Append a feedback event; answered after it is committed. Needs the token."""
+        return self._reply(ctx, "feedback", write=True, user_id=user_id, item_id=item_id, event=event,
+                           request_id=request_id)
+
+    @bentoml.api
+    def metadata(self, ctx: bentoml.Context) -> dict[str, Any]:
+        """Model version, training time, metrics, data fingerprint, encoders."""
+        return self._reply(ctx, "metadata")
+
+    @bentoml.api
+    def reload(self, ctx: bentoml.Context, model: str) -> dict[str, Any]:
+        """Swap in another model version (folder or BentoML tag) without dropping requests. Needs the token."""
+        return self._reply(ctx, "reload", write=True, model=model)

@@ -1,0 +1,17 @@
+"""AutoML: the Optuna search over encoders, fusion and hyper-parameters.
+
+The only package that imports optuna. `suggest_config(trial, space, base)` turns a trial
+into a TrainConfig; training itself (`fusionrec.training.train`) never sees the trial and
+reports per-epoch validation metrics through a callback, which prunes.
+"""
+
+from __future__ import annotations
+
+from fusionrec.automl.search import run_search, summarise
+from fusionrec.automl.space import config_from_params, default_params, fit_space, suggest_config
+from fusionrec.automl.study import local_storage, local_study_storage, open_study
+
+__all__ = [
+    "config_from_params", "default_params", "fit_space", "local_storage", "local_study_storage", "open_study",
+    "run_search", "suggest_config", "summarise",
+]

@@ -1,0 +1,233 @@
+"""Encoders chosen by name: the registry and the interface every encoder follows.
+
+A spec names an encoder in params.yaml (`featurize.text_encoders`, `image_encoders`):
+
+    text:  minilm | tfidf | hf:<local HF folder> | none
+    image: effnet-lite0 | tv:<torchvision model>[@<weights file>] | color | none
+
+`get_encoder(spec, cfg, state_dir)` builds one. Featurize and serving both call it, so a
+new item is embedded exactly as the catalogue was: the encoder applies its own
+preprocessing and normalisation, and fitted state (tfidf) is saved to and reloaded from
+a state folder as JSON + .npy, never pickle. Models load lazily on the first encode, so
+building an encoder (and importing this module) stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from fusionrec.config import FeaturizeConfig
+
+ENCODER_JSON = "encoder.json"  # written to every state folder: spec, name, version, dim
+
+
+class EncoderError(ValueError):
+    """An encoder spec or state that cannot be used; the message says which and why."""
+
+
+class Encoder:
+    """A frozen feature extractor for one modality.
+
+    Subclasses set `name`, `modality` and implement `_encode_texts` or `_encode_images`;
+    outputs are float32 and L2-normalised when `cfg.normalize` is set.
+    """
+
+    name: str = ""  # canonical name used in feature keys: "minilm", "tv:resnet50"
+    modality: str = ""  # "text" or "image"
+    needs_fit: bool = False  # True: `fit(texts)` (or a state folder) before encoding
+
+    def __init__(self, spec: str, cfg: FeaturizeConfig) -> None:
+        self.spec = spec
+        self.cfg = cfg
+
+    # --- identity ---------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Output dimension (may load the model)."""
+        raise NotImplementedError
+
+    @property
+    def version(self) -> str:
+        """Changes whenever the outputs could change (weights, fitted state, normalisation)."""
+        return f"{self._base_version()}|norm={self.normalization}"
+
+    def _base_version(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def normalization(self) -> str:
+        return "l2" if self.cfg.normalize else "none"
+
+    def describe(self) -> dict[str, Any]:
+        """What a manifest or a state folder records about this encoder."""
+        return {"spec": self.spec, "name": self.name, "modality": self.modality,
+                "version": self.version, "dim": self.dim, "normalization": self.normalization}
+
+    def load(self) -> None:
+        """Load the model now (it otherwise loads on the first encode); no-op without one."""
+
+    # --- fitted state -----------------------------------------------------------------
+    def fit(self, texts: Sequence[str]) -> None:
+        """Fit on the catalogue (only encoders with `needs_fit`)."""
+
+    def save_state(self, state_dir: Path) -> None:
+        """Write what is needed to rebuild this encoder (encoder.json + fitted arrays)."""
+        state_dir.mkdir(parents=True, exist_ok=True)
+        (state_dir / ENCODER_JSON).write_text(json.dumps(self.describe(), indent=2) + "\n")
+
+    def load_state(self, state_dir: Path) -> None:
+        """Read fitted state written by `save_state`, and check it was made by this very encoder.
+
+        A state folder whose recorded version differs (other weights, other normalisation)
+        is an error: embedding new items with another model than the catalogue's would
+        silently put them in a different space.
+        """
+        info_path = state_dir / ENCODER_JSON
+        if not info_path.exists():
+            return
+        recorded = json.loads(info_path.read_text()).get("version")
+        if recorded and recorded != self.version:
+            raise EncoderError(f"{self.spec}: {state_dir} was written by version {recorded!r}, but this "
+                               f"environment builds {self.version!r}; rerun featurize or align the weights/config")
+
+    # --- encoding ---------------------------------------------------------------------
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts -> (n, dim) float32."""
+        if self.modality != "text":
+            raise EncoderError(f"{self.spec} is an image encoder; use encode_images")
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return self._finish(self._encode_texts(list(texts)))
+
+    def encode_images(self, images: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Embed images (paths, bytes or PIL images) -> ((n, dim) float32, (n,) bool mask).
+
+        An image that cannot be decoded (corrupt, too large) gets mask False and a zero row.
+        """
+        values, mask, _ = self.encode_images_detailed(images)
+        return values, mask
+
+    def encode_images_detailed(self, images: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+        """Like `encode_images`, plus {position: reason} for every image that failed."""
+        if self.modality != "image":
+            raise EncoderError(f"{self.spec} is a text encoder; use encode_texts")
+        if not images:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, bool), {}
+        values, mask, errors = self._encode_images(list(images))
+        values = self._finish(values)
+        values[~mask] = 0.0
+        return values, mask, errors
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _encode_images(self, images: list[Any]) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+        raise NotImplementedError
+
+    def _finish(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float32)
+        if self.cfg.normalize:
+            norms = np.linalg.norm(values, axis=1, keepdims=True)
+            values = values / np.maximum(norms, 1e-12)
+        return np.ascontiguousarray(values, dtype=np.float32)
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (first 16 hex digits): ties a version to exact weights."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """"tv:resnet50@w.pt" -> ("tv", "resnet50@w.pt"); "minilm" -> ("minilm", "")."""
+    spec = spec.strip()
+    if ":" in spec:
+        kind, arg = spec.split(":", 1)
+        return kind.strip().lower(), arg.strip()
+    return spec.lower(), ""
+
+
+def _factories() -> dict[str, Callable[[str, str, FeaturizeConfig], Encoder]]:
+    from fusionrec.features import image, text  # light modules: heavy imports sit in their functions
+
+    return {
+        "minilm": text.MiniLMEncoder.build,
+        "tfidf": text.TfidfEncoder.build,
+        "hf": text.HFTextEncoder.build,
+        "effnet-lite0": image.EffNetLite0Encoder.build,
+        "tv": image.TorchvisionEncoder.build,
+        "color": image.ColorEncoder.build,
+    }
+
+
+class NoneEncoder(Encoder):
+    """"none": the modality is off. Encodes to (n, 0) and masks every image."""
+
+    name = "none"
+
+    @property
+    def dim(self) -> int:
+        return 0
+
+    def _base_version(self) -> str:
+        return "none"
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return np.zeros((len(texts), 0), np.float32)
+
+    def encode_images_detailed(self, images: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+        return np.zeros((len(images), 0), np.float32), np.zeros(len(images), bool), {}
+
+
+NONE = "none"
+TEXT_ENCODERS = ("minilm", "tfidf", "hf:<folder>", NONE)
+IMAGE_ENCODERS = ("effnet-lite0", "tv:<name>[@weights]", "color", NONE)
+
+
+def get_encoder(spec: str, cfg: FeaturizeConfig | None = None, state_dir: Path | str | None = None) -> Encoder:
+    """Build the encoder a spec names.
+
+    Args:
+        spec: e.g. "minilm", "tfidf", "hf:/models/e5", "effnet-lite0", "tv:resnet50@w.pth", "color".
+        cfg: the featurize section (normalisation, batch size, limits); defaults when None.
+        state_dir: a folder written by `Encoder.save_state` (featurize writes
+            `<features>/encoders/<slug>/`); needed by fitted encoders such as tfidf.
+
+    Returns:
+        An Encoder; "none" gives a NoneEncoder (dim 0) that featurize skips.
+    """
+    from fusionrec.config import FeaturizeConfig
+
+    cfg = cfg or FeaturizeConfig()
+    kind, arg = split_spec(spec)
+    if kind == NONE:
+        return NoneEncoder(spec, cfg)
+    factories = _factories()
+    if kind not in factories:
+        raise EncoderError(
+            f"unknown encoder {spec!r}; text: {', '.join(TEXT_ENCODERS)}; image: {', '.join(IMAGE_ENCODERS)}; "
+            "precomputed vectors go in featurize.vector_sources as vectors:<path>"
+        )
+    encoder = factories[kind](spec, arg, cfg)
+    if state_dir is not None:
+        state = Path(state_dir)
+        if not state.is_dir():
+            raise EncoderError(f"{spec}: state folder {state} does not exist")
+        encoder.load_state(state)
+    return encoder
+
+
+def encoder_modality(spec: str) -> str:
+    """"text" or "image" for a spec, without building the encoder."""
+    kind, _ = split_spec(spec)
+    return "text" if kind in ("minilm", "tfidf", "hf") else "image"

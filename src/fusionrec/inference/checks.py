@@ -1,0 +1,84 @@
+"""Request checks shared by every serving API: errors that name the field, limits, top-k.
+
+Every bad input becomes a `ServeError` (HTTP status + field + reason), so the service
+answers 4xx with a message a person can act on, never a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+
+from fusionrec.schema import NEGATIVE_EVENTS, POSITIVE_EVENTS
+
+MAX_ID_CHARS = 256
+MAX_CONTEXT_KEYS = 32
+EVENTS = tuple(POSITIVE_EVENTS) + tuple(NEGATIVE_EVENTS)
+
+
+class ServeError(Exception):
+    """A request that cannot be served: HTTP status, the field at fault and a reason for people."""
+
+    def __init__(self, status: int, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.status, self.field, self.message = status, field, message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": f"{self.field}: {self.message}", "field": self.field, "status": self.status}
+
+
+def check_id(value: Any, name: str) -> str:
+    """A non-empty id string of at most MAX_ID_CHARS characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise ServeError(400, name, "must be a non-empty string")
+    if len(value) > MAX_ID_CHARS:
+        raise ServeError(400, name, f"longer than {MAX_ID_CHARS} characters")
+    return value
+
+
+def check_int(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ServeError(400, name, f"must be an integer in [{low}, {high}]")
+    if not low <= int(value) <= high:
+        raise ServeError(400, name, f"{value} is outside [{low}, {high}]")
+    return int(value)
+
+
+def check_text(value: Any, name: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise ServeError(400, name, "must be a string")
+    if len(value) > limit:
+        raise ServeError(413, name, f"{len(value)} characters > limit {limit}")
+    return value
+
+
+def decode_base64(value: str, name: str, max_bytes: int) -> bytes:
+    """Decode a base64 image, refusing anything whose decoded size would pass max_bytes."""
+    if len(value) > (max_bytes * 4) // 3 + 8:
+        raise ServeError(413, name, f"image larger than {max_bytes} bytes")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ServeError(400, name, "not valid base64") from None
+
+
+def top_k(scores: np.ndarray, k: int, exclude: np.ndarray) -> np.ndarray:
+    """Indices of the k best scores, best first, skipping `exclude` (no copy of scores)."""
+    n = len(scores)
+    kk = min(n, k + len(exclude))
+    if kk <= 0:
+        return np.zeros(0, np.int64)
+    cand = np.argpartition(-scores, kk - 1)[:kk] if kk < n else np.arange(n)
+    if len(exclude):
+        cand = cand[~np.isin(cand, exclude)]
+    cand = cand[np.isfinite(scores[cand])]
+    return cand[np.argsort(-scores[cand], kind="stable")][:k]
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+

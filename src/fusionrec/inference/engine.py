@@ -1,0 +1,415 @@
+"""The serving engine: top-k, fold-in of new users, popularity fallback, new items, feedback.
+
+`InferenceEngine` holds every rule the service applies; `serving/service.py` only maps
+HTTP onto it. The model lives in an immutable snapshot that each request reads once, so a
+new item (copy-on-write) or a new model version (`reload`) is swapped in atomically while
+requests in flight finish on the snapshot they started with. Errors are `ServeError`s with
+an HTTP status and the name of the offending field, never a traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import hmac
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusionrec.config import IngestConfig, ServeConfig
+from fusionrec.inference.checks import (
+    EVENTS,
+    MAX_CONTEXT_KEYS,
+    ServeError,
+    check_id,
+    check_int,
+    check_text,
+    decode_base64,
+    top_k,
+)
+from fusionrec.inference.explain import explain as explain_items
+
+Observer = Callable[[str, str], None]  # (api, outcome) -> None, e.g. a Prometheus counter
+
+
+# --- the model snapshot ----------------------------------------------------------------
+@dataclass
+class Snapshot:
+    """One immutable view of a model: what every request reads exactly once."""
+
+    rec: Any  # fusionrec.models.recommender.Recommender (never mutated after the snapshot is built)
+    model_dir: Path
+    version: str
+    n_items: int
+    popular: np.ndarray  # item indices, most popular first
+    encoders: dict[str, Any] = field(default_factory=dict)  # shared by snapshots of one model
+    _modality: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    def build(cls, rec: Any, model_dir: Path, encoders: dict[str, Any] | None = None) -> Snapshot:
+        meta = rec.meta or {}
+        version = str(meta.get("version") or model_dir.name)
+        pop = np.asarray(rec.popularity(), dtype=np.float64)[: rec.n_items]
+        popular = np.argsort(-pop, kind="stable")
+        return cls(rec, model_dir, version, rec.n_items, popular, encoders if encoders is not None else {})
+
+    def modality_vectors(self) -> dict[str, np.ndarray]:
+        """Per-modality item vectors, computed once per snapshot (explanations only)."""
+        if self._modality is None:
+            self._modality = {k: np.asarray(v) for k, v in self.rec.modality_vectors().items()}
+        return self._modality
+
+
+class InferenceEngine:
+    """Every serving rule, over a model folder written by `fusionrec train`.
+
+    Args:
+        model_dir: the model folder (or a BentoML model's path, which holds the same files).
+        cfg: limits, auth and the feedback store URL.
+        store: a FeedbackStore; None disables `feedback` and the served log.
+        ingest: how catalogue text columns were joined (add_item joins its fields the same way).
+        observer: called as observer(api, outcome) for request counters.
+    """
+
+    def __init__(self, model_dir: Path | str, cfg: ServeConfig | None = None, store: Any = None,
+                 ingest: IngestConfig | None = None, observer: Observer | None = None) -> None:
+        self.cfg = cfg or ServeConfig()
+        self.ingest = ingest or IngestConfig()
+        self.store = store
+        self.observer = observer
+        self._write_lock = threading.Lock()
+        self._served: OrderedDict[str, dict[str, tuple[int, float]]] = OrderedDict()
+        self._served_lock = threading.Lock()
+        self._added: list[dict[str, Any]] = []  # replayed onto a reloaded model
+        self.resolver: Callable[[str], Path] | None = None  # model tag -> folder (set by the service)
+        self._snap = self._load(Path(model_dir))
+
+    @staticmethod
+    def _load(model_dir: Path) -> Snapshot:
+        from fusionrec.models.recommender import Recommender
+
+        return Snapshot.build(Recommender.load(model_dir), model_dir)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snap
+
+    @property
+    def ready(self) -> bool:
+        return self._snap is not None
+
+    def _observe(self, api: str, outcome: str) -> None:
+        if self.observer is not None:
+            self.observer(api, outcome)
+
+    # --- auth ---------------------------------------------------------------------------
+    def authorize(self, authorization: str | None) -> None:
+        """Check a write request's `Authorization: Bearer <token>` against the env token."""
+        expected = os.environ.get(self.cfg.token_env, "")
+        if not expected:
+            raise ServeError(403, "authorization", f"write endpoints are disabled: set {self.cfg.token_env} "
+                             "in the server's environment")
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+            raise ServeError(401, "authorization", "missing or wrong bearer token")
+
+    # --- recommend ----------------------------------------------------------------------
+    def recommend(self, user_id: str, k: int = 10, exclude_seen: bool = True,
+                  recent_items: Sequence[str] | None = None, context: Mapping[str, Any] | None = None,
+                  explain: bool = True) -> dict[str, Any]:
+        """Top-k items for a user: known users by their vector, unknown ones folded in
+        from `recent_items`, and popularity when there is nothing to go on.
+
+        Returns:
+            {request_id, user_id, path ("user" | "fold_in" | "popular"), fallback_reason,
+            model_version, items: [{item_id, title, score, position, explanation}], ignored_items}
+        """
+        user_id = check_id(user_id, "user_id")
+        k = check_int(k, "k", 1, self.cfg.max_k)
+        recent = self._check_recent(recent_items)
+        ctx = self._check_context(context)
+        snap = self._snap
+        rec, known = snap.rec, [snap.rec.item_index(i) for i in recent]
+        hist = np.array([i for i in known if i is not None and i < snap.n_items], dtype=np.int64)
+        ignored = [r for r, i in zip(recent, known, strict=True) if i is None or i >= snap.n_items]
+        uidx, reason = rec.user_index(user_id), None
+        if uidx is not None:
+            path, history = "user", rec.seen(uidx)
+            scores = rec.score_users(np.array([uidx]), context=self._frame(ctx))[0]
+            history = np.union1d(history, hist)
+        elif len(hist):
+            path, history = "fold_in", hist
+            scores = rec.score_histories([hist], context=[ctx] if ctx else None)[0]
+        else:
+            path, history = "popular", hist
+            reason = "no_known_recent_items" if recent else "unknown_user"
+            scores = np.zeros(snap.n_items, np.float32)
+            scores[snap.popular] = np.linspace(1.0, 0.0, snap.n_items, dtype=np.float32)
+        scores = np.asarray(scores[: snap.n_items], dtype=np.float32)
+        exclude = history if exclude_seen else np.zeros(0, np.int64)
+        top = top_k(scores, k, exclude)
+        request_id = uuid.uuid4().hex
+        items = [{"item_id": rec.item_ids[i], "title": rec.titles[i], "score": float(scores[i]), "position": p}
+                 for p, i in enumerate(top)]
+        if explain:
+            for item, expl in zip(items, explain_items(snap, top, history, path, self.cfg.max_recent_items), strict=True):
+                item["explanation"] = expl
+        self._log_served(request_id, user_id, items, snap.version)
+        self._observe("recommend", path if reason is None else f"popular:{reason}")
+        return {"request_id": request_id, "user_id": user_id, "path": path, "fallback_reason": reason,
+                "model_version": snap.version, "items": items, "ignored_items": ignored}
+
+    def _check_recent(self, recent: Sequence[str] | None) -> list[str]:
+        if recent is None:
+            return []
+        if isinstance(recent, str) or not isinstance(recent, Sequence):
+            raise ServeError(400, "recent_items", "must be a list of item ids")
+        if len(recent) > self.cfg.max_recent_items:
+            raise ServeError(413, "recent_items", f"{len(recent)} items > limit {self.cfg.max_recent_items}")
+        return [check_id(r, f"recent_items[{n}]") for n, r in enumerate(recent)]
+
+    @staticmethod
+    def _check_context(context: Mapping[str, Any] | None) -> dict[str, Any]:
+        if context is None:
+            return {}
+        if not isinstance(context, Mapping) or len(context) > MAX_CONTEXT_KEYS:
+            raise ServeError(400, "context", f"must be an object with at most {MAX_CONTEXT_KEYS} keys")
+        for key, value in context.items():
+            if not isinstance(value, str | int | float | bool) and value is not None:
+                raise ServeError(400, f"context.{key}", "must be a string, number, boolean or null")
+        return dict(context)
+
+    @staticmethod
+    def _frame(ctx: dict[str, Any]) -> Any:
+        if not ctx:
+            return None
+        import pandas as pd
+
+        return pd.DataFrame([ctx])
+
+    def _log_served(self, request_id: str, user_id: str, items: list[dict[str, Any]], version: str) -> None:
+        with self._served_lock:
+            self._served[request_id] = {it["item_id"]: (it["position"], it["score"]) for it in items}
+            while len(self._served) > 10_000:
+                self._served.popitem(last=False)
+        if self.store is not None and items:
+            self.store.record_served(request_id, user_id, [it["item_id"] for it in items],
+                                     [it["score"] for it in items], version)
+
+    # --- similar --------------------------------------------------------------------------
+    def similar(self, item_id: str, k: int = 10) -> dict[str, Any]:
+        """The k items whose final vectors are closest (cosine) to item_id's."""
+        item_id = check_id(item_id, "item_id")
+        k = check_int(k, "k", 1, self.cfg.max_k)
+        snap = self._snap
+        idx = snap.rec.item_index(item_id)
+        if idx is None or idx >= snap.n_items:
+            raise ServeError(404, "item_id", f"unknown item {item_id!r}")
+        vecs = snap.rec.item_vectors()[: snap.n_items]
+        scores = (vecs @ vecs[idx]) / np.maximum(np.linalg.norm(vecs, axis=1) * np.linalg.norm(vecs[idx]), 1e-12)
+        top = top_k(scores.astype(np.float32), k, np.array([idx]))
+        self._observe("similar", "ok")
+        return {"item_id": item_id, "model_version": snap.version,
+                "items": [{"item_id": snap.rec.item_ids[i], "title": snap.rec.titles[i],
+                           "score": float(scores[i]), "position": p} for p, i in enumerate(top)]}
+
+    # --- new items ------------------------------------------------------------------------
+    def add_item(self, item_id: str, text: str | None = None, fields: Mapping[str, str] | None = None,
+                 image: bytes | Path | None = None, image_base64: str | None = None, title: str | None = None
+                 ) -> dict[str, Any]:
+        """Embed a new item with the model's encoders and serve it from the next request on.
+
+        Args:
+            text: the item's joined text; or `fields` ({"title": ..., "overview": ...}) joined
+                like ingest joined the catalogue's text columns.
+            image / image_base64: the encoded image (PNG, JPEG, WebP), size- and pixel-checked.
+        """
+        item_id = check_id(item_id, "item_id")
+        joined = self._join_text(text, fields)
+        if title is not None:
+            title = check_text(title, "title", self.cfg.max_text_chars)
+        if image is None and image_base64 is not None:
+            image = decode_base64(check_text(image_base64, "image_base64", 10 * self.cfg.max_image_bytes),
+                                  "image_base64", self.cfg.max_image_bytes)
+        if isinstance(image, Path):  # an upload: check the size before reading it
+            if image.stat().st_size > self.cfg.max_image_bytes:
+                raise ServeError(413, "image", f"{image.stat().st_size} bytes > limit {self.cfg.max_image_bytes}")
+            image = image.read_bytes()
+        pil = self._open_image(image) if image else None
+        if not joined and pil is None:
+            raise ServeError(400, "text", "an item needs text (text or fields) or an image")
+        title = title or str((fields or {}).get("title", ""))
+        with self._write_lock:
+            snap = self._snap
+            if snap.rec.item_index(item_id) is not None:
+                raise ServeError(409, "item_id", f"item {item_id!r} already exists")
+            new, present = self._add(snap, item_id, joined, pil, title)
+            self._snap = new
+            self._added.append({"item_id": item_id, "text": joined, "image": image, "title": title})
+        self._observe("add_item", "ok")
+        return {"item_id": item_id, "item_idx": new.n_items - 1, "n_items": new.n_items,
+                "modalities": present, "model_version": new.version}
+
+    def _join_text(self, text: str | None, fields: Mapping[str, str] | None) -> str:
+        limit = self.cfg.max_text_chars
+        if fields:
+            if not isinstance(fields, Mapping):
+                raise ServeError(400, "fields", "must be an object of text columns")
+            for key, value in fields.items():
+                check_text(value, f"fields.{key}", limit)
+            import pandas as pd
+
+            from fusionrec.data.catalogue import join_text
+
+            cols = [c for c in self.ingest.text_columns if c in fields] or list(fields)
+            text = str(join_text(pd.DataFrame([dict(fields)]), cols, self.ingest.text_separator).iloc[0])
+        return check_text(text or "", "text", limit).strip()
+
+    def _open_image(self, data: bytes) -> Any:
+        from fusionrec.data.images import ImageRejected, open_rgb_checked
+
+        if len(data) > self.cfg.max_image_bytes:
+            raise ServeError(413, "image", f"{len(data)} bytes > limit {self.cfg.max_image_bytes}")
+        try:
+            return open_rgb_checked(data, self.cfg.max_image_pixels, self.cfg.max_image_bytes)
+        except ImageRejected as exc:
+            raise ServeError(413 if exc.reason == "oversized_image" else 400, "image", exc.detail) from None
+
+    def _encoder(self, snap: Snapshot, key: str) -> Any:
+        """The encoder behind a feature key ("text:minilm"), rebuilt from the model's encoders/ state."""
+        if key not in snap.encoders:
+            from fusionrec.config import FeaturizeConfig
+            from fusionrec.features.registry import get_encoder
+            from fusionrec.features.store import slugify
+            from fusionrec.io import read_json
+
+            name = key.split(":", 1)[1]
+            state = snap.model_dir / "encoders" / slugify(name)
+            spec, normalize = name, True
+            if (state / "encoder.json").is_file():
+                desc = read_json(state / "encoder.json")
+                spec, normalize = desc.get("spec", name), desc.get("normalization", "l2") == "l2"
+            snap.encoders[key] = get_encoder(spec, FeaturizeConfig(normalize=normalize),
+                                             state if state.is_dir() else None)
+        return snap.encoders[key]
+
+    def _add(self, snap: Snapshot, item_id: str, text: str, pil: Any, title: str
+             ) -> tuple[Snapshot, dict[str, bool]]:
+        """Encode one item; return a new snapshot on a copy of the model that holds it (copy-on-write)."""
+        features, masks = {}, {}
+        for key in snap.rec.modalities:
+            modality = key.split(":", 1)[0]
+            if modality == "text" and text:
+                features[key] = self._encoder(snap, key).encode_texts([text])
+                masks[key] = np.ones(1, bool)
+            elif modality == "image" and pil is not None:
+                features[key], masks[key] = self._encoder(snap, key).encode_images([pil])
+        rec = copy.copy(snap.rec)
+        rec.arrays, rec.item_ids, rec.titles = dict(rec.arrays), list(rec.item_ids), list(rec.titles)
+        rec.add_items([item_id], features, masks, titles=[title or ""])
+        present = {key: bool(masks[key][0]) if key in masks else False for key in snap.rec.modalities}
+        return Snapshot.build(rec, snap.model_dir, snap.encoders), present
+
+    # --- feedback -------------------------------------------------------------------------
+    def feedback(self, user_id: str, item_id: str, event: str, request_id: str | None = None) -> dict[str, Any]:
+        """Append a feedback event to the store; returns once it is committed."""
+        user_id, item_id = check_id(user_id, "user_id"), check_id(item_id, "item_id")
+        if event not in EVENTS:
+            raise ServeError(400, "event", f"{event!r} is not one of {', '.join(EVENTS)}")
+        if request_id is not None:
+            request_id = check_id(request_id, "request_id")[:64]
+        if self.store is None:
+            raise ServeError(503, "feedback", "no feedback store is configured")
+        with self._served_lock:
+            served = self._served.get(request_id or "", {}).get(item_id)
+        position, score = served if served else (None, None)
+        fid = self.store.append_feedback(user_id, item_id, event, request_id=request_id, position=position,
+                                         score=score, model_version=self._snap.version if served else None)
+        self._observe("feedback", event)
+        return {"id": fid, "stored": True, "request_id": request_id, "position": position}
+
+    # --- model metadata and swaps ---------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        """Model version, training time, metrics, data fingerprint and encoders."""
+        snap = self._snap
+        meta = snap.rec.meta or {}
+        return {"model_version": snap.version, "trained_at": meta.get("trained_at"),
+                "metrics": meta.get("test_metrics") or meta.get("metrics") or {},
+                "valid_metrics": meta.get("valid_metrics") or {}, "data_fingerprint": meta.get("data_fingerprint"),
+                "encoders": meta.get("encoders") or {}, "modalities": list(snap.rec.modalities),
+                "n_items": snap.n_items, "n_users": snap.rec.n_users, "added_items": len(self._added),
+                "fusion": snap.rec.config.fusion, "model_dir": str(snap.model_dir)}
+
+    def reload(self, model: str | Path) -> dict[str, Any]:
+        """Load another model version and swap it in atomically; items added since start are replayed.
+
+        Args:
+            model: a model folder, or whatever `self.resolver` turns into one (a BentoML tag).
+        """
+        try:
+            path = self.resolver(str(model)) if self.resolver is not None else Path(model)
+        except Exception:  # the resolver is the adapter's lookup (e.g. BentoML's NotFound)
+            raise ServeError(404, "model", f"no model folder or stored model {str(model)!r}") from None
+        if not path.is_dir():
+            raise ServeError(404, "model", f"no model folder {str(path)!r}")
+        try:
+            fresh = self._load(path)
+        except (OSError, ValueError) as exc:
+            raise ServeError(400, "model", f"cannot load {path}: {exc}") from None
+        with self._write_lock:
+            old = self._snap
+            for item in self._added:
+                if fresh.rec.item_index(item["item_id"]) is None:
+                    pil = self._open_image(item["image"]) if item["image"] else None
+                    fresh, _ = self._add(fresh, item["item_id"], item["text"], pil, item["title"] or "")
+            self._snap = fresh
+        self._observe("reload", "ok")
+        return {"previous_version": old.version, "model_version": fresh.version, "n_items": fresh.n_items,
+                "swapped_at": time.time()}
+
+    def call(self, api: str, authorization: str | None = None, write: bool = False, **kwargs: Any
+             ) -> tuple[int, dict[str, Any]]:
+        """Run one API (`recommend`, `similar`, ...) as the HTTP layer needs it: (status, body).
+
+        Write APIs check the bearer token first; a ServeError becomes its 4xx/5xx status and
+        a body naming the field; the metrics observer counts every outcome.
+        """
+        try:
+            if write:
+                self.authorize(authorization)
+            return 200, getattr(self, api)(**kwargs)
+        except ServeError as err:
+            self._observe(api, f"error:{err.status}")
+            return err.status, err.to_dict()
+
+    def close(self) -> None:
+        """Drain the served log and close the feedback store."""
+        if self.store is not None:
+            self.store.close()
+
+
+def default_feedback_url(cfg: ServeConfig) -> str:
+    """FUSIONREC_FEEDBACK_URL, else serve.feedback_url, else SQLite in the BentoML home."""
+    url = os.environ.get("FUSIONREC_FEEDBACK_URL") or cfg.feedback_url
+    if url:
+        return url
+    home = Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
+    return f"sqlite:///{home.resolve() / 'feedback.db'}"
+
+
+def build_engine(model_dir: Path | str, params: Path | str | None = None, observer: Observer | None = None
+                 ) -> InferenceEngine:
+    """The engine the service runs: config from params.yaml (FUSIONREC_PARAMS), store from the URL."""
+    from fusionrec.config import load_params
+    from fusionrec.monitoring.store import FeedbackStore
+
+    all_params = load_params(params or os.environ.get("FUSIONREC_PARAMS", "params.yaml"))
+    store = FeedbackStore(default_feedback_url(all_params.serve), background_served=True)
+    return InferenceEngine(model_dir, all_params.serve, store, all_params.ingest, observer)

@@ -1,0 +1,81 @@
+"""Turn a trained FusionNet into a Recommender: arrays, id maps, EASE and its blend weight."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from fusionrec.config import TrainConfig
+from fusionrec.models.recommender import Recommender
+
+if TYPE_CHECKING:
+    from fusionrec.models.network import FusionNet
+    from fusionrec.training import TrainData
+
+BLEND_GRID = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 11))
+
+
+def _csr_arrays(m: sp.csr_matrix, prefix: str) -> dict[str, np.ndarray]:
+    m = sp.csr_matrix(m)
+    m.sort_indices()
+    return {f"{prefix}_indptr": m.indptr.astype(np.int64), f"{prefix}_indices": m.indices.astype(np.int32)}
+
+
+def choose_blend(rec: Recommender, train: sp.csr_matrix, valid: sp.csr_matrix, metric: str = "ndcg@20"
+                 ) -> tuple[float, dict[float, float]]:
+    """The EASE weight in BLEND_GRID with the best validation metric (ties: the smaller weight)."""
+    from fusionrec.evaluation.metrics import evaluate_scores
+
+    results: dict[float, float] = {}
+    for w in BLEND_GRID:
+        rec.meta["ease_blend"] = float(w)
+        results[w] = float(evaluate_scores(rec.score_users, train, valid, ks=(20,))[metric])
+    best = max(results, key=lambda w: (results[w], -w))
+    rec.meta["ease_blend"] = float(best)
+    return float(best), results
+
+
+def assemble_recommender(model: FusionNet, data: TrainData, cfg: TrainConfig, info: dict[str, Any],
+                         best_epoch: int) -> tuple[Recommender, dict[str, float]]:
+    """Package the trained network; choose the EASE blend on valid when cfg.ease_blend is None.
+
+    Returns:
+        (recommender, its validation metrics with the blend applied).
+    """
+    import fusionrec
+    from fusionrec.evaluation.metrics import evaluate_scores
+    from fusionrec.models.ease import ease_weights
+
+    exported = model.export()
+    train = data.train_matrix
+    keys: list[str] = info["keys"]
+    arrays = dict(exported.arrays)
+    arrays["popularity"] = np.asarray(train.sum(axis=0), dtype=np.float32).ravel()
+    arrays.update(_csr_arrays(train, "hist"))
+    arrays.update(_csr_arrays(train + data.valid, "seen"))
+    for k in keys:
+        arrays[f"feat::{k}"] = np.asarray(data.features[k][0], dtype=np.float32)
+        arrays[f"mask::{k}"] = np.asarray(data.features[k][1], dtype=np.uint8)
+    use_ease = cfg.ease_blend is None or cfg.ease_blend > 0
+    if use_ease:
+        arrays["ease"] = ease_weights(train, cfg.ease_lambda)
+    meta: dict[str, Any] = {
+        "version": getattr(fusionrec, "__version__", "0"),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data_fingerprint": data.fingerprint,
+        "modalities": keys, "encoders": keys,
+        "feature_dims": [int(data.features[k][0].shape[1]) for k in keys],
+        "context_spec": info["context_spec"],
+        "ease_blend": float(cfg.ease_blend or 0.0),
+        "best_epoch": best_epoch,
+    }
+    rec = Recommender(cfg, arrays, exported.state, data.item_ids, data.user_ids, meta, data.titles)
+    if use_ease and cfg.ease_blend is None:
+        _, grid = choose_blend(rec, train, data.valid)
+        meta["ease_blend_grid"] = {str(k): v for k, v in grid.items()}
+    valid = evaluate_scores(rec.score_users, train, data.valid, ks=(10, 20))
+    meta["valid_metrics"] = {k: float(v) for k, v in valid.items() if "@" in k}
+    return rec, meta["valid_metrics"]

@@ -1,0 +1,68 @@
+"""EASE (Steck 2019): a closed-form linear item-item model.
+
+B = I - P diag(1 / diag P) with P = (X'X + lambda I)^-1 and a zero diagonal. It is
+the strongest id-only peer on MovieLens and the linear component the neural model's
+scores blend with. The baselines room imports `EASE` from here, so both use one fit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+MAX_EASE_ITEMS = 30_000  # the Gram matrix is dense: n_items^2 floats
+
+
+def ease_weights(train: sp.csr_matrix, lam: float = 300.0) -> np.ndarray:
+    """Fit the EASE item-item matrix on a binary user x item matrix.
+
+    Args:
+        train: (n_users, n_items) interactions, any positive value counts as 1.
+        lam: L2 regularisation on the diagonal of the Gram matrix.
+
+    Returns:
+        B, (n_items, n_items) float32 with a zero diagonal; scores are X @ B.
+    """
+    n_items = train.shape[1]
+    if n_items > MAX_EASE_ITEMS:
+        raise ValueError(
+            f"EASE needs a dense {n_items} x {n_items} matrix; more than {MAX_EASE_ITEMS} items is "
+            "too large. Set train.ease_blend to 0 to turn the EASE component off."
+        )
+    x = (train > 0).astype(np.float64 if n_items <= 8000 else np.float32)
+    gram = np.asarray((x.T @ x).todense())  # (n, n)
+    diag = np.diag_indices(n_items)
+    gram[diag] += lam
+    p = np.linalg.inv(gram)
+    b = p / (-np.diag(p))[None, :]  # column j divided by -P_jj
+    b[diag] = 0.0
+    return b.astype(np.float32)
+
+
+class EASE:
+    """EASE as a recommender with the evaluator's `fit` / `score_users` interface."""
+
+    name = "ease"
+
+    def __init__(self, lam: float = 300.0) -> None:
+        self.lam = lam
+        self.weights: np.ndarray | None = None
+        self._train: sp.csr_matrix | None = None
+
+    def fit(self, train: sp.csr_matrix, features: object = None) -> EASE:
+        """Fit on a (n_users, n_items) matrix; features are ignored (id-only model)."""
+        self._train = (train > 0).astype(np.float32).tocsr()
+        self.weights = ease_weights(self._train, self.lam)
+        return self
+
+    def score_users(self, user_idx: np.ndarray) -> np.ndarray:
+        """Scores (b, n_items) of known users: their training rows times B."""
+        if self.weights is None or self._train is None:
+            raise RuntimeError("EASE.score_users called before fit")
+        return np.asarray(self._train[np.asarray(user_idx)] @ self.weights, dtype=np.float32)
+
+    def score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+        """Scores (b, n_items) of users given as history rows (fold-in is exact for EASE)."""
+        if self.weights is None:
+            raise RuntimeError("EASE.score_histories called before fit")
+        return np.asarray((histories > 0).astype(np.float32) @ self.weights, dtype=np.float32)

@@ -1,0 +1,119 @@
+"""Graphs the model propagates over: the user-item graph (LightGCN) and an item-item
+kNN graph from content similarity (built once, frozen).
+
+Everything is a sparse matrix product on the CPU; the dense side carries the gradient.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _to_torch(m: sp.spmatrix) -> torch.Tensor:
+    """scipy sparse -> coalesced torch COO float32 tensor."""
+    import torch
+
+    coo = m.tocoo()
+    idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    val = torch.from_numpy(coo.data.astype(np.float32))
+    return torch.sparse_coo_tensor(idx, val, coo.shape, check_invariants=False).coalesce()
+
+
+def sym_normalize(a: sp.spmatrix) -> sp.csr_matrix:
+    """D^-1/2 A D^-1/2 with isolated nodes left at zero."""
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    inv = np.zeros_like(deg, dtype=np.float64)
+    inv[deg > 0] = deg[deg > 0] ** -0.5
+    d = sp.diags(inv)
+    return (d @ a @ d).tocsr()
+
+
+def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
+    """LightGCN's normalised bipartite adjacency.
+
+    Args:
+        train: (n_users, n_items) interactions.
+
+    Returns:
+        (n_users + n_items, n_users + n_items) sparse torch tensor, users first.
+    """
+    r = (train > 0).astype(np.float32)
+    a = sp.bmat([[None, r], [r.T, None]], format="csr")  # (U+I, U+I)
+    return _to_torch(sym_normalize(a))
+
+
+def lightgcn(adj: torch.Tensor, emb: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """Mean of the layer embeddings e^0..e^L with e^{l+1} = A e^l.
+
+    Args:
+        adj: (N, N) normalised adjacency (sparse).
+        emb: (N, d) layer-0 embeddings (users then items).
+
+    Returns:
+        (N, d) propagated embeddings.
+    """
+    import torch
+
+    out = emb
+    layer = emb
+    for _ in range(n_layers):
+        layer = torch.sparse.mm(adj, layer)  # (N, N) x (N, d) -> (N, d)
+        out = out + layer
+    return out / (n_layers + 1)
+
+
+def content_similarity_topk(
+    features: list[tuple[np.ndarray, np.ndarray]], k: int, chunk: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k neighbours of every item by mean cosine similarity over its modalities.
+
+    Args:
+        features: per modality (values (n, d_m), mask (n,) bool).
+        k: neighbours per item (itself excluded).
+
+    Returns:
+        (indices (n, k) int64, similarities (n, k) float32).
+    """
+    import torch
+
+    normed = []
+    for values, mask in features:
+        v = torch.from_numpy(np.asarray(values, dtype=np.float32))
+        v = torch.nn.functional.normalize(v, dim=1) * torch.from_numpy(mask.astype(np.float32))[:, None]
+        normed.append((v, torch.from_numpy(mask.astype(np.float32))))
+    n = normed[0][0].shape[0]
+    k = min(k, n - 1)
+    idx_out, sim_out = [], []
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        sim = torch.zeros(stop - start, n)
+        count = torch.zeros(stop - start, n)
+        for v, m in normed:
+            sim += v[start:stop] @ v.T  # (c, d_m) x (d_m, n) -> (c, n)
+            count += m[start:stop, None] * m[None, :]
+        sim = sim / count.clamp(min=1.0)
+        sim[torch.arange(stop - start), torch.arange(start, stop)] = -np.inf  # no self loops
+        top = torch.topk(sim, k, dim=1)
+        idx_out.append(top.indices)
+        sim_out.append(top.values)
+    return torch.cat(idx_out).numpy(), torch.cat(sim_out).numpy().astype(np.float32)
+
+
+def knn_graph(features: list[tuple[np.ndarray, np.ndarray]], k: int) -> torch.Tensor:
+    """Frozen item-item kNN graph: top-k content neighbours, symmetric, D^-1/2 A D^-1/2.
+
+    Returns:
+        (n_items, n_items) sparse torch tensor.
+    """
+    idx, sim = content_similarity_topk(features, k)
+    n = idx.shape[0]
+    rows = np.repeat(np.arange(n), idx.shape[1])
+    a = sp.csr_matrix((np.clip(sim.ravel(), 0.0, None), (rows, idx.ravel())), shape=(n, n))
+    a = a.maximum(a.T)  # symmetric: i~j when either lists the other
+    return _to_torch(sym_normalize(a))

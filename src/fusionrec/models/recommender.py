@@ -1,0 +1,262 @@
+"""The trained recommender as serving and evaluation see it (numpy in, numpy out).
+
+It holds the final user and item vectors, the small modules that embed new items and
+apply request context, the cold-item content tower and the EASE component. Scores of
+the parts are blended after per-user normalisation (z-scores over the trained items):
+
+    s = (1 - w) z(neural) + w z(EASE)       for items seen in training
+    s = z(cold tower)                       for items never seen (content only)
+
+Artifacts: `model.safetensors` (arrays + module weights), `config.json` (TrainConfig
++ meta) and the id maps `items.parquet` / `users.parquet`. Loading executes no code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from fusionrec import schema
+from fusionrec.config import TrainConfig
+from fusionrec.io import read_json, write_json
+from fusionrec.models.context import encode_context
+from fusionrec.models.inference_parts import InferenceParts, zscore
+
+
+class ModelLoadError(ValueError):
+    """A model folder that cannot be loaded; the message names the file."""
+
+
+def _csr(indptr: np.ndarray, indices: np.ndarray, n_items: int) -> sp.csr_matrix:
+    data = np.ones(len(indices), dtype=np.float32)
+    return sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_items))
+
+
+class Recommender:
+    """A trained fusionrec model: scoring, fold-in, new items, save/load."""
+
+    def __init__(self, config: TrainConfig, arrays: dict[str, np.ndarray], state: dict[str, np.ndarray],
+                 item_ids: Sequence[str], user_ids: Sequence[str], meta: dict[str, Any],
+                 titles: Sequence[str] | None = None) -> None:
+        self.config = config
+        self.meta = meta
+        self.arrays = arrays
+        self.state = state
+        self.item_ids = [str(i) for i in item_ids]
+        self.user_ids = [str(u) for u in user_ids]
+        self.titles = [str(t) for t in titles] if titles is not None else [""] * len(self.item_ids)
+        self._parts = InferenceParts(config, meta, state)
+        self._item_pos: dict[str, int] | None = None
+        self._user_pos: dict[str, int] | None = None
+
+    # --- identity -------------------------------------------------------------------
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def modalities(self) -> list[str]:
+        """Feature keys the model uses, in order ("text:minilm", "image:effnet-lite0", ...)."""
+        return list(self.meta.get("modalities", []))
+
+    @property
+    def ease_blend(self) -> float:
+        return float(self.meta.get("ease_blend", 0.0))
+
+    def item_index(self, item_id: str) -> int | None:
+        """Dense index of an item id, or None when unknown."""
+        if self._item_pos is None or len(self._item_pos) != self.n_items:
+            self._item_pos = {i: n for n, i in enumerate(self.item_ids)}
+        return self._item_pos.get(str(item_id))
+
+    def user_index(self, user_id: str) -> int | None:
+        """Dense index of a user id, or None when unknown (fold them in with score_histories)."""
+        if self._user_pos is None:
+            self._user_pos = {u: n for n, u in enumerate(self.user_ids)}
+        return self._user_pos.get(str(user_id))
+
+    # --- scoring --------------------------------------------------------------------
+    def _history(self) -> sp.csr_matrix:
+        return _csr(self.arrays["hist_indptr"], self.arrays["hist_indices"], self.n_items)
+
+    def _combine(self, neural: np.ndarray, hist: sp.csr_matrix, cold_users: np.ndarray | None) -> np.ndarray:
+        """Blend the parts after per-user normalisation: (b, n) each -> (b, n)."""
+        trained = self.arrays["trained"].astype(bool)
+        out = zscore(neural, trained)
+        w = self.ease_blend
+        if w > 0 and "ease" in self.arrays:
+            b = self.arrays["ease"]  # (n_e, n_e): the items that existed at training time
+            ease = np.zeros_like(neural)
+            ease[:, : b.shape[0]] = hist[:, : b.shape[0]] @ b  # (b, n_e) x (n_e, n_e)
+            out = (1 - w) * out + w * zscore(ease, trained)
+        if cold_users is not None and "cold_item" in self.arrays and not trained.all():
+            cold = cold_users @ self.arrays["cold_item"].T + self.arrays["cold_bias"][None, :]  # (b, n)
+            out[:, ~trained] = zscore(cold, trained)[:, ~trained]
+        return out.astype(np.float32)
+
+    def score_users(self, user_idx: np.ndarray, context: pd.DataFrame | None = None) -> np.ndarray:
+        """Scores (b, n_items) of known users, higher is better.
+
+        Args:
+            user_idx: (b,) dense user indices.
+            context: optional (b rows) request context columns.
+        """
+        user_idx = np.asarray(user_idx, dtype=np.int64)
+        base = self.arrays["user_base"][user_idx]  # (b, d)
+        neural = self._parts.user_matrix(base, self._context(context)) @ self.arrays["item_vecs"].T
+        cold = self.arrays["cold_user"][user_idx] if "cold_user" in self.arrays else None
+        return self._combine(neural, self._history()[user_idx], cold)
+
+    def score_histories(self, histories: Sequence[np.ndarray],
+                        context: pd.DataFrame | Sequence[Mapping[str, Any]] | None = None) -> np.ndarray:
+        """Scores (b, n_items) of users known only by their recent items (fold-in).
+
+        The user vector is the mean of the history's item vectors (LightGCN's first layer);
+        EASE needs only the history. A user with an empty history gets popularity.
+        """
+        rows = [np.unique(np.asarray(h, dtype=np.int64)) for h in histories]
+        for h in rows:
+            if len(h) and (h.min() < 0 or h.max() >= self.n_items):
+                raise IndexError(f"history item index out of range 0..{self.n_items - 1}: {h.tolist()[:10]}")
+        indptr = np.concatenate([[0], np.cumsum([len(h) for h in rows])]).astype(np.int64)
+        hist = _csr(indptr, np.concatenate(rows) if rows else np.zeros(0, np.int64), self.n_items)
+        counts = np.maximum(np.diff(indptr), 1)[:, None].astype(np.float32)
+        base = (hist @ self.arrays["item_e"]) / counts  # (b, n) x (n, d) -> (b, d)
+        neural = self._parts.user_matrix(base, self._context(context)) @ self.arrays["item_vecs"].T
+        cold = (hist @ self.arrays["cold_item"]) / counts if "cold_item" in self.arrays else None
+        out = self._combine(neural, hist, cold)
+        empty = np.diff(indptr) == 0
+        if empty.any():
+            out[empty] = zscore(self.popularity()[None, :], np.ones(self.n_items, bool))
+        return out
+
+    def _context(self, context: pd.DataFrame | Sequence[Mapping[str, Any]] | None) -> np.ndarray | None:
+        spec = self.meta.get("context_spec") or []
+        if context is None or not spec:
+            return None
+        frame = context if isinstance(context, pd.DataFrame) else pd.DataFrame(list(context))
+        return encode_context(spec, frame)
+
+    # --- vectors ----------------------------------------------------------------------
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, D) normalised item vectors (cosine similarity = dot product)."""
+        return self.arrays["item_vecs"]
+
+    def modality_vectors(self) -> dict[str, np.ndarray]:
+        """Per-modality projected item vectors {key: (n_items, d)}, L2-normalised, zeros where missing."""
+        feats = [self.arrays[f"feat::{k}"] for k in self.modalities]
+        masks = np.stack([self.arrays[f"mask::{k}"].astype(bool) for k in self.modalities], 1)
+        z = self._parts.project(feats, masks)  # (n, M, d)
+        return {k: z[:, m] for m, k in enumerate(self.modalities)}
+
+    def popularity(self) -> np.ndarray:
+        """(n_items,) training interaction counts."""
+        return self.arrays["popularity"]
+
+    def seen(self, user_idx: int) -> np.ndarray:
+        """Item indices a known user interacted with (train + valid): exclude them when serving."""
+        p, i = self.arrays["seen_indptr"], self.arrays["seen_indices"]
+        return i[p[user_idx] : p[user_idx + 1]].astype(np.int64)
+
+    # --- new items --------------------------------------------------------------------
+    def _feature_inputs(self, features: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray]
+                        ) -> tuple[list[np.ndarray], np.ndarray]:
+        unknown = set(features) - set(self.modalities)
+        if unknown:
+            raise KeyError(f"features {sorted(unknown)} are not used by this model; it uses {self.modalities}")
+        sizes = {len(v) for v in features.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"features must all hold the same number of items, got sizes {sorted(sizes)}")
+        b = sizes.pop()
+        feats, mask_cols = [], []
+        for key in self.modalities:
+            dim = self.arrays[f"feat::{key}"].shape[1]
+            v = np.asarray(features.get(key, np.zeros((b, dim))), dtype=np.float32)
+            if v.shape != (b, dim):
+                raise ValueError(f"{key}: expected ({b}, {dim}) features, got {v.shape}")
+            m = np.asarray(masks.get(key, np.full(b, key in features)), dtype=bool)
+            feats.append(v * m[:, None])
+            mask_cols.append(m)
+        return feats, np.stack(mask_cols, axis=1)
+
+    def encode_new_items(self, features: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray]
+                         ) -> np.ndarray:
+        """Item vectors (b, D) of items never seen by the model, through the content path.
+
+        Args:
+            features: {feature key: (b, d_m)}, the model's modalities (a missing key is masked).
+            masks: {feature key: (b,) bool}, True where the item has the modality.
+        """
+        return self._encode(features, masks)["item_vecs"]
+
+    def _encode(self, features: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feats, mask = self._feature_inputs(features, masks)
+        stored = [self.arrays[f"feat::{k}"] for k in self.modalities]
+        stored_mask = np.stack([self.arrays[f"mask::{k}"].astype(bool) for k in self.modalities], 1)
+        return self._parts.encode(feats, mask, stored, stored_mask, self.arrays["item_h0"])
+
+    def add_items(self, item_ids: Sequence[str], features: Mapping[str, np.ndarray],
+                  masks: Mapping[str, np.ndarray], titles: Sequence[str] | None = None) -> np.ndarray:
+        """Add new items, scorable at once through the content path; returns their new indices."""
+        ids = [str(i) for i in item_ids]
+        dupes = [i for i in ids if self.item_index(i) is not None] + [i for i in set(ids) if ids.count(i) > 1]
+        if dupes:
+            raise ValueError(f"item ids already in the model or repeated: {sorted(set(dupes))[:10]}")
+        enc = self._encode(features, masks)
+        feats, mask = self._feature_inputs(features, masks)
+        b = len(ids)
+        for key, rows in enc.items():
+            self.arrays[key] = np.concatenate([self.arrays[key], rows.astype(self.arrays[key].dtype)])
+        for m, key in enumerate(self.modalities):
+            self.arrays[f"feat::{key}"] = np.concatenate([self.arrays[f"feat::{key}"], feats[m]])
+            self.arrays[f"mask::{key}"] = np.concatenate([self.arrays[f"mask::{key}"], mask[:, m].astype(np.uint8)])
+        self.arrays["trained"] = np.concatenate([self.arrays["trained"], np.zeros(b, np.uint8)])
+        self.arrays["popularity"] = np.concatenate([self.arrays["popularity"], np.zeros(b, np.float32)])
+        self.item_ids += ids
+        self.titles += list(titles) if titles is not None else [""] * b
+        return np.arange(self.n_items - b, self.n_items)
+
+    # --- persistence ------------------------------------------------------------------
+    def save(self, out_dir: Path | str) -> Path:
+        """Write model.safetensors, config.json and the id maps into out_dir."""
+        from safetensors.numpy import save_file
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {f"arr.{k}": np.ascontiguousarray(v) for k, v in self.arrays.items()}
+        tensors.update({f"state.{k}": np.ascontiguousarray(v) for k, v in self.state.items()})
+        save_file(tensors, str(out / schema.MODEL_WEIGHTS))
+        write_json(out / schema.MODEL_CONFIG, {"train_config": self.config.model_dump(mode="json"), "meta": self.meta})
+        pd.DataFrame({schema.ITEM_IDX: np.arange(self.n_items, dtype=np.int32), schema.ITEM_ID: self.item_ids,
+                      "title": self.titles}).to_parquet(out / schema.MODEL_ITEMS, index=False)
+        pd.DataFrame({schema.USER_IDX: np.arange(self.n_users, dtype=np.int32),
+                      schema.USER_ID: self.user_ids}).to_parquet(out / schema.MODEL_USERS, index=False)
+        return out
+
+    @classmethod
+    def load(cls, model_dir: Path | str) -> Recommender:
+        """Read a folder written by `save` (safetensors + JSON + parquet; no pickle)."""
+        from safetensors.numpy import load_file
+
+        d = Path(model_dir)
+        for name in (schema.MODEL_WEIGHTS, schema.MODEL_CONFIG, schema.MODEL_ITEMS, schema.MODEL_USERS):
+            if not (d / name).is_file():
+                raise ModelLoadError(f"{d}: not a model folder, missing {name} (write one with `fusionrec train`)")
+        tensors = load_file(str(d / schema.MODEL_WEIGHTS))
+        cfg_json = read_json(d / schema.MODEL_CONFIG)
+        items = pd.read_parquet(d / schema.MODEL_ITEMS)
+        users = pd.read_parquet(d / schema.MODEL_USERS)
+        arrays = {k[4:]: v for k, v in tensors.items() if k.startswith("arr.")}
+        state = {k[6:]: v for k, v in tensors.items() if k.startswith("state.")}
+        titles = items["title"].tolist() if "title" in items.columns else None
+        return cls(TrainConfig(**cfg_json["train_config"]), arrays, state, items[schema.ITEM_ID].tolist(),
+                   users[schema.USER_ID].tolist(), cfg_json["meta"], titles)

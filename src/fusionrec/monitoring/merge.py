@@ -1,0 +1,191 @@
+"""Merge the feedback store into a dataset's interactions, exactly once, and cut a common holdout.
+
+Exactly once: the dataset folder keeps a watermark (`feedback_watermark.json`: the last
+feedback id merged). A merge reads only events after it, writes the interactions file
+atomically and only then moves the watermark. Should a crash fall between the two writes,
+the next merge sees the same events again and the (user, item, timestamp, event) key drops
+them, so nothing is counted twice. Positive events become interactions with their event
+name; negative ones (schema.NEGATIVE_EVENTS) are kept with theirs. A (user, item) pair keeps
+its latest event, as ingest's `dedupe: last` would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusionrec.io import find_table, read_json, read_table, write_json
+from fusionrec.schema import (
+    EVENT,
+    INTERACTIONS_STEM,
+    ITEM_ID,
+    ITEMS_STEM,
+    NEGATIVE_EVENTS,
+    RATING,
+    TIMESTAMP,
+    USER_ID,
+)
+
+WATERMARK = "feedback_watermark.json"
+HOLDOUT_FILE = "holdout.parquet"
+
+
+class MergeError(ValueError):
+    """The dataset folder cannot take the feedback; the message names the folder and file."""
+
+
+@dataclass
+class MergeResult:
+    """What one merge did."""
+
+    new_events: int  # feedback events after the watermark
+    merged: int  # rows added or updated in the interactions
+    positives: int
+    negatives: int
+    unknown_items: int  # events on items absent from the catalogue (not merged: ingest would reject them)
+    duplicates: int  # events already present (same user, item, timestamp, event)
+    interactions: int  # rows in the interactions file after the merge
+    first_id: int | None
+    last_id: int | None  # the new watermark
+    fingerprint: str  # hash of the interactions after the merge
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_watermark(data_dir: Path) -> int:
+    """The last feedback id merged into this dataset (0 when none)."""
+    path = Path(data_dir) / WATERMARK
+    return int(read_json(path)["last_feedback_id"]) if path.is_file() else 0
+
+
+def _write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write CSV or Parquet (by suffix) atomically: a temp file in the same folder, then rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    if path.suffix == ".parquet":
+        frame.to_parquet(tmp, index=False)
+    else:
+        frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def feedback_rows(feedback: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Feedback events as interaction rows with the dataset's columns.
+
+    `timestamp` is the event time in whole seconds; `hour` (the demo's context column), when
+    the dataset has it, is derived from it; other extra columns are left empty.
+    """
+    ts = pd.to_numeric(feedback["ts"]).astype(np.int64)
+    rows = pd.DataFrame({
+        USER_ID: feedback[USER_ID].astype(str).values,
+        ITEM_ID: feedback[ITEM_ID].astype(str).values,
+        TIMESTAMP: ts.values,
+        EVENT: feedback[EVENT].astype(str).str.lower().values,
+    })
+    for col in columns:
+        if col == "hour":
+            rows[col] = (ts.values // 3600) % 24
+        elif col == RATING:
+            rows[col] = np.nan
+        elif col not in rows.columns:
+            rows[col] = pd.NA
+    return rows[columns]
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    """Short content hash of an interactions frame (order-independent)."""
+    key = frame[[USER_ID, ITEM_ID, TIMESTAMP]].astype(str).agg("|".join, axis=1).sort_values()
+    return hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]
+
+
+def merge_feedback(data_dir: Path, feedback: pd.DataFrame) -> MergeResult:
+    """Merge the feedback events after the dataset's watermark into its interactions file.
+
+    Args:
+        data_dir: a dataset folder (the contract: interactions.csv|parquet, items.csv|parquet).
+        feedback: the store's feedback rows (id, user_id, item_id, event, ts, ...), any superset.
+
+    Returns:
+        MergeResult; running it again with the same feedback merges nothing.
+    """
+    data_dir = Path(data_dir)
+    inter_path, items_path = find_table(data_dir, INTERACTIONS_STEM), find_table(data_dir, ITEMS_STEM)
+    if inter_path is None or items_path is None:
+        raise MergeError(f"{data_dir}: not a dataset folder (needs interactions and items tables)")
+    mark = read_watermark(data_dir)
+    new = feedback[pd.to_numeric(feedback["id"]) > mark].sort_values("id")
+    inter = read_table(inter_path, dtype={USER_ID: str, ITEM_ID: str})
+    if EVENT not in inter.columns:
+        inter[EVENT] = "interaction"
+    catalogue = set(read_table(items_path, dtype={ITEM_ID: str})[ITEM_ID].astype(str))
+    known = new[ITEM_ID].astype(str).isin(catalogue)
+    rows = feedback_rows(new[known], list(inter.columns))
+    key = [USER_ID, ITEM_ID, TIMESTAMP, EVENT]
+    existing = set(map(tuple, inter[key].astype(str).values))
+    dup = np.array([tuple(r) in existing for r in rows[key].astype(str).values], dtype=bool)
+    rows = rows[~dup]
+    # a (user, item) pair keeps its latest event
+    merged = pd.concat([inter, rows], ignore_index=True)
+    merged = merged.sort_values(TIMESTAMP, kind="stable").drop_duplicates([USER_ID, ITEM_ID], keep="last")
+    negative = rows[EVENT].isin(NEGATIVE_EVENTS)
+    last_id = int(new["id"].max()) if len(new) else (mark or None)
+    if len(rows):
+        _write_table(merged.sort_index(), inter_path)
+    write_json(data_dir / WATERMARK, {"last_feedback_id": last_id or 0, "updated_at": time.time()})
+    return MergeResult(
+        new_events=len(new), merged=len(rows), positives=int((~negative).sum()), negatives=int(negative.sum()),
+        unknown_items=int((~known).sum()), duplicates=int(dup.sum()), interactions=len(merged),
+        first_id=int(new["id"].min()) if len(new) else None, last_id=last_id, fingerprint=fingerprint(merged),
+    )
+
+
+def cut_holdout(data_dir: Path, since_ts: float, share: float, min_rows: int = 20) -> pd.DataFrame:
+    """The common holdout: the newest `share` of the positive interactions at or after `since_ts`.
+
+    Both the champion and the challenger are scored on it; the challenger never trains on it.
+
+    Returns:
+        Rows (user_id, item_id, timestamp, event) of the holdout; empty when fewer than min_rows.
+    """
+    inter_path = find_table(Path(data_dir), INTERACTIONS_STEM)
+    assert inter_path is not None
+    inter = read_table(inter_path, dtype={USER_ID: str, ITEM_ID: str})
+    recent = inter[(inter[TIMESTAMP] >= since_ts)]
+    if EVENT in recent.columns:
+        recent = recent[~recent[EVENT].astype(str).isin(NEGATIVE_EVENTS)]
+    recent = recent.sort_values(TIMESTAMP, kind="stable")
+    n = int(round(len(recent) * share))
+    holdout = recent.iloc[len(recent) - n :] if n >= min_rows else recent.iloc[0:0]
+    return holdout[[USER_ID, ITEM_ID, TIMESTAMP] + ([EVENT] if EVENT in holdout.columns else [])]
+
+
+def training_copy(data_dir: Path, holdout: pd.DataFrame, out_dir: Path) -> Path:
+    """A dataset folder for the challenger: the interactions without the holdout rows, the rest linked.
+
+    Items, users and images are symlinked (never copied); the interactions are written as Parquet.
+    """
+    data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for entry in data_dir.iterdir():
+        if entry.name.startswith(INTERACTIONS_STEM + ".") or entry.name in (WATERMARK, HOLDOUT_FILE):
+            continue
+        link = out_dir / entry.name
+        if not link.exists():
+            link.symlink_to(entry)
+    inter_path = find_table(data_dir, INTERACTIONS_STEM)
+    assert inter_path is not None
+    inter = read_table(inter_path, dtype={USER_ID: str, ITEM_ID: str})
+    drop = set(zip(holdout[USER_ID].astype(str), holdout[ITEM_ID].astype(str), strict=True))
+    keep = [pair not in drop for pair in zip(inter[USER_ID].astype(str), inter[ITEM_ID].astype(str), strict=True)]
+    target = out_dir / f"{INTERACTIONS_STEM}{inter_path.suffix}"
+    _write_table(inter[keep], target)
+    return out_dir

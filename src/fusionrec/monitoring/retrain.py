@@ -1,0 +1,233 @@
+"""Retraining: merge the feedback, rerun the pipeline, gate the challenger, promote, keep a record.
+
+`retrain(...)` is the whole run: merge the store's new feedback into the dataset exactly
+once (merge.py), cut a common holdout from the newest feedback, train a challenger on the
+rest (the `run_<verb>` steps locally, or a Kubeflow run through the kfp client), score the
+champion and the challenger on that same holdout, ask `fusionrec.evaluation.gate.decide_promotion`,
+and on promotion package the challenger and ask the running service to reload it. Every run
+writes `record.json` in its folder and a line in `<work>/runs.jsonl`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from fusionrec.config import Params
+from fusionrec.io import find_table, read_table, write_json
+from fusionrec.monitoring.merge import HOLDOUT_FILE, cut_holdout, merge_feedback, training_copy
+from fusionrec.schema import EVENT, INTERACTIONS_STEM, ITEM_ID, ITEMS_STEM, NEGATIVE_EVENTS, USER_ID
+
+logger = logging.getLogger(__name__)
+RUNS_LOG = "runs.jsonl"
+
+
+class RetrainError(RuntimeError):
+    """A retraining run that cannot go on; the message says which stage and why."""
+
+
+# --- the common holdout ---------------------------------------------------------------------
+def holdout_fingerprint(holdout: pd.DataFrame) -> str:
+    """Hash of the holdout's (user, item) pairs: equal fingerprints = comparable numbers."""
+    pairs = sorted(zip(holdout[USER_ID].astype(str), holdout[ITEM_ID].astype(str), strict=True))
+    return hashlib.sha256(repr(pairs).encode()).hexdigest()[:16]
+
+
+def holdout_metrics(model_dir: Path, known: pd.DataFrame, holdout: pd.DataFrame, item_ids: list[str],
+                    ks: list[int]) -> dict[str, Any]:
+    """Full-ranking metrics of one model on the common holdout, in a shared item space.
+
+    Known users are scored by the model; users it never saw are folded in from their known
+    items. Items the model does not know score -inf. Known items (all of the user's other
+    interactions, negatives included) are excluded from the ranking.
+
+    Args:
+        known: interactions that are not in the holdout (user_id, item_id).
+        holdout: the test pairs (user_id, item_id).
+        item_ids: the shared item space (the dataset's catalogue).
+    """
+    from fusionrec.evaluation.metrics import evaluate_scores
+    from fusionrec.models.recommender import Recommender
+
+    model = Recommender.load(model_dir)
+    users = sorted(set(holdout[USER_ID].astype(str)))
+    upos = {u: i for i, u in enumerate(users)}
+    ipos = {it: j for j, it in enumerate(item_ids)}
+
+    def matrix(frame: pd.DataFrame) -> sp.csr_matrix:
+        f = frame[frame[USER_ID].astype(str).isin(upos) & frame[ITEM_ID].astype(str).isin(ipos)]
+        rows = f[USER_ID].astype(str).map(upos).to_numpy()
+        cols = f[ITEM_ID].astype(str).map(ipos).to_numpy()
+        m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(users), len(item_ids)))
+        m.data[:] = 1.0
+        return m
+
+    known_m, test_m = matrix(known), matrix(holdout)
+    col_of = np.array([model.item_index(i) if model.item_index(i) is not None else -1 for i in item_ids])
+    present = col_of >= 0
+
+    def score_fn(batch: np.ndarray) -> np.ndarray:
+        out = np.full((len(batch), len(item_ids)), -np.inf, dtype=np.float64)
+        for r, u in enumerate(batch):
+            uid = users[int(u)]
+            idx = model.user_index(uid)
+            if idx is not None:
+                s = model.score_users(np.array([idx]))[0]  # (n_model_items,)
+            else:
+                hist = col_of[known_m[int(u)].indices]
+                s = model.score_histories([hist[hist >= 0]])[0]
+            out[r, present] = s[col_of[present]]
+        return out
+
+    result = evaluate_scores(score_fn, known_m, test_m, ks=ks)
+    return {k: float(v) for k, v in result.items() if isinstance(v, int | float | np.floating | np.integer)}
+
+
+# --- pipeline runners -----------------------------------------------------------------------
+def train_local(data_dir: Path, work: Path, params: Params) -> Path:
+    """Run ingest -> split -> featurize -> train on data_dir with the `run_<verb>` steps; the model folder."""
+    from fusionrec.steps import run_featurize, run_ingest, run_split, run_train
+
+    run_ingest(data_dir, work / "ingested", params.ingest)
+    run_split(work / "ingested", work / "split", params.split)
+    run_featurize(work / "ingested", work / "features", params.featurize)
+    run_train(work / "ingested", work / "features", work / "split", work / "model", params.train)
+    return work / "model"
+
+
+def submit_kfp(host: str, package: Path, data_uri: str, champion_metrics: dict[str, Any]) -> dict[str, str]:
+    """Submit the compiled training pipeline (pipelines room) as one Kubeflow run.
+
+    Args:
+        data_uri: where the cluster reads the merged dataset (the pipeline's `data_uri`).
+        champion_metrics: the champion's holdout metrics (the pipeline's promotion gate input).
+    """
+    import kfp
+
+    if not Path(package).is_file():
+        raise RetrainError(f"kfp pipeline package {package} not found; run `fusionrec pipeline compile`")
+    client = kfp.Client(host=host)
+    run = client.create_run_from_pipeline_package(
+        str(package), arguments={"data_uri": data_uri, "champion_metrics": champion_metrics},
+        experiment_name="fusionrec-retrain",
+    )
+    return {"run_id": str(run.run_id), "host": host}
+
+
+def reload_service(url: str, model: str, token: str | None, timeout: float = 120.0) -> dict[str, Any]:
+    """Ask a running service to swap in `model` (folder or BentoML tag) via its authenticated /reload."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    resp = httpx.post(f"{url.rstrip('/')}/reload", json={"model": model}, headers=headers, timeout=timeout)
+    if resp.status_code != 200:
+        raise RetrainError(f"service {url} refused the reload ({resp.status_code}): {resp.text[:300]}")
+    return dict(resp.json())
+
+
+# --- the run --------------------------------------------------------------------------------
+def _catalogue(data_dir: Path) -> list[str]:
+    items_path = find_table(data_dir, ITEMS_STEM)
+    assert items_path is not None
+    return read_table(items_path, dtype={ITEM_ID: str})[ITEM_ID].astype(str).tolist()
+
+
+def retrain(
+    data_dir: Path, feedback: pd.DataFrame, champion_dir: Path | None, work_dir: Path, params: Params,
+    trigger: str = "local", reason: str = "", kfp_host: str = "", data_uri: str = "",
+    trainer: Callable[[Path, Path, Params], Path] = train_local,
+) -> dict[str, Any]:
+    """One retraining run (see the module doc); returns the record it writes.
+
+    Args:
+        data_dir: the dataset folder the feedback is merged into (in place, exactly once).
+        feedback: the store's feedback rows.
+        champion_dir: the serving model's folder (None: nothing serves yet).
+        work_dir: runs/<stamp>/ folders and runs.jsonl go here.
+        trigger: "local" (steps in this process) or "kfp" (submit the pipeline, gate on the cluster).
+        reason: what triggered the run (e.g. the monitor's reasons), kept in the record.
+        trainer: (train_data_dir, run_dir, params) -> model folder; the steps by default.
+    """
+    cfg, started = params.monitor, time.time()
+    run_dir = Path(work_dir) / "runs" / time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    since = read_table(find_table(data_dir, INTERACTIONS_STEM) or Path(), dtype={USER_ID: str, ITEM_ID: str})
+    first_ts = float(since["timestamp"].max()) + 1 if len(since) else 0.0  # feedback newer than the data
+    merge = merge_feedback(data_dir, feedback)
+    record: dict[str, Any] = {"started_at": started, "trigger": trigger, "reason": reason, "run_dir": str(run_dir),
+                              "merge": merge.to_dict(), "data_fingerprint": merge.fingerprint}
+    if trigger == "kfp":
+        champ = json.loads((Path(champion_dir) / "holdout_metrics.json").read_text()) if champion_dir and (
+            Path(champion_dir) / "holdout_metrics.json").is_file() else {}
+        record["kfp"] = submit_kfp(kfp_host, Path(cfg.pipeline_package), data_uri or str(data_dir), champ)
+        record["decision"] = {"promote": None, "reason": "submitted to Kubeflow; the pipeline's gate decides"}
+        return _finish(record, run_dir, work_dir, started)
+    holdout = cut_holdout(data_dir, first_ts, cfg.holdout_share)
+    if holdout.empty:
+        record["decision"] = {"promote": False, "reason": "too little new feedback for a holdout; nothing trained"}
+        return _finish(record, run_dir, work_dir, started)
+    holdout.to_parquet(run_dir / HOLDOUT_FILE, index=False)
+    train_data = training_copy(data_dir, holdout, run_dir / "data")
+    t0 = time.time()
+    challenger_dir = trainer(train_data, run_dir, params)
+    record["train_wall_s"] = round(time.time() - t0, 2)
+    record["challenger_dir"] = str(challenger_dir)
+    record.update(_gate(train_data, holdout, challenger_dir, champion_dir, params))
+    if record["decision"]["promote"]:
+        record["promotion"] = _promote(challenger_dir, run_dir, params)
+    return _finish(record, run_dir, work_dir, started)
+
+
+def _gate(train_data: Path, holdout: pd.DataFrame, challenger: Path, champion: Path | None, params: Params
+          ) -> dict[str, Any]:
+    """Score both models on the holdout and ask the evaluation room's gate."""
+    from fusionrec.evaluation.gate import HOLDOUT, decide_promotion
+
+    known = read_table(find_table(train_data, INTERACTIONS_STEM) or Path(), dtype={USER_ID: str, ITEM_ID: str})
+    items, ks, fp = _catalogue(train_data), list(params.evaluate.ks), holdout_fingerprint(holdout)
+    chal = {**holdout_metrics(challenger, known, holdout, items, ks), HOLDOUT: fp}
+    champ = {**holdout_metrics(champion, known, holdout, items, ks), HOLDOUT: fp} if champion else None
+    write_json(challenger / "holdout_metrics.json", chal)
+    decision = decide_promotion(chal, champ, params.evaluate)
+    return {"holdout": {"fingerprint": fp, "rows": len(holdout), "users": int(holdout[USER_ID].nunique())},
+            "challenger_metrics": chal, "champion_metrics": champ, "decision": decision.to_dict()}
+
+
+def _promote(model_dir: Path, run_dir: Path, params: Params) -> dict[str, Any]:
+    """Package the challenger and ask the running service (if configured) to reload it."""
+    from fusionrec.steps import run_package
+
+    out: dict[str, Any] = {}
+    try:
+        pkg = run_package(model_dir, run_dir / "package", params.package)
+        out["package"] = json.loads(Path(pkg.outputs["package"]).read_text()).get("tag")
+    except Exception as exc:  # packaging needs BentoML's store; the folder still serves
+        logger.warning("packaging failed, the service will load the folder: %s", exc)
+        out["package_error"] = str(exc)
+    url = params.monitor.service_url
+    if url:
+        out["reload"] = reload_service(url, str(Path(model_dir).resolve()), os.environ.get(params.monitor.token_env))
+    return out
+
+
+def _finish(record: dict[str, Any], run_dir: Path, work_dir: Path, started: float) -> dict[str, Any]:
+    record["wall_s"] = round(time.time() - started, 2)
+    write_json(run_dir / "record.json", record)
+    with open(Path(work_dir) / RUNS_LOG, "a") as fh:
+        fh.write(json.dumps(record, default=str) + "\n")
+    return record
+
+
+def positives_only(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose event is not negative (for consumers that want interactions only)."""
+    return frame[~frame[EVENT].astype(str).isin(NEGATIVE_EVENTS)] if EVENT in frame.columns else frame

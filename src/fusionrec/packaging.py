@@ -1,0 +1,92 @@
+"""The `package` step: put a trained model folder into the BentoML model store.
+
+The stored model is the model folder byte for byte (safetensors + JSON + parquet +
+encoders/ state: no pickle) with its metadata (version, metrics, training data
+fingerprint, encoders) on the BentoML model, so `bentoml models get fusionrec:latest`
+answers "what is deployed" without loading anything. `serving/bentofile.yaml` then
+builds a bento from `serving/service.py`, which references `<model_name>:latest`.
+BentoML is imported inside `run_package` only: it is this step's storage backend.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from fusionrec import __version__ as fusionrec_version
+from fusionrec.config import PackageConfig
+from fusionrec.io import StepResult, read_json, write_json
+from fusionrec.schema import MODEL_CONFIG, MODEL_ITEMS, MODEL_USERS, MODEL_WEIGHTS
+
+PACKAGE_JSON = "package.json"  # written to the step's out dir: tag, store, metadata
+
+
+class PackageError(ValueError):
+    """A model folder that cannot be packaged; the message names the file."""
+
+
+def _clean(value: Any) -> Any:
+    """Metadata BentoML accepts: JSON scalars, lists and dicts; None and NaN dropped."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items() if v is not None and _clean(v) is not None}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value if v is not None]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str | int | float | bool):
+        return value
+    return None if value is None else str(value)
+
+
+def model_metadata(model_dir: Path) -> dict[str, Any]:
+    """What the model store records about a model folder (from its config.json meta)."""
+    for name in (MODEL_WEIGHTS, MODEL_CONFIG, MODEL_ITEMS, MODEL_USERS):
+        if not (model_dir / name).is_file():
+            raise PackageError(f"{model_dir}: not a model folder, missing {name} (run `fusionrec train` first)")
+    cfg = read_json(model_dir / MODEL_CONFIG)
+    meta = cfg.get("meta") or {}
+    train = cfg.get("train_config") or {}
+    return _clean({
+        "version": str(meta.get("version") or model_dir.name),
+        "trained_at": meta.get("trained_at"),
+        "data_fingerprint": meta.get("data_fingerprint"),
+        "encoders": meta.get("encoders") or {},
+        "modalities": meta.get("modalities") or [],
+        "test_metrics": meta.get("test_metrics") or {},
+        "valid_metrics": meta.get("valid_metrics") or {},
+        "ease_blend": meta.get("ease_blend"),
+        "fusion": train.get("fusion"),
+        "fusionrec_version": fusionrec_version,
+    })
+
+
+def run_package(model_dir: Path, out_dir: Path, cfg: PackageConfig) -> StepResult:
+    """Store model_dir in the BentoML model store (under $BENTOML_HOME) as `<cfg.model_name>:<auto>`.
+
+    Returns:
+        StepResult with metrics {size_mb, n_files} and outputs {"package": out_dir/package.json},
+        which holds the tag, e.g. "fusionrec:k2xvq3..." (`fusionrec serve --model TAG`).
+    """
+    import bentoml
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    meta = model_metadata(model_dir)
+    pickles = [str(p) for p in model_dir.rglob("*") if p.suffix in (".pkl", ".pickle", ".pt", ".pth", ".joblib")]
+    if pickles:
+        raise PackageError(f"{model_dir}: refusing to package pickled files {pickles[:5]}")
+    labels = {"framework": "fusionrec", "model_version": str(meta["version"])[:60],
+              "fusion": str(meta.get("fusion", ""))}
+    with bentoml.models.create(cfg.model_name, labels=labels, metadata=meta) as ref:
+        shutil.copytree(model_dir, ref.path, dirs_exist_ok=True)
+    files = [p for p in model_dir.rglob("*") if p.is_file()]
+    size_mb = sum(p.stat().st_size for p in files) / 1e6
+    store = os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))
+    path = write_json(out_dir / PACKAGE_JSON, {"tag": str(ref.tag), "model_name": cfg.model_name,
+                                               "bentoml_home": store, "metadata": meta})
+    return StepResult(metrics={"size_mb": round(size_mb, 3), "n_files": len(files)}, outputs={"package": path})
+
+
+__all__ = ["PACKAGE_JSON", "PackageError", "model_metadata", "run_package"]

@@ -1,0 +1,291 @@
+"""Training: data assembly, the fit loop with early stopping, the EASE blend, `run_train`.
+
+`train(data, cfg, callback)` knows nothing of optuna: the AutoML search passes a
+callback that reports each epoch's validation metrics and may raise to prune.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from fusionrec import schema
+from fusionrec.config import TrainConfig
+from fusionrec.io import StepResult
+
+if TYPE_CHECKING:
+    from fusionrec.models.network import FusionNet
+    from fusionrec.models.objective import Batch
+    from fusionrec.models.recommender import Recommender
+
+log = logging.getLogger(__name__)
+Callback = Callable[[int, dict[str, float]], None]
+EVAL_KS = (10, 20)
+
+
+@dataclass
+class TrainData:
+    """Everything training needs, in memory: interactions as index frames and matrices,
+    item features by key ("text:minilm": (values (n, d), mask (n,))), and the id maps."""
+
+    train: pd.DataFrame  # user_idx, item_idx[, context columns]
+    valid: sp.csr_matrix  # (n_users, n_items)
+    test: sp.csr_matrix | None
+    features: dict[str, tuple[np.ndarray, np.ndarray]]
+    item_ids: list[str]
+    user_ids: list[str]
+    titles: list[str] | None = None
+    cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    fingerprint: str = ""
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def matrix(self, frame: pd.DataFrame) -> sp.csr_matrix:
+        """Binary (n_users, n_items) matrix of an interaction frame."""
+        rows, cols = frame[schema.USER_IDX].to_numpy(np.int64), frame[schema.ITEM_IDX].to_numpy(np.int64)
+        m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(self.n_users, self.n_items))
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        return m
+
+    @property
+    def train_matrix(self) -> sp.csr_matrix:
+        return self.matrix(self.train)
+
+    @classmethod
+    def from_dirs(cls, ingested_dir: Path | str, features_dir: Path | str, split_dir: Path | str) -> TrainData:
+        """Read an ingested folder, a features folder and a split folder (ours or external)."""
+        from fusionrec.data.loading import load_ingested, load_split
+        from fusionrec.features.store import load_features
+
+        ingested = load_ingested(ingested_dir)
+        split = load_split(split_dir, ingested)
+        feats = {k: (fm.values, fm.mask) for k, fm in load_features(features_dir).items()}
+        items = ingested.items
+        titles = items["title"].astype(str).tolist() if "title" in items.columns else None
+        data = cls(
+            train=split.train, valid=split.matrix("valid"), test=split.matrix("test"), features=feats,
+            item_ids=items[schema.ITEM_ID].astype(str).tolist(),
+            user_ids=ingested.users[schema.USER_ID].astype(str).tolist(), titles=titles,
+            cold_items=np.asarray(split.cold_items, dtype=np.int64),
+        )
+        data.fingerprint = fingerprint(data)
+        return data
+
+
+@dataclass
+class TrainResult:
+    recommender: Recommender
+    best_epoch: int
+    valid_metrics: dict[str, float]
+    history: list[dict[str, float]]
+    seconds: float = 0.0
+
+
+def fingerprint(data: TrainData) -> str:
+    """A short hash of the training interactions and catalogue size (ties a model to its data)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(np.asarray([data.n_users, data.n_items]).tobytes())
+    h.update(data.train[[schema.USER_IDX, schema.ITEM_IDX]].to_numpy(np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def select_features(data: TrainData, cfg: TrainConfig) -> list[str]:
+    """Feature keys the config asks for, checked against the features folder."""
+    wanted = [f"text:{cfg.text_encoder}" if cfg.text_encoder != "none" else "",
+              f"image:{cfg.image_encoder}" if cfg.image_encoder != "none" else ""]
+    wanted += [m if ":" in m else f"vectors:{m}" for m in cfg.extra_modalities]
+    keys = [k for k in wanted if k]
+    missing = [k for k in keys if k not in data.features]
+    if missing:
+        raise ValueError(
+            f"train config asks for features {missing}, but the features folder has "
+            f"{sorted(data.features) or 'none'}; featurize with those encoders or set train.text_encoder / "
+            "train.image_encoder to one that exists (or 'none')"
+        )
+    return keys
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(data: TrainData, cfg: TrainConfig, keys: list[str], context_dim: int) -> FusionNet:
+    """The FusionNet for this data: features, graphs (LightGCN, kNN) and trained-item mask."""
+    from fusionrec.models.graph import knn_graph, normalized_adjacency
+    from fusionrec.models.network import FusionNet
+
+    train = data.train_matrix
+    feats = [data.features[k][0] for k in keys]
+    mask = np.stack([data.features[k][1].astype(bool) for k in keys], 1) if keys else np.zeros((data.n_items, 0), bool)
+    trained = np.asarray(train.sum(axis=0)).ravel() > 0
+    adj = normalized_adjacency(train) if cfg.n_layers > 0 else None
+    knn = None
+    if cfg.knn_k > 0 and cfg.knn_weight > 0 and keys:
+        knn = knn_graph([data.features[k] for k in keys], cfg.knn_k)
+    return FusionNet(cfg, data.n_users, feats, mask, trained, context_dim, adj, knn)
+
+
+def neural_scores(model: FusionNet) -> np.ndarray:
+    """(n_users, n_items) cosine scores of the current model, untrained items at -inf."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        out = model(train=False)
+        scores = (model.user_head(out["users"]) @ out["items"].T).numpy()  # (U, D) x (D, n)
+    model.train()
+    scores[:, ~model.trained.numpy()] = -np.inf
+    return scores
+
+
+def user_rows(cfg: TrainConfig, ctx: np.ndarray | None) -> bool:
+    """Full softmax without per-interaction context trains on user rows (see objective.py)."""
+    return cfg.loss == "softmax" and ctx is None
+
+
+def iter_batches(data: TrainData, cfg: TrainConfig, ctx: np.ndarray | None, train_m: sp.csr_matrix,
+                 rng: np.random.Generator) -> Iterator[Batch]:
+    """Shuffled batches: users with multi-hot targets, or interactions (+ context)."""
+    import torch
+
+    from fusionrec.models.objective import Batch
+
+    if user_rows(cfg, ctx):
+        users = rng.permutation(np.flatnonzero(np.diff(train_m.indptr) > 0))
+        for start in range(0, len(users), cfg.batch_size):
+            b = users[start : start + cfg.batch_size]
+            targets = torch.from_numpy(train_m[b].toarray())  # (B, n) multi-hot
+            yield Batch(users=torch.from_numpy(b.astype(np.int64)), targets=targets)
+        return
+    users = data.train[schema.USER_IDX].to_numpy(np.int64)
+    items = data.train[schema.ITEM_IDX].to_numpy(np.int64)
+    order = rng.permutation(len(users))
+    for start in range(0, len(order), cfg.batch_size):
+        b = order[start : start + cfg.batch_size]
+        yield Batch(users=torch.from_numpy(users[b]), pos=torch.from_numpy(items[b]),
+                    context=torch.from_numpy(ctx[b]) if ctx is not None else None)
+
+
+def run_epoch(model: FusionNet, opt: Any, batches: Iterator[Batch], gen: Any) -> dict[str, float]:
+    """One pass over the batches; mean loss parts."""
+    from fusionrec.models.objective import batch_loss
+
+    sums: dict[str, float] = {}
+    n_batches = 0
+    for batch in batches:
+        loss, parts = batch_loss(model, batch, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+        n_batches += 1
+    return {f"loss_{k}": v / max(n_batches, 1) for k, v in sums.items()}
+
+
+def fit(data: TrainData, cfg: TrainConfig, callback: Callback | None = None
+        ) -> tuple[FusionNet, int, list[dict[str, float]], dict[str, Any]]:
+    """The fit loop: epochs, validation NDCG@20, early stopping, best weights restored."""
+    import torch
+
+    from fusionrec.evaluation.metrics import evaluate_scores
+    from fusionrec.models.context import context_dim, encode_context, fit_context
+
+    seed_everything(cfg.seed)
+    keys = select_features(data, cfg)
+    spec = fit_context(data.train, cfg.context_columns) if cfg.context_columns else []
+    ctx = encode_context(spec, data.train) if spec else None
+    model = build_model(data, cfg, keys, context_dim(spec))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    train_m = data.train_matrix
+    best, best_epoch, best_state, history = -1.0, 0, None, []
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        batches = iter_batches(data, cfg, ctx, train_m, rng)
+        row: dict[str, float] = {"epoch": epoch, **run_epoch(model, opt, batches, gen)}
+        scores = neural_scores(model)
+        metrics = evaluate_scores(lambda u, s=scores: s[u], train_m, data.valid, ks=EVAL_KS)
+        row.update({k: float(v) for k, v in metrics.items() if "@" in k}, seconds=time.perf_counter() - t0)
+        history.append(row)
+        log.info("epoch %d  loss %.4f  valid ndcg@20 %.4f  recall@20 %.4f  (%.1fs)", epoch,
+                 row.get("loss_main", 0.0), row["ndcg@20"], row["recall@20"], row["seconds"])
+        if callback is not None:
+            callback(epoch, {k: v for k, v in row.items() if k != "epoch"})
+        if row["ndcg@20"] > best:
+            best, best_epoch = row["ndcg@20"], epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - best_epoch >= cfg.patience:
+            log.info("early stop: no validation NDCG@20 gain for %d epochs (best %d)", cfg.patience, best_epoch)
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model, best_epoch, history, {"keys": keys, "context_spec": spec}
+
+
+def train(data: TrainData, cfg: TrainConfig, callback: Callback | None = None) -> TrainResult:
+    """Train the model, choose the EASE blend on validation and package a Recommender.
+
+    Args:
+        data: the training data (see `TrainData.from_dirs`).
+        cfg: the train config.
+        callback: called as callback(epoch, metrics) after each epoch's validation;
+            an exception it raises (e.g. optuna.TrialPruned) propagates.
+    """
+    from fusionrec.models.assemble import assemble_recommender
+
+    t0 = time.perf_counter()
+    model, best_epoch, history, info = fit(data, cfg, callback)
+    rec, valid_metrics = assemble_recommender(model, data, cfg, info, best_epoch)
+    seconds = time.perf_counter() - t0
+    rec.meta["train_seconds"] = seconds
+    return TrainResult(rec, best_epoch, valid_metrics, history, seconds)
+
+
+def run_train(ingested_dir: Path, features_dir: Path, split_dir: Path, out_dir: Path, cfg: TrainConfig
+              ) -> StepResult:
+    """The `train` step: read the folders, train, evaluate on test, write the model folder."""
+    import shutil
+
+    from fusionrec.evaluation.metrics import evaluate_scores
+    from fusionrec.io import write_json
+
+    data = TrainData.from_dirs(ingested_dir, features_dir, split_dir)
+    result = train(data, cfg)
+    rec = result.recommender
+    metrics: dict[str, float | int] = {f"valid_{k}": v for k, v in result.valid_metrics.items()}
+    if data.test is not None and data.test.nnz:
+        test = evaluate_scores(rec.score_users, data.train_matrix, data.test, ks=EVAL_KS, exclude=[data.valid])
+        rec.meta["test_metrics"] = {k: float(v) for k, v in test.items() if "@" in k}
+        metrics.update({f"test_{k}": v for k, v in rec.meta["test_metrics"].items()})
+    out_dir = Path(out_dir)
+    rec.save(out_dir)
+    if (Path(features_dir) / "encoders").is_dir():  # fitted encoder state that serving needs
+        shutil.copytree(Path(features_dir) / "encoders", out_dir / "encoders", dirs_exist_ok=True)
+    write_json(out_dir / "history.json", result.history)
+    metrics.update(best_epoch=result.best_epoch, train_seconds=round(result.seconds, 2),
+                   ease_blend=rec.ease_blend)
+    return StepResult(metrics=metrics, outputs={"model": out_dir})

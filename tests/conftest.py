@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny demo dataset, ingested and split once per test session.
+
+Every room's tests can ask for `demo_dir` (the raw dataset + truth/), `ingested_dir`,
+`split_dir` (random-811), `tiny_demo_cfg`, `taste_model` and `ml100k_dir` (skips when
+../shared/datasets/ml100k-mm is absent). The session fixtures are read-only: a test
+that needs to modify a dataset copies it to its own tmp_path first.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+ML100K = Path(os.environ.get("FUSIONREC_ML100K", REPO.parent / "shared" / "datasets" / "ml100k-mm"))
+
+from fusionrec.config import DemoConfig, IngestConfig, SplitConfig  # noqa: E402
+
+TINY_DEMO = DemoConfig(users=80, items=150, interactions=3000, image_size=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_cfg() -> DemoConfig:
+    """The configuration of the session's tiny demo (80 users, 150 items, 3000 interactions, 32px)."""
+    return TINY_DEMO
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny demo dataset folder (items.csv, interactions.csv, images/, truth/)."""
+    from fusionrec.data.demo import run_demo_data
+
+    out = tmp_path_factory.mktemp("demo") / "data"
+    run_demo_data(out, TINY_DEMO)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ingested_dir(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo after `run_ingest` (with the `hour` context column)."""
+    from fusionrec.data.ingest import run_ingest
+
+    out = tmp_path_factory.mktemp("ingested") / "ingested"
+    run_ingest(demo_dir, out, IngestConfig())
+    return out
+
+
+@pytest.fixture(scope="session")
+def split_dir(ingested_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo split random-811 (train/valid/test.parquet + report.json)."""
+    from fusionrec.data.splits import run_split
+
+    out = tmp_path_factory.mktemp("split") / "random-811"
+    run_split(ingested_dir, out, SplitConfig(protocol="random-811"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def taste_model(demo_dir: Path):  # noqa: ANN201  (fusionrec.data.demo.TasteModel)
+    """The ground-truth taste model of the tiny demo."""
+    from fusionrec.data.demo import TasteModel
+
+    return TasteModel.load(demo_dir)
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> Path:
+    """../shared/datasets/ml100k-mm (or $FUSIONREC_ML100K); the test skips when it is absent."""
+    if not (ML100K / "interactions.csv").is_file():
+        pytest.skip(f"ml100k-mm not found at {ML100K}")
+    return ML100K

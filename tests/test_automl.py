@@ -1,0 +1,190 @@
+"""AutoML: the search space, a tiny real search, resume after a kill, and two workers on one study."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from fusionrec.automl import config_from_params, default_params, fit_space, run_search, suggest_config
+from fusionrec.automl.outputs import choose_trial
+from fusionrec.automl.space import EASE_MODE
+from fusionrec.automl.study import local_storage, local_study_storage, open_study, run_workers
+from fusionrec.config import (
+    SPACE_CHOICES,
+    SPACE_LOG,
+    SPACE_RANGES,
+    FeaturizeConfig,
+    SearchConfig,
+    SearchSpace,
+    TrainConfig,
+    load_config_file,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+BASE = TrainConfig(text_encoder="tfidf", image_encoder="color")
+
+
+# --- the space -------------------------------------------------------------------------
+
+
+def _sample(space: SearchSpace, n: int) -> list[tuple[optuna.trial.FrozenTrial, TrainConfig]]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        cfg = suggest_config(trial, space, BASE)
+        out.append((study.tell(trial, 0.0), cfg))
+    return out
+
+
+def test_suggest_config_covers_every_choice_and_respects_bounds() -> None:
+    space = SearchSpace()
+    samples = _sample(space, 200)
+    frozen, configs = samples[0][0], [c for _, c in samples]
+    assert set(frozen.params) == {*SPACE_CHOICES, *SPACE_RANGES, EASE_MODE}  # every item of the space is searched
+    for name in SPACE_CHOICES:
+        assert {getattr(c, name) for c in configs} == set(getattr(space, name)), name
+    for name in SPACE_RANGES:
+        low, high = getattr(space, name)
+        values = [t.params[name] for t, _ in samples]
+        assert all(low <= v <= high for v in values), name
+        assert frozen.distributions[name].log == (name in SPACE_LOG), name
+    for name in ("n_layers", "epochs"):
+        assert {getattr(c, name) for c in configs} == set(range(space.__dict__[name][0], space.__dict__[name][1] + 1))
+    blends = [c.ease_blend for c in configs]
+    assert None in blends and any(b is not None for b in blends)  # validation-chosen and fixed EASE blends
+    fixed = [(t.params["ease_blend"], c.ease_blend) for t, c in samples if t.params[EASE_MODE] == "fixed"]
+    assert all(p == b for p, b in fixed)
+    assert all(c.seed == BASE.seed and c.batch_size == BASE.batch_size for c in configs)  # rest from base
+
+
+def test_space_rejects_bad_ranges() -> None:
+    with pytest.raises(ValueError, match="lr: log-scale"):
+        SearchSpace(lr=[0.0, 0.1])
+    with pytest.raises(ValueError, match="epochs: expected"):
+        SearchSpace(epochs=[10])
+    with pytest.raises(ValueError, match="fusion: unknown choices"):
+        SearchSpace(fusion=["sum"])
+
+
+def test_fit_space_drops_missing_encoders_and_contains_the_default() -> None:
+    base = BASE.with_overrides(dim=48, lr=0.05, ease_blend=None)
+    assert isinstance(base, TrainConfig)
+    space, notes = fit_space(SearchSpace(ease_blend_auto=False), base, {"text": ["tfidf"], "image": ["color"]})
+    assert space.text_encoder == ["tfidf", "none"] and space.image_encoder == ["color", "none"]
+    assert 48 in space.dim and space.lr[1] == 0.05 and space.ease_blend_auto
+    assert any("minilm" in n for n in notes)
+    assert config_from_params(default_params(space, base), space, base) == base  # the enqueued trial is the default
+
+
+def test_local_study_storage_is_one_file_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FUSIONREC_STUDY_DIR", str(tmp_path / "studies"))
+    url = local_study_storage("run/42")
+    assert url == f"sqlite:///{(tmp_path / 'studies' / 'run-42.db').resolve()}"
+    assert (tmp_path / "studies").is_dir()
+
+
+def test_multi_objective_chooses_best_quality_within_the_latency_budget(tmp_path: Path) -> None:
+    study = open_study(SearchConfig(multi_objective=True), local_storage(tmp_path), 10)
+    for ndcg, ms in [(0.30, 9.0), (0.25, 4.0), (0.20, 1.0), (0.10, 3.0)]:
+        study.add_trial(optuna.trial.create_trial(values=[ndcg, ms]))
+    assert choose_trial(study, latency_budget_ms=5.0).values == [0.25, 4.0]
+    assert choose_trial(study, latency_budget_ms=0.5).values == [0.20, 1.0]  # none within: the fastest
+    assert choose_trial(study, latency_budget_ms=50.0).values == [0.30, 9.0]
+
+
+# --- mechanics with a fake objective (resume, workers) --------------------------------
+
+
+def fake_objective(trial: optuna.Trial) -> float:
+    """Cheap stand-in for training: a smooth function of two params, a little slow."""
+    x = trial.suggest_float("x", -1.0, 1.0)
+    trial.set_user_attr("pid", os.getpid())
+    time.sleep(0.3)
+    return 1.0 - x * x
+
+
+def _numbers(url: str, name: str) -> list[int]:
+    return [t.number for t in optuna.load_study(study_name=name, storage=url).trials]
+
+
+def test_kill_and_restart_continues_the_same_study(tmp_path: Path) -> None:
+    url, cfg = local_storage(tmp_path), SearchConfig(n_trials=1000, heartbeat_s=1, study_name="resume")
+    open_study(cfg, url, 10)
+    proc = mp.get_context("spawn").Process(target=run_workers, args=(cfg, url, fake_objective, 10))
+    proc.start()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.2)
+        study = optuna.load_study(study_name="resume", storage=url)
+        if sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) >= 3:
+            break
+    proc.kill()  # SIGKILL: no clean-up, the running trial is left RUNNING
+    proc.join()
+    before = _numbers(url, "resume")
+    assert len(before) >= 3
+    time.sleep(2.5)  # past the grace period (2 heartbeats)
+    run_workers(cfg.with_overrides(n_trials=3), url, fake_objective, 10)  # type: ignore[arg-type]
+    study = optuna.load_study(study_name="resume", storage=url)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) > len(before) and numbers[: len(before)] == before
+    assert len(set(numbers)) == len(numbers) == numbers[-1] + 1  # no duplicates, no gaps
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]  # stale trial failed
+
+
+def test_two_worker_processes_both_contribute(tmp_path: Path) -> None:
+    url = local_storage(tmp_path)
+    cfg = SearchConfig(n_trials=6, workers=2, study_name="shared")
+    assert run_workers(cfg, url, fake_objective, 10) == 6
+    study = optuna.load_study(study_name="shared", storage=url)
+    assert len(study.trials) == 6
+    assert len({t.user_attrs["pid"] for t in study.trials}) == 2
+    assert os.getpid() not in {t.user_attrs["pid"] for t in study.trials}
+
+
+# --- a tiny real search ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def features_dir(ingested_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Cheap features of the tiny demo: TF-IDF text and colour histograms."""
+    from fusionrec.features.pipeline import run_featurize
+
+    out = tmp_path_factory.mktemp("features") / "features"
+    run_featurize(ingested_dir, out, FeaturizeConfig(text_encoders=["tfidf"], image_encoders=["color"],
+                                                     tfidf_dim=16, num_workers=0))
+    return out
+
+
+TINY_SPACE = SearchSpace(dim=[16, 32], epochs=[2, 4], n_layers=[0, 2], knn_k=[0, 5], ease_blend_auto=False,
+                         ease_blend=[0.0, 0.5])
+TINY_BASE = TrainConfig(text_encoder="tfidf", image_encoder="color", dim=16, epochs=4, patience=2,
+                        n_layers=1, knn_k=5, ease_blend=0.0)
+
+
+def test_tiny_search_prunes_writes_outputs_and_beats_the_default(
+    ingested_dir: Path, features_dir: Path, split_dir: Path, tmp_path: Path
+) -> None:
+    cfg = SearchConfig(n_trials=6, prune_startup_trials=2, prune_warmup_epochs=1, space=TINY_SPACE)
+    result = run_search(ingested_dir, features_dir, split_dir, tmp_path, cfg, TINY_BASE)
+    m = result.metrics
+    assert m["n_trials"] == 6 and m["n_complete"] + m["n_pruned"] == 6
+    assert m["n_pruned"] >= 1
+    assert m["best_valid_ndcg@20"] >= m["default_valid_ndcg@20"] > 0
+    study = optuna.load_study(study_name=cfg.study_name, storage=local_storage(tmp_path))
+    first = study.trials[0]
+    assert first.user_attrs["default"] and TrainConfig(**first.user_attrs["config"]) == TINY_BASE
+    best = load_config_file(tmp_path / "best.yaml", TrainConfig)  # what `fusionrec train --config` reads
+    assert best == TrainConfig(**study.best_trial.user_attrs["config"])
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert len(trials) == 6 and {"params_fusion", "user_attrs_latency_ms"} <= set(trials.columns)
+    assert (tmp_path / "importances.json").is_file() and (tmp_path / "summary.json").is_file()
+    for plot in ("optimization_history", "param_importances", "parallel_coordinate"):
+        for ext in ("html", "png"):
+            assert (tmp_path / "plots" / f"{plot}.{ext}").stat().st_size > 0, (plot, ext)
