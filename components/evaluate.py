@@ -18,22 +18,31 @@ def evaluate(
     cfg: dict,
     champion_metrics: dict,
 ) -> bool:
-    """Evaluate the model against the baselines; return whether it may replace the champion."""
+    """Evaluate the model against the baselines; return whether it may replace the champion.
+
+    champion_metrics: the serving model's flat test metrics ({"ndcg@20": ..., "holdout": ...});
+    empty when nothing serves yet (then evaluate.champion, a path, or no champion decides).
+    """
+    from html import escape
     from pathlib import Path
 
     from fusionrec.config import EvaluateConfig
-    from fusionrec.evaluation.gate import decide_promotion
+    from fusionrec.evaluation.gate import HOLDOUT, RUN_FILE, decide_promotion
     from fusionrec.io import read_json, write_json
     from fusionrec.steps import run_evaluate
 
     eval_cfg = EvaluateConfig(**cfg)
     out = Path(evaluation.path)
     result = run_evaluate(Path(ingested.path), Path(features.path), Path(split_data.path), Path(model.path), out, eval_cfg)
+    if champion_metrics:  # a champion given as a run parameter replaces run_evaluate's verdict
+        challenger = {**result.metrics, HOLDOUT: read_json(out / RUN_FILE).get(HOLDOUT)}
+        write_json(out / "promotion.json", decide_promotion(challenger, champion_metrics, eval_cfg).to_dict())
+    promotion = read_json(out / "promotion.json")
     for key, value in result.metrics.items():
         metrics.log_metric(key, value)
+    metrics.log_metric("promote", int(bool(promotion["promote"])))
     table = out / "comparison.md"
     body = table.read_text() if table.exists() else "no comparison table"
-    Path(report.path).write_text(f"<html><body><pre>{body}</pre></body></html>")
-    decision = decide_promotion(read_json(out / "metrics.json"), champion_metrics or None, eval_cfg)
-    write_json(out / "promotion.json", decision.as_dict())
-    return bool(decision.promote)
+    page = f"<p>{escape(promotion['reason'])}</p><pre>{escape(body)}</pre>"
+    Path(report.path).write_text(f"<html><body>{page}</body></html>")
+    return bool(promotion["promote"])

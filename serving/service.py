@@ -23,7 +23,7 @@ from bentoml.validators import ContentType
 from fusionrec.config import load_params
 from fusionrec.inference import InferenceEngine, build_engine
 
-MODEL_TAG = os.environ.get("FUSIONREC_MODEL_TAG", "fusionrec:latest")
+MODEL_SPEC = os.environ.get("FUSIONREC_MODEL", "") or "fusionrec:latest"  # a folder or a BentoML tag
 _serve_cfg = load_params(os.environ.get("FUSIONREC_PARAMS", "params.yaml")).serve
 
 requests_total = bentoml.metrics.Counter(
@@ -52,11 +52,11 @@ def resolve_model(spec: str) -> Path:
 class FusionRec:
     """Recommendations, similar items, new items, feedback and model swaps over one model."""
 
-    model_ref = bentoml.models.BentoModel(MODEL_TAG)  # what `bentoml build` packs into the bento
+    if not Path(MODEL_SPEC).is_dir():  # a stored model: `bentoml build` packs it into the bento
+        model_ref = bentoml.models.BentoModel(MODEL_SPEC)
 
     def __init__(self) -> None:
-        spec = os.environ.get("FUSIONREC_MODEL")
-        model_dir = resolve_model(spec) if spec else Path(self.model_ref.path)
+        model_dir = Path(MODEL_SPEC) if Path(MODEL_SPEC).is_dir() else Path(self.model_ref.path)
         self.engine: InferenceEngine = build_engine(model_dir, observer=_observe)
         self.engine.resolver = resolve_model
 

@@ -171,7 +171,7 @@ TINY_BASE = TrainConfig(text_encoder="tfidf", image_encoder="color", dim=16, epo
 def test_tiny_search_prunes_writes_outputs_and_beats_the_default(
     ingested_dir: Path, features_dir: Path, split_dir: Path, tmp_path: Path
 ) -> None:
-    cfg = SearchConfig(n_trials=6, prune_startup_trials=2, prune_warmup_epochs=1, space=TINY_SPACE)
+    cfg = SearchConfig(n_trials=6, prune_startup_trials=1, prune_warmup_epochs=1, space=TINY_SPACE)
     result = run_search(ingested_dir, features_dir, split_dir, tmp_path, cfg, TINY_BASE)
     m = result.metrics
     assert m["n_trials"] == 6 and m["n_complete"] + m["n_pruned"] == 6

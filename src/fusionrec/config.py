@@ -227,6 +227,7 @@ class MonitorConfig(Section):
     current_window: int = 2000  # last N feedback events
     retrain_on: list[str] = ["feedback_drift", "ctr_drop", "interest_drift", "new_item_drift", "score_drift"]
     holdout_share: float = 0.2  # newest share of the merged feedback held out as the common holdout
+    recent_per_user: int = 0  # challenger trains on each user's newest N interactions (0 = all): lets new tastes count
     pipeline_package: str = "pipelines/compiled/training.yaml"  # kfp pipeline submitted by --trigger kfp
     service_url: str = ""  # running service asked to reload after a promotion ("" = none)
     token_env: str = "FUSIONREC_TOKEN"  # env var with the bearer token of the service's reload endpoint

@@ -158,3 +158,16 @@ def test_ml100k_ingests_without_conversion(ml100k_dir: Path, tmp_path: Path) -> 
     items = pd.read_parquet(tmp_path / "out" / schema.INGESTED_ITEMS)
     assert int(items[schema.HAS_IMAGE].sum()) == 1663
     assert (items[schema.ITEM_ID].astype(int) == items[schema.ITEM_IDX] + 1).all()  # row r is item r+1
+
+
+def test_users_file_adds_context_and_rejects_bad_rows(bad_dataset: Path, tmp_path: Path) -> None:
+    (bad_dataset / "users.csv").write_text("user_id,age\na,30\nb,41\na,99\n,5\nzz,20\n")
+    run_ingest(bad_dataset, tmp_path / "out", _cfg())
+    users = pd.read_parquet(tmp_path / "out" / schema.INGESTED_USERS)
+    assert list(users[schema.USER_ID]) == ["a", "b", "c"]  # users with interactions, in id order
+    assert list(users[schema.USER_IDX]) == [0, 1, 2]
+    assert list(users["age"].fillna("")) == ["30", "41", ""]  # the first row of a repeated user wins
+    rejected = pd.read_parquet(tmp_path / "out" / schema.REJECTED)
+    assert sorted(rejected.loc[rejected[schema.REJ_SOURCE] == "users.csv", schema.REJ_ROW]) == [2, 3]
+    report = json.loads((tmp_path / "out" / schema.REPORT).read_text())
+    assert report["users_file_without_interactions"] == 1  # "zz": counted, not silently lost

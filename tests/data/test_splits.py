@@ -136,3 +136,21 @@ def test_random_811_reproduces_ml100k_split(ml100k_dir: Path, tmp_path: Path) ->
         assert (ours[schema.ITEM_ID].to_numpy() == theirs[schema.ITEM_ID].to_numpy()).all(), part
         assert (ours[schema.TIMESTAMP].to_numpy() == theirs[schema.TIMESTAMP].astype("int64").to_numpy()).all()
         assert (ours[schema.RATING].to_numpy() == theirs[schema.RATING].astype(float).to_numpy()).all()
+
+
+def test_external_pair_unknown_to_ingest_keeps_the_file_values(ingested, tmp_path: Path) -> None:  # noqa: ANN001
+    inter = ingested.interactions
+    user = inter[schema.USER_ID].iloc[0]
+    seen = set(inter.loc[inter[schema.USER_ID] == user, schema.ITEM_ID])
+    new_item = next(i for i in ingested.items[schema.ITEM_ID] if i not in seen)
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    rows = inter[[*PAIR, schema.TIMESTAMP]].head(3)
+    rows.to_csv(ext / "train.csv", index=False)
+    rows.to_csv(ext / "valid.csv", index=False)
+    pd.DataFrame({schema.USER_ID: [user], schema.ITEM_ID: [new_item], schema.TIMESTAMP: [123]}).to_csv(
+        ext / "test.csv", index=False)
+    split = load_split(ext, ingested)
+    assert split.test[schema.TIMESTAMP].tolist() == [123] and split.test[schema.EVENT].tolist() == [""]
+    assert split.test[schema.ITEM_IDX].tolist() == [int(ingested.item_index()[new_item])]
+    assert split.matrix("test").nnz == 1

@@ -63,7 +63,7 @@ def test_tv_errors_are_actionable(tmp_path: Path) -> None:
     with pytest.raises(EncoderError, match="no model 'resnet9000'"):
         get_encoder("tv:resnet9000")
     with pytest.raises(EncoderError, match="not found"):
-        get_encoder(f"tv:resnet18@{tmp_path / 'missing.pth'}").version
+        get_encoder(f"tv:resnet18@{tmp_path / 'missing.pth'}").load()
     torch.save(resnet18().state_dict(), tmp_path / "r18.pth")
     with pytest.raises(EncoderError, match="does not fit resnet34"):
         get_encoder(f"tv:resnet34@{tmp_path / 'r18.pth'}").load()

@@ -63,7 +63,7 @@ def test_tfidf_state_round_trip_without_pickle(tmp_path: Path) -> None:
 
 def test_state_from_another_normalisation_is_refused(tmp_path: Path) -> None:
     enc = get_encoder("tfidf", FeaturizeConfig(tfidf_dim=2))
-    enc.fit(["a b c", "b c d", "c d e", "d e f"])
+    enc.fit(["apple pear plum", "pear plum fig", "plum fig kiwi", "fig kiwi lime"])
     enc.save_state(tmp_path)
     with pytest.raises(EncoderError, match="was written by version"):
         get_encoder("tfidf", FeaturizeConfig(tfidf_dim=2, normalize=False), state_dir=tmp_path)

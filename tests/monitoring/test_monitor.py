@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from monitoring_synth import store_frames
 
 from fusionrec.config import MonitorConfig
 from fusionrec.monitoring.decision import decide
 from fusionrec.monitoring.drift import DriftCheck, ctr_by_position
 from fusionrec.monitoring.monitor import monitor_frames, run_monitor, select_windows
-
-from monitoring_synth import store_frames
 
 CFG = MonitorConfig(reference_window=1000, current_window=1000)
 

@@ -129,6 +129,7 @@ def write_plots(study: optuna.Study, plots_dir: Path, imps: dict[str, float]) ->
     for name, (plotly_fig, mpl_fig) in _figures(study, imps).items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.simplefilter("ignore", UserWarning)  # matplotlib: a constant parameter's flat axis
             try:
                 html = plots_dir / f"{name}.html"
                 plotly_fig().write_html(html, include_plotlyjs="directory")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,9 @@ def run_search(ingested_dir: Path, features_dir: Path, split_dir: Path, out_dir:
     storage = cfg.storage or local_storage(out_dir)
     max_epochs = int(space.epochs[1])
     study = open_study(cfg, storage, max_epochs)
-    study.set_metric_names(["valid_ndcg@20", "latency_ms"] if cfg.multi_objective else ["valid_ndcg@20"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental API; the names only label the dashboard's axes
+        study.set_metric_names(["valid_ndcg@20", "latency_ms"] if cfg.multi_objective else ["valid_ndcg@20"])
     if cfg.n_trials > 0:
         study.enqueue_trial(default_params(space, base), user_attrs={"default": True}, skip_if_exists=True)
     objective = TrainObjective(Path(ingested_dir), Path(features_dir), Path(split_dir), space, base,

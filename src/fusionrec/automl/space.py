@@ -20,7 +20,7 @@ EASE_MODE = "ease_blend_mode"  # categorical: "validation" (TrainConfig.ease_ble
 INT_RANGES = ("n_layers", "epochs")  # [low, high] ranges of integers; the other ranges are floats
 
 
-def suggest_config(trial: optuna.Trial, space: SearchSpace, base: TrainConfig) -> TrainConfig:
+def suggest_config(trial: optuna.Trial | optuna.trial.FixedTrial, space: SearchSpace, base: TrainConfig) -> TrainConfig:
     """Ask the trial for one point of the space and return the TrainConfig it stands for.
 
     Args:

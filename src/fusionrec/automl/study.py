@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -101,10 +101,9 @@ def make_pruner(cfg: SearchConfig, max_epochs: int) -> optuna.pruners.BasePruner
 def open_study(cfg: SearchConfig, storage_url: str, max_epochs: int, seed: int | None = None) -> optuna.Study:
     """Create the study, or load it when the storage already holds one of that name."""
     import optuna
-
     from sqlalchemy.exc import SQLAlchemyError
 
-    directions = ["maximize", "minimize"] if cfg.multi_objective else ["maximize"]
+    directions: list[Literal["minimize", "maximize"]] = ["maximize", "minimize"] if cfg.multi_objective else ["maximize"]
     for attempt in range(5):  # workers starting together on an empty database race to create its tables
         try:
             study = optuna.create_study(storage=make_storage(storage_url, cfg.heartbeat_s),

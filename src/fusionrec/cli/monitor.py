@@ -1,5 +1,149 @@
-"""CLI commands: monitor (registered on fusionrec.cli.app.app)."""
+"""CLI commands of the monitoring room: `monitor`, `retrain`, `simulate`, `loop` (thin over fusionrec.monitoring)."""
 
 from __future__ import annotations
 
-from fusionrec.cli.app import app  # noqa: F401
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from fusionrec.cli.app import ParamsOption, app
+from fusionrec.config import ConfigError, Params, load_params
+
+
+def _params(path: Path, **monitor_overrides: Any) -> Params:
+    try:
+        params = load_params(path)
+    except ConfigError as exc:
+        typer.secho(str(exc), err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+    overrides = {k: v for k, v in monitor_overrides.items() if v is not None}
+    return params.model_copy(update={"monitor": params.monitor.with_overrides(**overrides)}) if overrides else params
+
+
+def _fail(message: str) -> None:
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    raise typer.Exit(1)
+
+
+def _retrain(store: str, data: Path, champion: Path | None, work: Path, params: Params, trigger: str,
+             kfp_host: str, data_uri: str, reason: str) -> dict[str, Any]:
+    from fusionrec.monitoring.merge import MergeError
+    from fusionrec.monitoring.retrain import RetrainError, retrain
+    from fusionrec.monitoring.store import FeedbackStore
+
+    if trigger == "kfp" and not kfp_host:
+        _fail("--trigger kfp needs --kfp-host URL (the Kubeflow Pipelines endpoint)")
+    with FeedbackStore(store) as fs:
+        feedback, served = fs.read_feedback(), fs.read_served()
+    try:
+        record = retrain(data, feedback, champion, work, params, trigger=trigger, reason=reason,
+                         kfp_host=kfp_host, data_uri=data_uri, served=served)
+    except (MergeError, RetrainError, FileNotFoundError) as exc:
+        _fail(f"retrain failed: {exc}")
+    merge, decision = record["merge"], record.get("decision", {})
+    typer.echo(f"merged {merge['merged']} feedback events ({merge['new_events']} new, watermark {merge['last_id']})")
+    typer.echo(f"decision: promote={decision.get('promote')} ({decision.get('reason')})")
+    typer.echo(f"record: {record['run_dir']}/record.json")
+    return record
+
+
+@app.command()
+def monitor(
+    store: str = typer.Option(..., "--store", help="feedback store: SQLAlchemy URL or SQLite file"),
+    model_dir: Path = typer.Option(..., "--model-dir", help="the model the service runs"),
+    out: Path = typer.Option(..., "--out", help="reports, decision.json and index.html go here"),
+    trigger: str = typer.Option("none", "--trigger", help="none | local | kfp: what to do when retraining is due"),
+    kfp_host: str = typer.Option("", "--kfp-host", help="Kubeflow Pipelines endpoint (--trigger kfp)"),
+    params: Path = ParamsOption,
+    data: Path | None = typer.Option(None, "--data", help="dataset folder the feedback is merged into (--trigger local|kfp)"),
+    work: Path | None = typer.Option(None, "--work", help="retraining runs folder (default: OUT/retrain)"),
+    data_uri: str = typer.Option("", "--data-uri", help="where the cluster reads the merged dataset (--trigger kfp)"),
+    service_url: str | None = typer.Option(None, "--service-url", help="service to reload after a promotion"),
+) -> None:
+    """Compare the feedback windows, write Evidently reports and decision.json; retrain when due."""
+    from fusionrec.monitoring.monitor import run_monitor
+
+    if trigger not in ("none", "local", "kfp"):
+        _fail(f"--trigger {trigger!r}: expected none, local or kfp")
+    if trigger != "none" and data is None:
+        _fail(f"--trigger {trigger} needs --data DIR (the dataset the feedback is merged into)")
+    cfg = _params(params, service_url=service_url)
+    result = run_monitor(store, model_dir, out, cfg.monitor)
+    decision = json.loads(Path(result.outputs["decision"]).read_text())
+    typer.echo(f"retrain: {decision['retrain']} {decision['reasons'] or decision['detail'] or ''}")
+    typer.echo(f"reports: {result.outputs['index']}")
+    if decision["retrain"] and trigger != "none":
+        assert data is not None
+        _retrain(store, data, model_dir, work or out / "retrain", cfg, trigger, kfp_host, data_uri,
+                 ",".join(decision["reasons"]))
+
+
+@app.command()
+def retrain(
+    store: str = typer.Option(..., "--store", help="feedback store: SQLAlchemy URL or SQLite file"),
+    data: Path = typer.Option(..., "--data", help="dataset folder the feedback is merged into (exactly once)"),
+    champion: Path | None = typer.Option(None, "--champion", help="the serving model's folder"),
+    work: Path = typer.Option(..., "--work", help="retraining runs folder (runs/<stamp>/, runs.jsonl)"),
+    trigger: str = typer.Option("local", "--trigger", help="local | kfp"),
+    kfp_host: str = typer.Option("", "--kfp-host", help="Kubeflow Pipelines endpoint (--trigger kfp)"),
+    data_uri: str = typer.Option("", "--data-uri", help="where the cluster reads the merged dataset (--trigger kfp)"),
+    service_url: str | None = typer.Option(None, "--service-url", help="service to reload after a promotion"),
+    reason: str = typer.Option("manual", "--reason", help="kept in the run's record"),
+    params: Path = ParamsOption,
+) -> None:
+    """Merge new feedback, retrain, gate the challenger against the champion, promote when better."""
+    if trigger not in ("local", "kfp"):
+        _fail(f"--trigger {trigger!r}: expected local or kfp")
+    _retrain(store, data, champion, work, _params(params, service_url=service_url), trigger, kfp_host,
+             data_uri, reason)
+
+
+@app.command()
+def simulate(
+    url: str = typer.Option(..., "--url", help="the running service, e.g. http://127.0.0.1:3000"),
+    demo: Path = typer.Option(..., "--demo", help="the demo dataset folder (its truth/ drives the users)"),
+    out: Path | None = typer.Option(None, "--out", help="write simulation.json here"),
+    rounds: int | None = typer.Option(None, "--rounds"),
+    users: int | None = typer.Option(None, "--users"),
+    shift_at: int | None = typer.Option(None, "--shift-at", help="round at which tastes shift (-1: never)"),
+    params: Path = ParamsOption,
+) -> None:
+    """Drive a running service with simulated demo users; report click-through per round."""
+    from fusionrec.monitoring.simulate import simulate as run_simulation
+    from fusionrec.monitoring.simulate import summarize
+
+    p = load_params(params)
+    cfg = p.simulate.with_overrides(rounds=rounds, users=users, shift_at=shift_at)
+    token = os.environ.get(p.serve.token_env)
+    result = run_simulation(url, demo, cfg, token, out,  # type: ignore[arg-type]
+                            on_round=lambda s: typer.echo(f"round {s.round:3d} shifted={s.shifted!s:5} "
+                                                          f"ctr={s.ctr:.4f} errors={s.errors}"))
+    summary = summarize(result, cfg)  # type: ignore[arg-type]
+    typer.echo(f"ctr before shift {summary['ctr_before_shift']}, after {summary['ctr_after_shift']}, "
+               f"errors {summary['errors']}")
+
+
+@app.command()
+def loop(
+    out: Path = typer.Option(Path("work/loop"), "--out", help="working folder of the demo loop"),
+    params: Path = ParamsOption,
+    rounds_before: int = typer.Option(4, "--rounds-before", help="rounds before the taste shift"),
+    max_shifted: int = typer.Option(10, "--max-shifted", help="shifted rounds at most, waiting for detection"),
+    rounds_after: int = typer.Option(4, "--rounds-after", help="rounds after the promotion"),
+) -> None:
+    """The closed loop: serve -> simulate -> shift -> monitor detects -> retrain -> promote -> recovery."""
+    from fusionrec.monitoring.loop import run_loop
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    result = run_loop(out, load_params(params), rounds_before, max_shifted, rounds_after)
+    n = result["numbers"]
+    typer.echo(f"ctr before shift {n['ctr_before_shift']}, after shift {n['ctr_after_shift']}, "
+               f"after promotion {n['ctr_after_promotion']} (recovery {n['recovery']})")
+    typer.echo(f"events until detection {n.get('events_until_detection')}, retrain {n.get('retrain_wall_s')} s, "
+               f"failed requests {n['failed_requests']}")
+    typer.echo(f"plot: {out / 'ctr.png'}; numbers: {out / 'loop.json'}")

@@ -1,5 +1,82 @@
-"""CLI commands: serve (registered on fusionrec.cli.app.app)."""
+"""CLI commands: `package` (model folder -> BentoML model store) and `serve` (bentoml serve)."""
 
 from __future__ import annotations
 
-from fusionrec.cli.app import app  # noqa: F401
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from fusionrec.cli.app import ParamsOption, app
+from fusionrec.config import ConfigError, PackageConfig, ServeConfig, load_section
+
+REPO_ROOT = Path(__file__).resolve().parents[3]  # serving/ sits next to src/ in the repository
+
+
+def _section(params: Path, name: str) -> PackageConfig | ServeConfig:
+    try:
+        cfg = load_section(params, name)
+    except ConfigError as exc:
+        typer.secho(f"bad configuration: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+    assert isinstance(cfg, PackageConfig | ServeConfig)
+    return cfg
+
+
+@app.command()
+def package(
+    model_dir: Path = typer.Argument(..., help="model folder written by `fusionrec train`"),
+    out_dir: Path = typer.Argument(..., help="where package.json (the stored tag + metadata) is written"),
+    params: Path = ParamsOption,
+    model_name: str | None = typer.Option(None, help="BentoML model name (overrides params package.model_name)"),
+) -> None:
+    """Store a trained model in the BentoML model store ($BENTOML_HOME) with its metadata."""
+    from fusionrec.packaging import PackageError, run_package
+
+    cfg = _section(params, "package")
+    assert isinstance(cfg, PackageConfig)
+    if model_name:
+        cfg = PackageConfig(**{**cfg.model_dump(), "model_name": model_name})
+    try:
+        result = run_package(model_dir, out_dir, cfg)
+    except PackageError as exc:
+        typer.secho(f"package failed: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+    tag = json.loads(result.outputs["package"].read_text())["tag"]
+    typer.echo(f"package: stored {tag} ({result.metrics['size_mb']} MB); outputs in {out_dir}")
+
+
+def serve_command(host: str, port: int, service_dir: Path) -> list[str]:
+    """The `bentoml serve` command line for the fusionrec service (the venv's bentoml first)."""
+    bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or "bentoml"
+    return [bentoml, "serve", "serving.service:FusionRec", "--host", host, "--port", str(port),
+            "--working-dir", str(service_dir)]
+
+
+@app.command()
+def serve(
+    model: str | None = typer.Option(None, help="model folder or BentoML tag (default: <package.model_name>:latest)"),
+    port: int | None = typer.Option(None, help="port (default: params serve.port, 3000)"),
+    host: str | None = typer.Option(None, help="bind address (default: params serve.host, 127.0.0.1)"),
+    params: Path = ParamsOption,
+) -> None:
+    """Run the BentoML service (recommend, similar, add_item, feedback, metadata, reload) until Ctrl-C."""
+    cfg = _section(params, "serve")
+    assert isinstance(cfg, ServeConfig)
+    env = dict(os.environ)
+    if model:
+        env["FUSIONREC_MODEL"] = str(Path(model).resolve()) if Path(model).is_dir() else model
+    env.setdefault("FUSIONREC_PARAMS", str(params.resolve()))
+    env.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    src = str(REPO_ROOT / "src")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    cmd = serve_command(host or cfg.host, port or cfg.port, REPO_ROOT)
+    typer.echo(f"serving on http://{host or cfg.host}:{port or cfg.port} ({' '.join(cmd)})")
+    try:
+        raise typer.Exit(subprocess.call(cmd, env=env))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None

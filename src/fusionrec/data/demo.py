@@ -78,21 +78,59 @@ def _allocate(total: int, n_users: int, n_items: int, rng: np.random.Generator) 
     weights = rng.lognormal(0.0, 0.8, n_users)
     counts = np.minimum(cap, floor + np.floor(weights / weights.sum() * (total - floor * n_users))).astype(np.int64)
     order = np.argsort(-weights, kind="stable")
-    k = 0
-    while counts.sum() < total and (counts < cap).any():  # hand out the remainder, heaviest users first
-        u = order[k % n_users]
-        if counts[u] < cap:
-            counts[u] += 1
-        k += 1
+    remainder = total - int(counts.sum())
+    while remainder > 0:  # hand out the remainder, heaviest users first
+        open_users = order[counts[order] < cap][:remainder]
+        if not len(open_users):
+            break
+        counts[open_users] += 1
+        remainder -= len(open_users)
     return counts
 
 
-def _pick(keys: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k largest finite keys (Gumbel top-k = sampling without replacement)."""
-    k = min(k, int(np.isfinite(keys).sum()))
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.argpartition(-keys, k - 1)[:k]
+def _top_k_rows(keys: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the columns of its k[row] largest finite keys: (rows, cols) of the picks.
+
+    With Gumbel noise added to the scores this samples k items without replacement from
+    softmax(scores) (the Gumbel top-k trick), for every row at once.
+    """
+    kmax = int(k.max()) if len(k) else 0
+    if kmax == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    top = np.argpartition(-keys, kmax - 1, axis=1)[:, :kmax]  # (B, kmax), unordered
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, 1), axis=1), 1)
+    keep = (np.arange(kmax)[None, :] < k[:, None]) & np.isfinite(np.take_along_axis(keys, top, 1))
+    rows = np.broadcast_to(np.arange(len(k))[:, None], top.shape)
+    return rows[keep], top[keep]
+
+
+def _sample_block(model: TasteModel, block: np.ndarray, slots: pd.DataFrame, late_items: np.ndarray,
+                  rng: np.random.Generator) -> pd.DataFrame:
+    """Items for one block of users: per (user, part of day/time) group, Gumbel top-k picks.
+
+    Groups are processed in a random order per user: the group sampled first gets the pick of
+    the items, so a fixed order would make, say, early interactions systematically better liked.
+    """
+    scores = {night: model.score_matrix(block, night=night) / model.temperature for night in (False, True)}
+    per_group = np.zeros((len(block), 4), dtype=np.int64)  # group = 2 * late + night
+    np.add.at(per_group, (slots["row"].to_numpy(), slots["group"].to_numpy()), 1)
+    order = rng.permuted(np.tile(np.arange(4), (len(block), 1)), axis=1)
+    taken = np.zeros(scores[False].shape, dtype=bool)
+    picks = []
+    for step in range(4):
+        group = order[:, step]
+        night, late = (group % 2 == 1)[:, None], (group >= 2)[:, None]
+        keys = np.where(night, scores[True], scores[False]) + rng.gumbel(size=taken.shape)
+        keys[taken | (~late & late_items[None, :])] = -np.inf
+        rows, cols = _top_k_rows(keys, per_group[np.arange(len(block)), group])
+        taken[rows, cols] = True
+        picks.append(pd.DataFrame({"row": rows, "group": group[rows], "i": cols}))
+    picked = pd.concat(picks, ignore_index=True)
+    picked["rank"] = rng.permutation(len(picked))  # random pairing of a group's items with its times
+    picked["rank"] = picked.groupby(["row", "group"])["rank"].rank(method="first").astype(np.int64)
+    slots = slots.assign(rank=slots.groupby(["row", "group"])["ts"].rank(method="first").astype(np.int64))
+    out = slots.merge(picked, on=["row", "group", "rank"], how="inner")  # a group short of items drops slots
+    return pd.DataFrame({"u": block[out["row"].to_numpy()], "i": out["i"].to_numpy(), "ts": out["ts"].to_numpy()})
 
 
 def sample_interactions(cfg: DemoConfig, model: TasteModel, rng: np.random.Generator) -> pd.DataFrame:
@@ -101,29 +139,16 @@ def sample_interactions(cfg: DemoConfig, model: TasteModel, rng: np.random.Gener
     late_from = START + int(cfg.late_from * span)
     late_items = model.attributes["late"].to_numpy()
     counts = _allocate(cfg.interactions, cfg.users, cfg.items, rng)
-    users, items, stamps = [], [], []
-    chunk = max(1, min(256, 2_000_000 // max(cfg.items, 1)))  # two (chunk, items) score blocks stay ~32 MB
+    chunk = max(1, 2_000_000 // max(cfg.items, 1))  # (chunk, items) float blocks stay ~16 MB each
+    frames = []
     for lo in range(0, cfg.users, chunk):
         block = np.arange(lo, min(lo + chunk, cfg.users))
-        scores = {night: model.score_matrix(block, night=night) / model.temperature for night in (False, True)}
-        for row, u in enumerate(block):
-            ts = np.sort(START + rng.integers(0, span, counts[u]))
-            night, late = is_night((ts // 3600) % 24), ts >= late_from
-            taken = np.zeros(cfg.items, dtype=bool)
-            noise = rng.gumbel(size=cfg.items)  # one draw per user; each part of the day takes the next best
-            for is_late in (False, True):
-                for at_night in (False, True):
-                    sel = np.flatnonzero((late == is_late) & (night == at_night))
-                    if not len(sel):
-                        continue
-                    keys = scores[at_night][row] + noise
-                    keys[taken | (late_items & (not is_late))] = -np.inf
-                    picked = rng.permutation(_pick(keys, len(sel)))
-                    taken[picked] = True
-                    users.append(np.full(len(picked), u))
-                    items.append(picked)
-                    stamps.append(ts[sel[: len(picked)]])
-    frame = pd.DataFrame({"u": np.concatenate(users), "i": np.concatenate(items), "ts": np.concatenate(stamps)})
+        row = np.repeat(np.arange(len(block)), counts[block])
+        ts = START + rng.integers(0, span, len(row))
+        group = 2 * (ts >= late_from) + is_night((ts // 3600) % 24)
+        slots = pd.DataFrame({"row": row, "group": group.astype(np.int64), "ts": ts})
+        frames.append(_sample_block(model, block, slots, late_items, rng))
+    frame = pd.concat(frames, ignore_index=True)
     return frame.sort_values(["ts", "u", "i"], kind="stable").reset_index(drop=True)
 
 
@@ -136,16 +161,16 @@ def _write_items(out_dir: Path, model: TasteModel, cfg: DemoConfig, rng: np.rand
     rows = []
     for rec in records:
         title, overview = describe({f: rec[f] for f in FACTORS}, bool(rec["colour_in_text"]), rng)
-        image = f"{schema.IMAGES_DIR}/{rec['item_id']}.png" if rec["has_image"] else ""
+        image = f"{schema.IMAGES_DIR}/{rec['item_id']}.jpg" if rec["has_image"] else ""
         rows.append({schema.ITEM_ID: rec["item_id"], "title": title, "genres": f"{rec['category']}|{rec['style']}",
                      "overview": overview, schema.IMAGE: image})
 
     def draw(k: int) -> None:
         rec = records[k]
         pic = render_image(rec["colour"], rec["shape"], rec["pattern"], cfg.image_size, jitter[k])
-        pic.save(out_dir / rows[k][schema.IMAGE], format="PNG", compress_level=1)
+        pic.save(out_dir / rows[k][schema.IMAGE], format="JPEG", quality=90)
 
-    with ThreadPoolExecutor(max_workers=4) as pool:  # file creation dominates; it waits without the GIL
+    with ThreadPoolExecutor(max_workers=4) as pool:  # encoding and file writes release the GIL
         list(pool.map(draw, [k for k, rec in enumerate(records) if rec["has_image"]]))
     pd.DataFrame(rows).to_csv(out_dir / "items.csv", index=False)
 
@@ -169,7 +194,7 @@ def _readme(cfg: DemoConfig, n_inter: int) -> str:
     return (
         "# fusionrec demo dataset (generated)\n\n"
         f"`fusionrec demo-data` with seed {cfg.seed}: {cfg.users} users, {cfg.items} items, {n_inter} interactions.\n"
-        "- `items.csv`: item_id, title, genres (category|style), overview, image (`images/<id>.png`).\n"
+        "- `items.csv`: item_id, title, genres (category|style), overview, image (`images/<id>.jpg`).\n"
         "- `interactions.csv`: user_id, item_id, timestamp, event (click/like), hour (context).\n"
         "- `truth/`: the ground-truth taste model (`fusionrec.data.demo.TasteModel.load(folder)`).\n"
         "Synthetic data, free to use.\n"

@@ -9,6 +9,7 @@ care about.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -63,29 +64,34 @@ def _shape_points(shape: str, size: int) -> list[tuple[float, float]]:
     return pts
 
 
-def _pattern_layer(rgb: tuple[int, int, int], pattern: str, size: int) -> Image.Image:
-    """The shape's fill: the colour plus a lighter pattern (stripes, dots or checks)."""
+@lru_cache(maxsize=256)
+def _masks(shape: str, pattern: str, size: int) -> tuple[Image.Image, Image.Image]:
+    """(shape mask, pattern mask) as "L" images; drawn once per combination, then reused."""
     from PIL import Image, ImageDraw
 
-    layer = Image.new("RGB", (size, size), rgb)
-    if pattern == "solid":
-        return layer
-    light = tuple(int(v + (255 - v) * 0.6) for v in rgb)
-    draw = ImageDraw.Draw(layer)
+    shape_mask = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(shape_mask)
+    if shape == "circle":
+        r = size * 0.38
+        draw.ellipse([size / 2 - r, size / 2 - r, size / 2 + r, size / 2 + r], fill=255)
+    else:
+        draw.polygon(_shape_points(shape, size), fill=255)
+    pattern_mask = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(pattern_mask)
     step = max(4, size // 8)
     if pattern == "stripes":
         for x in range(-size, size, step):
-            draw.line([(x, 0), (x + size, size)], fill=light, width=max(1, step // 3))
+            draw.line([(x, 0), (x + size, size)], fill=255, width=max(1, step // 3))
     elif pattern == "dots":
         rad = max(1, step // 4)
         for y in range(step // 2, size, step):
             for x in range(step // 2, size, step):
-                draw.ellipse([x - rad, y - rad, x + rad, y + rad], fill=light)
-    else:  # checks
+                draw.ellipse([x - rad, y - rad, x + rad, y + rad], fill=255)
+    elif pattern == "checks":
         for y in range(0, size, step):
             for x in range((y // step) % 2 * step, size, 2 * step):
-                draw.rectangle([x, y, x + step - 1, y + step - 1], fill=light)
-    return layer
+                draw.rectangle([x, y, x + step - 1, y + step - 1], fill=255)
+    return shape_mask, pattern_mask
 
 
 def render_image(colour: str, shape: str, pattern: str, size: int, jitter: np.ndarray) -> Image.Image:
@@ -94,21 +100,14 @@ def render_image(colour: str, shape: str, pattern: str, size: int, jitter: np.nd
     Args:
         jitter: 4 numbers in [-1, 1] (colour tint, background tint) that make items differ.
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
-    base = COLOURS[colour]
-    rgb = tuple(int(np.clip(v + 18 * jitter[k % 3], 0, 255)) for k, v in enumerate(base))
+    rgb = tuple(int(np.clip(v + 18 * jitter[k], 0, 255)) for k, v in enumerate(COLOURS[colour]))
+    light = tuple(int(v + (255 - v) * 0.6) for v in rgb)  # the pattern: a lighter tone of the colour
     bg = int(232 + 14 * jitter[3])
-    canvas = Image.new("RGB", (size, size), (bg, bg, bg))
-    mask = Image.new("L", (size, size), 0)
-    mdraw = ImageDraw.Draw(mask)
-    if shape == "circle":
-        r = size * 0.38
-        mdraw.ellipse([size / 2 - r, size / 2 - r, size / 2 + r, size / 2 + r], fill=255)
-    else:
-        mdraw.polygon(_shape_points(shape, size), fill=255)
-    canvas.paste(_pattern_layer(rgb, pattern, size), (0, 0), mask)  # type: ignore[arg-type]
-    return canvas
+    shape_mask, pattern_mask = _masks(shape, pattern, size)
+    fill = Image.composite(Image.new("RGB", (size, size), light), Image.new("RGB", (size, size), rgb), pattern_mask)
+    return Image.composite(fill, Image.new("RGB", (size, size), (bg, bg, bg)), shape_mask)
 
 
 def describe(attrs: dict[str, str], mention_colour: bool, rng: np.random.Generator) -> tuple[str, str]:

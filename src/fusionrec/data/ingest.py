@@ -183,8 +183,10 @@ def run_ingest(data_dir: Path, out_dir: Path, cfg: IngestConfig) -> StepResult:
     inter, items, users = ingest_frames(items_raw, inter_raw, data_dir, cfg, rejects,
                                         (items_path.name, inter_path.name))
     users_raw = _read_users(data_dir, rejects)
+    idle_users = 0  # users.csv rows of users without interactions: counted, not indexed
     if users_raw is not None:
         extra = users_raw.drop(columns=[ROW])
+        idle_users = int((~extra[schema.USER_ID].isin(users[schema.USER_ID])).sum())
         users = users.merge(extra, on=schema.USER_ID, how="left", validate="one_to_one")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -196,6 +198,7 @@ def run_ingest(data_dir: Path, out_dir: Path, cfg: IngestConfig) -> StepResult:
     }
     wall = time.perf_counter() - start
     report = _report(data_dir, inter, items, users, rejects, shares, cfg, wall, len(inter_raw) + len(items_raw))
+    report["users_file_without_interactions"] = idle_users
     write_json(out_dir / schema.REPORT, report)
     for name, share in shares.items():
         if not share["ok"]:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fusionrec import schema
-from fusionrec.data.tables import ROW, as_id_strings, read_raw
+from fusionrec.data.tables import ROW, as_float, as_id_strings, as_text, read_raw
 from fusionrec.io import find_table, read_json
 
 if TYPE_CHECKING:
@@ -40,10 +40,12 @@ class Ingested:
 
     @property
     def n_users(self) -> int:
+        """Users with at least one ingested interaction (rows of users.parquet)."""
         return len(self.users)
 
     @property
     def n_items(self) -> int:
+        """Items of the catalogue, with or without interactions (rows of items.parquet)."""
         return len(self.items)
 
     def item_index(self) -> pd.Series:
@@ -78,6 +80,7 @@ class Split:
     n_items: int = 0
 
     def part(self, name: str) -> pd.DataFrame:
+        """One of "train", "valid", "test" by name."""
         if name not in schema.SPLIT_PARTS:
             raise KeyError(f"unknown split part {name!r}; parts are {', '.join(schema.SPLIT_PARTS)}")
         frame: pd.DataFrame = getattr(self, name)
@@ -126,11 +129,13 @@ def _read_part(path: Path, ingested: Ingested) -> pd.DataFrame:
     if unmatched.any():  # a pair ingest does not hold: keep it with the file's own values
         frame.loc[unmatched, schema.USER_ID] = raw[schema.USER_ID].to_numpy()[unmatched]
         frame.loc[unmatched, schema.ITEM_ID] = raw[schema.ITEM_ID].to_numpy()[unmatched]
-        for col, default in ((schema.TIMESTAMP, 0), (schema.RATING, np.nan), (schema.EVENT, "")):
-            src = raw[col].to_numpy()[unmatched] if col in raw.columns else default
-            frame.loc[unmatched, col] = src
-        frame[schema.TIMESTAMP] = pd.to_numeric(frame[schema.TIMESTAMP]).astype("int64")
-        frame[schema.RATING] = pd.to_numeric(frame[schema.RATING], errors="coerce").astype("float64")
+        for col, parse, default in ((schema.TIMESTAMP, as_float, 0.0), (schema.RATING, as_float, np.nan),
+                                    (schema.EVENT, as_text, "")):
+            values = parse(raw[col]).to_numpy()[unmatched] if col in raw.columns else default
+            if parse is as_float:
+                frame[col] = frame[col].astype("float64")
+            frame.loc[unmatched, col] = values
+        frame[schema.TIMESTAMP] = frame[schema.TIMESTAMP].fillna(0).astype("int64")
     return frame[list(inter.columns)].reset_index(drop=True)
 
 

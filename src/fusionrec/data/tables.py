@@ -103,6 +103,7 @@ class Rejects:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, source: str, row: int, reason: str, detail: str, item_id: str = "", user_id: str = "") -> None:
+        """Record one rejected row of `source` (0-based data row) with a reason from schema.REASONS."""
         assert reason in schema.REASONS, reason
         self.rows.append(
             {
@@ -123,12 +124,14 @@ class Rejects:
             self.add(source, row, reason, detail, str(item), str(user))
 
     def frame(self) -> pd.DataFrame:
+        """The rejected rows as rejected.parquet holds them (columns even when there are none)."""
         columns = [schema.REJ_SOURCE, schema.REJ_ROW, schema.ITEM_ID, schema.USER_ID]
         columns += [schema.REJ_REASON, schema.REJ_DETAIL]
         out = pd.DataFrame(self.rows, columns=columns)
         return out.astype({schema.REJ_ROW: "int64"})
 
     def counts(self) -> dict[str, int]:
+        """Rejected rows per reason, sorted by reason."""
         out: dict[str, int] = {}
         for r in self.rows:
             out[r[schema.REJ_REASON]] = out.get(r[schema.REJ_REASON], 0) + 1

@@ -197,6 +197,8 @@ def run_evaluate(ingested_dir: Path, features_dir: Path | None, split_dir: Path,
     if model_dir is not None:
         scorers[MODEL] = load_model(Path(model_dir), *holdout.train.shape)
     scorers.update(baselines)
+    if not scorers:
+        raise ValueError("nothing to evaluate: give a model folder (--model) or at least one baseline")
     results, curves = evaluate_all(scorers, holdout, cfg)
     out_dir = Path(out_dir)
     metrics: dict[str, Any] = {"baselines": {n: r for n, r in results.items() if n != MODEL}}

@@ -132,22 +132,19 @@ class TorchImageEncoder(Encoder):
         return out, mask, errors
 
 
-class _PooledEfficientNet:
+def _pooled(net: Any) -> Any:
     """EfficientNet-Lite trunk + global average pool: (B, 3, 224, 224) -> (B, 1280)."""
+    import torch
 
-    @staticmethod
-    def wrap(net: Any) -> Any:
-        import torch
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
 
-        class Pooled(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.net = net
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net.extract_features(x).mean(dim=(2, 3))  # (B, 1280, h, w) -> (B, 1280)
 
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return self.net.extract_features(x).mean(dim=(2, 3))  # (B, 1280, h, w) -> (B, 1280)
-
-        return Pooled()
+    return Pooled()
 
 
 def effnet_weights_file() -> Path:
@@ -182,7 +179,7 @@ class EffNetLite0Encoder(TorchImageEncoder):
         net = EfficientNet.from_name("efficientnet-lite0")
         state = torch.load(effnet_weights_file(), map_location="cpu", weights_only=True)
         net.load_state_dict(state, strict=True)
-        return _PooledEfficientNet.wrap(net), 1280
+        return _pooled(net), 1280
 
     def transform(self) -> Any:
         import torch
@@ -293,11 +290,24 @@ def _remove_head(model: Any, spec: str) -> tuple[Any, int]:
     return model, int(head.in_features)
 
 
+def _smooth(hist: np.ndarray) -> np.ndarray:
+    """Spread each bin 1/4 to each neighbour along every axis (hue wraps around, others clamp)."""
+    for axis in range(hist.ndim):
+        if axis == 0:
+            prev, nxt = np.roll(hist, 1, axis), np.roll(hist, -1, axis)
+        else:
+            pad = np.pad(hist, [(1, 1) if a == axis else (0, 0) for a in range(hist.ndim)], mode="edge")
+            prev, nxt = np.take(pad, range(0, hist.shape[axis]), axis), np.take(pad, range(2, hist.shape[axis] + 2), axis)
+        hist = 0.5 * hist + 0.25 * (prev + nxt)
+    return hist
+
+
 class ColorEncoder(Encoder):
     """`color`: a joint HSV histogram (8 hue x 4 saturation x 4 value bins = 128-d).
 
-    Square roots of the bin shares (Hellinger), so cosine similarity compares
-    distributions sensibly. No model, no torch: fast on any machine.
+    Each bin leaks a quarter of its mass to its neighbours, so similar shades either side
+    of a bin edge still overlap; square roots of the shares (Hellinger) make cosine
+    similarity compare distributions sensibly. No model, no torch: fast on any machine.
     """
 
     name = "color"
@@ -313,7 +323,7 @@ class ColorEncoder(Encoder):
         return int(np.prod(self.BINS))
 
     def _base_version(self) -> str:
-        return f"color:hsv{'x'.join(map(str, self.BINS))}|thumb64|sqrt"
+        return f"color:hsv{'x'.join(map(str, self.BINS))}|thumb64|smooth|sqrt"
 
     def histogram(self, img: Image.Image) -> np.ndarray:
         """(128,) float32 sqrt bin shares of one RGB image."""
@@ -322,8 +332,9 @@ class ColorEncoder(Encoder):
         hsv = np.asarray(small.convert("HSV"), dtype=np.int64).reshape(-1, 3)  # (pixels, 3) in 0..255
         h, s, v = (hsv[:, i] * b // 256 for i, b in enumerate(self.BINS))
         idx = (h * self.BINS[1] + s) * self.BINS[2] + v
-        counts = np.bincount(idx, minlength=self.dim).astype(np.float32)
-        return np.sqrt(counts / max(counts.sum(), 1.0))
+        counts = np.bincount(idx, minlength=self.dim).astype(np.float32).reshape(self.BINS)
+        counts = _smooth(counts)  # neighbouring shades share mass: no cliff at a bin edge
+        return np.sqrt(counts.ravel() / max(counts.sum(), 1.0))
 
     def _encode_images(self, images: list[Any]) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
         from tqdm.auto import tqdm

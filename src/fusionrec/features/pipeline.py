@@ -128,12 +128,12 @@ def featurize_modality(spec: str, items: pd.DataFrame, cfg: FeaturizeConfig, cac
     cache = EmbeddingCache(cache_root, encoder.name, encoder.version)
     values, mask, errors, stats = _encode_with_cache(encoder, inputs, keys, present, cache, encode)
     fm = FeatureMatrix(feature_key(encoder.modality, encoder.name), encoder.modality, encoder.name, values, mask)
-    info = {"spec": spec, "name": encoder.name, "modality": encoder.modality, "version": encoder.version,
-            "dim": fm.dim, "normalization": encoder.normalization}
+    info = encoder.describe(dim=fm.dim)
     state_dir = state_root / slugify(encoder.name)
     if encoder.needs_fit:
         encoder.save_state(state_dir)
     write_json(state_dir / ENCODER_JSON, info)
+    info.pop("config")  # the manifest holds it once, at the top
     entry = {**info, "encoder": encoder.name, "state_dir": str(state_dir.relative_to(state_root.parent)),
              "items": len(ids), "present": int(mask.sum()), "coverage": round(fm.coverage, 4),
              "missing_modality": int((~present).sum()), **stats, "failures": _failures(errors, ids),

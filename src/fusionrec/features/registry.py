@@ -14,6 +14,7 @@ building an encoder (and importing this module) stays cheap.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -65,10 +66,15 @@ class Encoder:
     def normalization(self) -> str:
         return "l2" if self.cfg.normalize else "none"
 
-    def describe(self) -> dict[str, Any]:
-        """What a manifest or a state folder records about this encoder."""
-        return {"spec": self.spec, "name": self.name, "modality": self.modality,
-                "version": self.version, "dim": self.dim, "normalization": self.normalization}
+    def describe(self, dim: int | None = None) -> dict[str, Any]:
+        """What a manifest or a state folder records: identity plus the featurize config used.
+
+        Args:
+            dim: the output dimension when already known (spares loading the model).
+        """
+        return {"spec": self.spec, "name": self.name, "modality": self.modality, "version": self.version,
+                "dim": self.dim if dim is None else dim, "normalization": self.normalization,
+                "config": self.cfg.model_dump(mode="json")}
 
     def load(self) -> None:
         """Load the model now (it otherwise loads on the first encode); no-op without one."""
@@ -139,8 +145,14 @@ class Encoder:
         return np.ascontiguousarray(values, dtype=np.float32)
 
 
-def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+def file_digest(path: Path) -> str:
     """sha256 of a file's bytes (first 16 hex digits): ties a version to exact weights."""
+    stat = Path(path).stat()
+    return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int, chunk: int = 1 << 20) -> str:  # size/mtime: cache key
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -225,6 +237,25 @@ def get_encoder(spec: str, cfg: FeaturizeConfig | None = None, state_dir: Path |
             raise EncoderError(f"{spec}: state folder {state} does not exist")
         encoder.load_state(state)
     return encoder
+
+
+def load_encoder(state_dir: Path | str, **overrides: Any) -> Encoder:
+    """Rebuild the encoder that wrote a state folder, with the featurize config it used.
+
+    This is how serving embeds a new item: `load_encoder(<features or model>/encoders/minilm)`.
+
+    Args:
+        state_dir: `<features>/encoders/<slug>/` (or its copy in a model folder).
+        overrides: config fields to change that do not alter outputs, e.g. num_workers=0.
+    """
+    from fusionrec.config import FeaturizeConfig
+
+    info_path = Path(state_dir) / ENCODER_JSON
+    if not info_path.exists():
+        raise EncoderError(f"{info_path}: not found; expected a folder written by `fusionrec featurize`")
+    info = json.loads(info_path.read_text())
+    cfg = FeaturizeConfig(**{**info.get("config", {}), **overrides})
+    return get_encoder(info["spec"], cfg, state_dir)
 
 
 def encoder_modality(spec: str) -> str:

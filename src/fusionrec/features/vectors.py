@@ -1,8 +1,8 @@
 """Precomputed per-item vectors (`vectors:<path>`): audio, video, CLIP, anything a team has.
 
 Accepted files:
-- Parquet (or CSV is not accepted: lists do not survive it) with an `item_id` column and
-  one list/array column of floats (name it with `vectors:<path>#<column>` when several);
+- Parquet with an `item_id` column and one list/array column of floats (name it with
+  `vectors:<path>#<column>` when there are several; CSV cannot hold lists);
 - `.npy` matrix (n, d) with the ids, one per row, in `<stem>.ids.txt` (one per line) or
   `<stem>.ids.json` (a list) next to it.
 `vectors:<name>=<path>` names the modality; otherwise the file stem is the name, and

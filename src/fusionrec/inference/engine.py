@@ -56,6 +56,8 @@ class Snapshot:
     def build(cls, rec: Any, model_dir: Path, encoders: dict[str, Any] | None = None) -> Snapshot:
         meta = rec.meta or {}
         version = str(meta.get("version") or model_dir.name)
+        if meta.get("trained_at"):  # "version" alone may repeat across retrains
+            version = f"{version}+{meta['trained_at']}"
         pop = np.asarray(rec.popularity(), dtype=np.float64)[: rec.n_items]
         popular = np.argsort(-pop, kind="stable")
         return cls(rec, model_dir, version, rec.n_items, popular, encoders if encoders is not None else {})

@@ -164,16 +164,19 @@ def content_matrix(
         values = np.asarray(features[key].values, dtype=np.float32)
         values = values / (np.linalg.norm(values, axis=1, keepdims=True) + 1e-9)
         values[~np.asarray(features[key].mask, dtype=bool)] = 0.0
-        blocks.append(values / np.sqrt(len(keys)))
-    return np.concatenate(blocks, axis=1)
+        blocks.append(values / float(np.sqrt(len(keys))))
+    return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
 class _BPRModel(Baseline):
     """Shared BPR training (Adam on sampled (user, positive, negative) triples) of the factor models."""
 
     def __init__(self, dim: int = 64, epochs: int = 40, batch_size: int = 2048, lr: float = 5e-3,
-                 reg: float = 1e-4, seed: int = 2026, threads: int = 1) -> None:
+                 reg: float = 1e-4, seed: int = 2026, threads: int = 1, optimizer: str = "adam") -> None:
         super().__init__()
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"{self.name}: optimizer must be 'adam' or 'sgd', not {optimizer!r}")
+        self.optimizer = optimizer  # sgd: lr is per triple (loss summed over the batch), as in Rendle et al.
         self.threads = int(threads)  # one thread: small dense ops are slower with more on a busy CPU
         self.dim, self.epochs, self.batch_size = int(dim), int(epochs), int(batch_size)
         self.lr, self.reg, self.seed = float(lr), float(reg), int(seed)
@@ -206,15 +209,23 @@ def _train_bpr(module: torch.nn.Module, x: sp.csr_matrix, hp: _BPRModel) -> None
     coo = x.tocoo()
     users, items = torch.as_tensor(coo.row, dtype=torch.long), torch.as_tensor(coo.col, dtype=torch.long)
     pool = torch.as_tensor(np.flatnonzero(np.asarray(x.sum(axis=0)).ravel() > 0), dtype=torch.long)
+    known = (users * x.shape[1] + items).sort().values  # (u, i) keys: a "negative" the user has is dropped
     gen = torch.Generator().manual_seed(hp.seed)
-    opt = torch.optim.Adam(module.parameters(), lr=hp.lr)
+    if hp.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(module.parameters(), lr=hp.lr)
+    else:
+        opt = torch.optim.Adam(module.parameters(), lr=hp.lr)
     for _ in range(hp.epochs):
         order = torch.randperm(len(users), generator=gen)
         for start in range(0, len(order), hp.batch_size):
             b = order[start : start + hp.batch_size]
             neg = pool[torch.randint(len(pool), (len(b),), generator=gen)]
+            key = users[b] * x.shape[1] + neg
+            real = known[torch.searchsorted(known, key).clamp(max=len(known) - 1)] != key  # (B,) bool
             pos_score, neg_score, l2 = module(users[b], items[b], neg)  # (B,), (B,), ()
-            loss = -torch.nn.functional.logsigmoid(pos_score - neg_score).mean() + hp.reg * l2
+            ranking = -(torch.nn.functional.logsigmoid(pos_score - neg_score) * real).sum() / len(b)
+            scale = float(len(b)) if hp.optimizer == "sgd" else 1.0  # sgd: summed, not averaged
+            loss = scale * (ranking + hp.reg * l2)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -249,7 +260,7 @@ class BPRMF(_BPRModel):
                 ones = torch.ones(len(self.user), 1)
                 return torch.cat([self.user, ones], 1), torch.cat([self.item, self.bias[:, None]], 1)
 
-        return MF(*x.shape, self.dim)
+        return MF(x.shape[0], x.shape[1], self.dim)
 
 
 class LightGCN(_BPRModel):
@@ -270,8 +281,9 @@ class LightGCN(_BPRModel):
         deg = np.asarray(adj.sum(axis=1)).ravel()
         d = sp.diags(np.where(deg > 0, deg, 1.0) ** -0.5)
         norm = (d @ adj @ d).tocoo()
-        graph = torch.sparse_coo_tensor(np.vstack([norm.row, norm.col]), norm.data.astype(np.float32),
-                                        norm.shape).coalesce()
+        index = torch.as_tensor(np.vstack([norm.row, norm.col]), dtype=torch.long)
+        graph = torch.sparse_coo_tensor(index, torch.as_tensor(norm.data, dtype=torch.float32), norm.shape,
+                                        check_invariants=False).coalesce()
         layers, dim = self.n_layers, self.dim
 
         class GCN(torch.nn.Module):
@@ -290,7 +302,7 @@ class LightGCN(_BPRModel):
                 e = self.propagate()
                 pos, neg = _triple_scores(e[u], e[n_users + i], e[n_users + j])
                 ego = self.emb[u], self.emb[n_users + i], self.emb[n_users + j]
-                return pos, neg, sum(t.square().sum() for t in ego) / len(u)
+                return pos, neg, sum((t.square().sum() for t in ego), torch.zeros(())) / len(u)
 
             def export(self) -> tuple[torch.Tensor, torch.Tensor]:
                 e = self.propagate()
@@ -335,7 +347,7 @@ class VBPR(_BPRModel):
 
             def forward(self, u: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, ...]:
                 pos, neg = (self.bias[t] + (self.gu[u] * self.gi[t]).sum(-1) + self.content(u, t) for t in (i, j))
-                l2 = sum(p.square().sum() for p in (self.gu[u], self.tu[u], self.gi[i], self.gi[j])) / len(u)
+                l2 = sum((p.square().sum() for p in (self.gu[u], self.tu[u], self.gi[i], self.gi[j])), torch.zeros(())) / len(u)
                 return pos, neg, l2
 
             def content(self, u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

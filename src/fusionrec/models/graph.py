@@ -16,13 +16,36 @@ if TYPE_CHECKING:
 
 
 def _to_torch(m: sp.spmatrix) -> torch.Tensor:
-    """scipy sparse -> coalesced torch COO float32 tensor."""
+    """scipy sparse -> torch CSR float32 tensor."""
     import torch
 
-    coo = m.tocoo()
-    idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    val = torch.from_numpy(coo.data.astype(np.float32))
-    return torch.sparse_coo_tensor(idx, val, coo.shape, check_invariants=False).coalesce()
+    csr = sp.csr_matrix(m, dtype=np.float32)
+    csr.sort_indices()
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64)),
+        torch.from_numpy(csr.data), size=csr.shape, check_invariants=False,
+    )
+
+
+def sym_spmm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """a @ x for a SYMMETRIC sparse a, differentiable in x.
+
+    torch's generic sparse backward transposes (and re-sorts) a on every step; for a
+    symmetric matrix the gradient is simply a @ grad, so this is several times faster.
+    """
+    import torch
+
+    class _SymSpMM(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, dense):  # type: ignore[no-untyped-def, override]
+            return a @ dense  # (N, N) x (N, d) -> (N, d)
+
+        @staticmethod
+        def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+            return a @ grad  # a == a.T
+
+    out: torch.Tensor = _SymSpMM.apply(x)
+    return out
 
 
 def sym_normalize(a: sp.spmatrix) -> sp.csr_matrix:
@@ -41,7 +64,7 @@ def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
         train: (n_users, n_items) interactions.
 
     Returns:
-        (n_users + n_items, n_users + n_items) sparse torch tensor, users first.
+        (n_users + n_items, n_users + n_items) sparse torch tensor (symmetric), users first.
     """
     r = (train > 0).astype(np.float32)
     a = sp.bmat([[None, r], [r.T, None]], format="csr")  # (U+I, U+I)
@@ -58,12 +81,10 @@ def lightgcn(adj: torch.Tensor, emb: torch.Tensor, n_layers: int) -> torch.Tenso
     Returns:
         (N, d) propagated embeddings.
     """
-    import torch
-
     out = emb
     layer = emb
     for _ in range(n_layers):
-        layer = torch.sparse.mm(adj, layer)  # (N, N) x (N, d) -> (N, d)
+        layer = sym_spmm(adj, layer)  # (N, N) x (N, d) -> (N, d)
         out = out + layer
     return out / (n_layers + 1)
 

@@ -20,7 +20,7 @@ from torch.nn.functional import normalize
 
 from fusionrec.config import TrainConfig
 from fusionrec.models.fusion import ItemEncoder, UserHead, item_matrix
-from fusionrec.models.graph import lightgcn
+from fusionrec.models.graph import lightgcn, sym_spmm
 
 
 @dataclass
@@ -78,6 +78,7 @@ class FusionNet(nn.Module):
         self.encoder = ItemEncoder(dims, dim, cfg.fusion, cfg.proj_hidden) if self.n_mod else None
         self.user_head = UserHead(dim, self.n_mod, context_dim, cfg.fusion == "attention" and self.n_mod > 0)
         self.cold = ColdTower(n_users, sum(dims), dim) if cfg.cold_tower and self.n_mod else None
+        self.cold_x = stack_features(self.feats, self.mask) if self.cold is not None else None  # (n, F) fixed
 
     # --- item and user representations ---------------------------------------------
     def content(self, train: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -100,7 +101,7 @@ class FusionNet(nn.Module):
             h = h + self.id_emb.weight * keep  # (n, d)
         if self.knn is not None and self.cfg.knn_weight > 0:
             w = self.cfg.knn_weight
-            h = (1 - w) * h + w * torch.sparse.mm(self.knn, h)  # (n, n) x (n, d) -> (n, d)
+            h = (1 - w) * h + w * sym_spmm(self.knn, h)  # (n, n) x (n, d) -> (n, d)
         return h
 
     def propagate(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,9 +121,8 @@ class FusionNet(nn.Module):
 
     def cold_scores(self, users: torch.Tensor) -> torch.Tensor:
         """Cold-tower scores (B, n) of the given user indices."""
-        assert self.cold is not None
-        x = stack_features(self.feats, self.mask)  # (n, F)
-        vec, bias = self.cold.items(x)
+        assert self.cold is not None and self.cold_x is not None
+        vec, bias = self.cold.items(self.cold_x)  # (n, F) -> (n, d), (n,)
         return self.cold.user(users) @ vec.T + bias[None, :]  # (B, d) x (d, n) + (1, n)
 
     # --- export for inference -------------------------------------------------------

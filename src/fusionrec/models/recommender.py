@@ -221,8 +221,8 @@ class Recommender:
             self.arrays[f"mask::{key}"] = np.concatenate([self.arrays[f"mask::{key}"], mask[:, m].astype(np.uint8)])
         self.arrays["trained"] = np.concatenate([self.arrays["trained"], np.zeros(b, np.uint8)])
         self.arrays["popularity"] = np.concatenate([self.arrays["popularity"], np.zeros(b, np.float32)])
-        self.item_ids += ids
-        self.titles += list(titles) if titles is not None else [""] * b
+        self.item_ids = self.item_ids + ids  # new lists: a reader holding the old ones is unaffected
+        self.titles = self.titles + (list(titles) if titles is not None else [""] * b)
         return np.arange(self.n_items - b, self.n_items)
 
     # --- persistence ------------------------------------------------------------------

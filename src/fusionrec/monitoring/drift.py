@@ -30,7 +30,7 @@ TS = "ts"  # timestamp column of the feedback store tables (unix seconds)
 
 EVENT_COLUMNS_CAT = ["event"]
 EVENT_COLUMNS_NUM = ["position", "item_popularity"]
-USER_COLUMNS_NUM = ["events", "positive_share", "distinct_items"]
+USER_COLUMNS_NUM = ["activity", "positive_share", "novelty"]
 
 
 @dataclass
@@ -71,13 +71,16 @@ def feedback_frame(events: pd.DataFrame, popularity: dict[str, float]) -> pd.Dat
 
 def user_frame(events: pd.DataFrame) -> pd.DataFrame:
     """User activity in one window, one row per user (events of one user are not independent,
-    so they are compared per user): events, positive_share, distinct_items."""
+    so they are compared per user). Counts are relative to the window, so windows of different
+    lengths compare: activity (the user's share of the window's events x active users; mean 1),
+    positive_share, novelty (distinct items / events)."""
     grouped = events.assign(_pos=is_positive(events[EVENT])).groupby(USER_ID)
+    size = grouped.size().astype(float)
     return pd.DataFrame(
         {
-            "events": grouped.size().astype(float),
+            "activity": size / max(len(events), 1) * len(size),
             "positive_share": grouped["_pos"].mean().astype(float),
-            "distinct_items": grouped[ITEM_ID].nunique().astype(float),
+            "novelty": grouped[ITEM_ID].nunique().astype(float) / size,
         }
     ).reset_index(drop=True)
 

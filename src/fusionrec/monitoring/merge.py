@@ -168,10 +168,14 @@ def cut_holdout(data_dir: Path, since_ts: float, share: float, min_rows: int = 2
     return holdout[[USER_ID, ITEM_ID, TIMESTAMP] + ([EVENT] if EVENT in holdout.columns else [])]
 
 
-def training_copy(data_dir: Path, holdout: pd.DataFrame, out_dir: Path) -> Path:
+def training_copy(data_dir: Path, holdout: pd.DataFrame, out_dir: Path, recent_per_user: int = 0) -> Path:
     """A dataset folder for the challenger: the interactions without the holdout rows, the rest linked.
 
-    Items, users and images are symlinked (never copied); the interactions are written as Parquet.
+    Items, users and images are symlinked (never copied); the interactions keep the dataset's format.
+
+    Args:
+        recent_per_user: keep only each user's newest N interactions (0 = all), so that a taste
+            that shifted recently is not outvoted by a long history.
     """
     data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -186,6 +190,10 @@ def training_copy(data_dir: Path, holdout: pd.DataFrame, out_dir: Path) -> Path:
     inter = read_table(inter_path, dtype={USER_ID: str, ITEM_ID: str})
     drop = set(zip(holdout[USER_ID].astype(str), holdout[ITEM_ID].astype(str), strict=True))
     keep = [pair not in drop for pair in zip(inter[USER_ID].astype(str), inter[ITEM_ID].astype(str), strict=True)]
+    inter = inter[keep]
+    if recent_per_user > 0:
+        newest = inter.sort_values(TIMESTAMP, kind="stable").groupby(USER_ID).tail(recent_per_user)
+        inter = inter.loc[inter.index.isin(newest.index)]
     target = out_dir / f"{INTERACTIONS_STEM}{inter_path.suffix}"
-    _write_table(inter[keep], target)
+    _write_table(inter, target)
     return out_dir

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,13 +50,20 @@ class ModelView:
         return {item: i for i, item in enumerate(self.item_ids)}
 
 
+def served_version(meta: dict[str, Any], model_dir: Path) -> str:
+    """The version string the service writes into `served.model_version` (fusionrec.inference's rule:
+    meta version, else the folder name, plus "+trained_at" since a version alone repeats across retrains)."""
+    version = str(meta.get("version") or model_dir.name)
+    return f"{version}+{meta['trained_at']}" if meta.get("trained_at") else version
+
+
 def load_model_view(model_dir: Path) -> ModelView:
     """Read the model folder written by `fusionrec train` (see docs/CONTRACTS.md)."""
     from fusionrec.models.recommender import Recommender
 
     rec = Recommender.load(model_dir)
     return ModelView(
-        version=str(rec.meta.get("version", "")),
+        version=served_version(rec.meta or {}, Path(model_dir)),
         item_ids=list(rec.item_ids),
         popularity=np.asarray(rec.popularity(), dtype=np.float64),
         vectors=np.asarray(rec.item_vectors(), dtype=np.float32),

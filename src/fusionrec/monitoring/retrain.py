@@ -44,17 +44,23 @@ def holdout_fingerprint(holdout: pd.DataFrame) -> str:
 
 
 def holdout_metrics(model_dir: Path, known: pd.DataFrame, holdout: pd.DataFrame, item_ids: list[str],
-                    ks: list[int]) -> dict[str, Any]:
-    """Full-ranking metrics of one model on the common holdout, in a shared item space.
+                    ks: list[int], exposure: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Ranking metrics of one model on the common holdout, in a shared item space.
 
     Known users are scored by the model; users it never saw are folded in from their known
     items. Items the model does not know score -inf. Known items (all of the user's other
     interactions, negatives included) are excluded from the ranking.
 
+    With `exposure`, each user's ranking is restricted to the items that user was shown in
+    the holdout period. Feedback only exists for what the serving model chose to show, so a
+    full ranking would credit the champion for its own top-k; among the shown items both
+    models compete on the same footing: who ranks what the users clicked higher.
+
     Args:
         known: interactions that are not in the holdout (user_id, item_id).
         holdout: the test pairs (user_id, item_id).
         item_ids: the shared item space (the dataset's catalogue).
+        exposure: served (user_id, item_id) pairs of the holdout period; None = full ranking.
     """
     from fusionrec.evaluation.metrics import evaluate_scores
     from fusionrec.models.recommender import Recommender
@@ -73,6 +79,7 @@ def holdout_metrics(model_dir: Path, known: pd.DataFrame, holdout: pd.DataFrame,
         return m
 
     known_m, test_m = matrix(known), matrix(holdout)
+    shown = matrix(exposure).toarray().astype(bool) if exposure is not None else None
     col_of = np.array([model.item_index(i) if model.item_index(i) is not None else -1 for i in item_ids])
     present = col_of >= 0
 
@@ -87,6 +94,8 @@ def holdout_metrics(model_dir: Path, known: pd.DataFrame, holdout: pd.DataFrame,
                 hist = col_of[known_m[int(u)].indices]
                 s = model.score_histories([hist[hist >= 0]])[0]
             out[r, present] = s[col_of[present]]
+            if shown is not None:
+                out[r, ~shown[int(u)]] = -np.inf
         return out
 
     result = evaluate_scores(score_fn, known_m, test_m, ks=ks)
@@ -145,7 +154,7 @@ def _catalogue(data_dir: Path) -> list[str]:
 def retrain(
     data_dir: Path, feedback: pd.DataFrame, champion_dir: Path | None, work_dir: Path, params: Params,
     trigger: str = "local", reason: str = "", kfp_host: str = "", data_uri: str = "",
-    trainer: Callable[[Path, Path, Params], Path] = train_local,
+    trainer: Callable[[Path, Path, Params], Path] = train_local, served: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """One retraining run (see the module doc); returns the record it writes.
 
@@ -157,6 +166,8 @@ def retrain(
         trigger: "local" (steps in this process) or "kfp" (submit the pipeline, gate on the cluster).
         reason: what triggered the run (e.g. the monitor's reasons), kept in the record.
         trainer: (train_data_dir, run_dir, params) -> model folder; the steps by default.
+        served: the store's served rows; the holdout is then ranked among what users were shown
+            (see `holdout_metrics`); None = full ranking.
     """
     cfg, started = params.monitor, time.time()
     run_dir = Path(work_dir) / "runs" / time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
@@ -177,29 +188,41 @@ def retrain(
         record["decision"] = {"promote": False, "reason": "too little new feedback for a holdout; nothing trained"}
         return _finish(record, run_dir, work_dir, started)
     holdout.to_parquet(run_dir / HOLDOUT_FILE, index=False)
-    train_data = training_copy(data_dir, holdout, run_dir / "data")
+    train_data = training_copy(data_dir, holdout, run_dir / "data", cfg.recent_per_user)
     t0 = time.time()
     challenger_dir = trainer(train_data, run_dir, params)
     record["train_wall_s"] = round(time.time() - t0, 2)
     record["challenger_dir"] = str(challenger_dir)
-    record.update(_gate(train_data, holdout, challenger_dir, champion_dir, params))
+    record.update(_gate(train_data, holdout, challenger_dir, champion_dir, params, _exposure(served, holdout)))
     if record["decision"]["promote"]:
         record["promotion"] = _promote(challenger_dir, run_dir, params)
     return _finish(record, run_dir, work_dir, started)
 
 
-def _gate(train_data: Path, holdout: pd.DataFrame, challenger: Path, champion: Path | None, params: Params
-          ) -> dict[str, Any]:
-    """Score both models on the holdout and ask the evaluation room's gate."""
+def _exposure(served: pd.DataFrame | None, holdout: pd.DataFrame, margin_s: float = 60.0) -> pd.DataFrame | None:
+    """What the holdout's users were shown from shortly before the holdout began (None without a log)."""
+    if served is None or served.empty:
+        return None
+    start = float(holdout["timestamp"].min()) - margin_s
+    users = set(holdout[USER_ID].astype(str))
+    shown = served[(pd.to_numeric(served["ts"]) >= start) & served[USER_ID].astype(str).isin(users)]
+    return shown[[USER_ID, ITEM_ID]].drop_duplicates()
+
+
+def _gate(train_data: Path, holdout: pd.DataFrame, challenger: Path, champion: Path | None, params: Params,
+          exposure: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Score both models on the holdout (among what users were shown, when known) and ask the gate."""
     from fusionrec.evaluation.gate import HOLDOUT, decide_promotion
 
     known = read_table(find_table(train_data, INTERACTIONS_STEM) or Path(), dtype={USER_ID: str, ITEM_ID: str})
     items, ks, fp = _catalogue(train_data), list(params.evaluate.ks), holdout_fingerprint(holdout)
-    chal = {**holdout_metrics(challenger, known, holdout, items, ks), HOLDOUT: fp}
-    champ = {**holdout_metrics(champion, known, holdout, items, ks), HOLDOUT: fp} if champion else None
+    chal = {**holdout_metrics(challenger, known, holdout, items, ks, exposure), HOLDOUT: fp}
+    champ = {**holdout_metrics(champion, known, holdout, items, ks, exposure), HOLDOUT: fp} if champion else None
     write_json(challenger / "holdout_metrics.json", chal)
     decision = decide_promotion(chal, champ, params.evaluate)
-    return {"holdout": {"fingerprint": fp, "rows": len(holdout), "users": int(holdout[USER_ID].nunique())},
+    protocol = "full ranking" if exposure is None else f"ranked among the {len(exposure)} shown (user, item) pairs"
+    return {"holdout": {"fingerprint": fp, "rows": len(holdout), "users": int(holdout[USER_ID].nunique()),
+                        "protocol": protocol},
             "challenger_metrics": chal, "champion_metrics": champ, "decision": decision.to_dict()}
 
 

@@ -1,0 +1,85 @@
+"""Closed-loop benchmark: the `fusionrec loop` demo measured end to end.
+
+    python -m benchmarks.loop [--params FILE] [--out DIR] [--rounds-before 4] [--max-shifted 10] [--rounds-after 4]
+
+Numbers (issue 8): feedback events until drift is detected after the taste shift;
+click-through before the shift, after it, and after the retrained model is promoted (target:
+recovers to at least 90% of the pre-shift level); retrain wall time; failed requests during the
+model swap (target 0). Writes benchmarks/reports/loop.{json,md} and copies the CTR plot next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import REPORTS, write_report
+from fusionrec.config import load_params
+
+# A demo small enough for 2 cores (a few minutes end to end); --params replaces it.
+QUICK = {
+    "demo": {"users": 300, "items": 400, "interactions": 12000, "image_size": 32},
+    "featurize": {"text_encoders": ["tfidf"], "image_encoders": ["color"], "tfidf_dim": 32, "num_workers": 0},
+    "train": {"text_encoder": "tfidf", "image_encoder": "color", "dim": 32, "epochs": 20, "patience": 3,
+              "n_layers": 1, "knn_k": 5, "batch_size": 512},
+    "simulate": {"users": 200, "k": 10, "concurrency": 4},
+    "monitor": {"min_events": 150},
+}
+
+
+def markdown(n: dict[str, Any]) -> str:
+    """The summary table of one loop run."""
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+
+    recovery = n.get("recovery")
+    target = "met" if recovery is not None and recovery >= 0.9 else "NOT met"
+    gate = n.get("gate") or {}
+    rows = [
+        ("feedback events until drift detected (after the shift)", fmt(n.get("events_until_detection"))),
+        ("click-through before the shift", fmt(n.get("ctr_before_shift"))),
+        ("click-through after the shift (old model)", fmt(n.get("ctr_after_shift"))),
+        ("click-through after the promotion", fmt(n.get("ctr_after_promotion"))),
+        ("recovery (after promotion / before shift; target >= 0.9)", f"{fmt(recovery)} ({target})"),
+        ("retrain wall time, s (merge + train + gate + package + reload)", fmt(n.get("retrain_wall_s"))),
+        ("failed requests during the swap (probe) / all rounds", fmt(n.get("failed_requests"))),
+        ("swap probe requests ok", fmt((n.get("swap_probe") or {}).get("ok"))),
+        ("gate", f"promote={gate.get('promote')}: {gate.get('reason', '')}"),
+        ("whole loop wall time, s", fmt(n.get("wall_s"))),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"# Closed loop (`fusionrec loop`)\n\n| measure | value |\n|---|---|\n{table}\n\n![CTR over time](loop_ctr.png)\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", type=Path, default=None, help="params.yaml (default: a small built-in demo)")
+    ap.add_argument("--out", type=Path, default=None, help="working folder (default: a temporary one)")
+    ap.add_argument("--rounds-before", type=int, default=4)
+    ap.add_argument("--max-shifted", type=int, default=10)
+    ap.add_argument("--rounds-after", type=int, default=4)
+    args = ap.parse_args(argv)
+
+    from fusionrec.config import Params
+    from fusionrec.monitoring.loop import run_loop
+
+    params = load_params(args.params) if args.params else Params(**QUICK)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory(prefix="fusionrec-loop-") as tmp:
+        out = args.out or Path(tmp)
+        result = run_loop(out, params, args.rounds_before, args.max_shifted, args.rounds_after)
+        REPORTS.mkdir(parents=True, exist_ok=True)
+        if (out / "ctr.png").is_file():
+            shutil.copy(out / "ctr.png", REPORTS / "loop_ctr.png")
+    numbers = result["numbers"]
+    data = {**numbers, "events": result["events"], "rounds": result["rounds"], "config": result["config"]}
+    paths = write_report("loop", data, markdown(numbers))
+    print(paths["markdown"].read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

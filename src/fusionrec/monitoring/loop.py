@@ -1,0 +1,262 @@
+"""The closed loop end to end (`fusionrec loop`, `make loop`).
+
+demo data -> train -> serve (a real `bentoml serve` on 127.0.0.1) -> simulate -> tastes shift ->
+monitor after every round -> retrain on the merged feedback -> gate -> promote (the service
+reloads while a request loop keeps calling it) -> simulate on -> click-through recovers.
+Writes loop.json (every round, every event, the numbers) and ctr.png (CTR over time, events marked).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fusionrec.config import Params
+from fusionrec.io import write_json
+from fusionrec.monitoring.simulate import RoundStats, Simulator
+
+logger = logging.getLogger(__name__)
+TOKEN_DEFAULT = "fusionrec-loop-token"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_root() -> Path:
+    """The folder holding `serving/service.py` (the repository root of a source checkout)."""
+    for base in (Path.cwd(), *Path(__file__).resolve().parents):
+        if (base / "serving" / "service.py").is_file():
+            return base
+    raise FileNotFoundError("serving/service.py not found; run from the fusionrec repository root")
+
+
+def start_service(model_dir: Path, port: int, store_url: str, token: str, home: Path,
+                  log_path: Path, ready_timeout: float = 180.0) -> subprocess.Popen[bytes]:
+    """Start `bentoml serve serving.service:FusionRec` on 127.0.0.1:port and wait for /readyz.
+
+    The process gets its own session so `stop_service` can end it and its workers by its id.
+    """
+    import httpx
+
+    env = {**os.environ, "FUSIONREC_MODEL": str(Path(model_dir).resolve()), "FUSIONREC_TOKEN": token,
+           "FUSIONREC_FEEDBACK_URL": store_url, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:FusionRec", "--host", "127.0.0.1",
+           "--port", str(port)]
+    log = open(log_path, "ab")  # noqa: SIM115 (the child writes to it for its lifetime)
+    proc = subprocess.Popen(cmd, cwd=service_root(), env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.time() + ready_timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"service exited with {proc.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    stop_service(proc)
+    raise TimeoutError(f"service not ready after {ready_timeout}s; see {log_path}")
+
+
+def stop_service(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the service's process group (started by us), then SIGKILL after 20 s."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+class RequestProbe:
+    """A background loop of /recommend calls (bounded), counting failures, e.g. during a model swap."""
+
+    def __init__(self, url: str, user_id: str, max_requests: int = 100_000) -> None:
+        self.url, self.user_id, self.max_requests = url, user_id, max_requests
+        self.ok = self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set() and self.ok + self.failed < self.max_requests:
+                try:
+                    r = client.post(f"{self.url}/recommend", json={"user_id": self.user_id, "k": 10, "explain": False})
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.ok, self.failed = self.ok + ok, self.failed + (not ok)
+                time.sleep(0.02)
+
+    def __enter__(self) -> RequestProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+@dataclass
+class LoopState:
+    """What happened, in order; written to loop.json."""
+
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # {"round", "t", "kind", ...}
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+    def mark(self, round_: int, kind: str, **info: Any) -> None:
+        self.events.append({"round": round_, "t": time.time(), "kind": kind, **info})
+        logger.info("loop: round %d %s %s", round_, kind, info)
+
+
+def _phase_ctr(rounds: list[dict[str, Any]], phase: str, last: int | None = None) -> float | None:
+    rs = [r for r in rounds if r["phase"] == phase]
+    rs = rs[-last:] if last else rs
+    imps = sum(r["impressions"] for r in rs)
+    return round(sum(r["clicks"] for r in rs) / imps, 5) if imps else None
+
+
+def plot_ctr(state: LoopState, path: Path) -> Path:
+    """CTR per round (observed and expected) with the shift, detection and promotion marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    xs = [r["round"] for r in state.rounds]
+    ax.plot(xs, [r["ctr"] for r in state.rounds], marker="o", label="click-through (observed)")
+    ax.plot(xs, [r["expected_ctr"] for r in state.rounds], ls="--", alpha=0.7, label="click-through (expected)")
+    colours = {"shift": "tab:red", "drift_detected": "tab:orange", "promoted": "tab:green", "rejected": "tab:gray"}
+    for ev in state.events:
+        if ev["kind"] in colours:
+            ax.axvline(ev["round"] - 0.5, color=colours[ev["kind"]], ls=":", lw=2)
+            ax.text(ev["round"] - 0.45, ax.get_ylim()[1] * 0.97, ev["kind"].replace("_", " "), rotation=90,
+                    va="top", color=colours[ev["kind"]], fontsize=8)
+    ax.set_xlabel("simulation round")
+    ax.set_ylabel("click-through")
+    ax.set_title("fusionrec closed loop: click-through over time")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _stats_row(stats: RoundStats, phase: str) -> dict[str, Any]:
+    stats.phase = phase
+    return stats.to_dict()
+
+
+def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int = 10, rounds_after: int = 4,
+             token: str = TOKEN_DEFAULT) -> dict[str, Any]:
+    """The whole closed loop (see the module doc); returns the numbers written to loop.json.
+
+    Args:
+        out: working folder (data/, base/, store, monitor/, retrain/, loop.json, ctr.png).
+        params: every section; `demo`, `featurize`, `train` size the run, `simulate` the users,
+            `monitor` the thresholds (its windows are set from the traffic, see below).
+        rounds_before: rounds with the original tastes (the monitor's reference window).
+        max_shifted: at most this many shifted rounds waiting for detection.
+        rounds_after: rounds after the promotion.
+    """
+    from fusionrec.data.demo import run_demo_data
+    from fusionrec.monitoring.monitor import load_model_view, monitor_frames
+    from fusionrec.monitoring.retrain import retrain, train_local
+    from fusionrec.monitoring.store import FeedbackStore
+    from fusionrec.steps import run_package
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    state, t0 = LoopState(), time.time()
+    run_demo_data(out / "data", params.demo)
+    model_dir = train_local(out / "data", out / "base", params)
+    state.numbers["base_train_wall_s"] = round(time.time() - t0, 1)
+    # the service module resolves its BentoML model at import time: package the base model first
+    os.environ["BENTOML_HOME"] = str(out / "bentoml")
+    run_package(model_dir, out / "base" / "package", params.package)
+    store_url, port = f"sqlite:///{out / 'feedback.db'}", free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_service(model_dir, port, store_url, token, out / "bentoml", out / "service.log")
+    params = params.model_copy(update={"monitor": params.monitor.with_overrides(service_url=url)})
+    os.environ[params.monitor.token_env] = token
+    sim = Simulator(url, out / "data", params.simulate, token)
+    try:
+        r = 0
+        for _ in range(rounds_before):
+            state.rounds.append(_stats_row(sim.run_round(shifted=False), "before"))
+            r += 1
+        with FeedbackStore(store_url) as store:
+            ref_events = store.count()
+        cfg = params.monitor.with_overrides(reference_window=ref_events,
+                                            current_window=max(params.monitor.min_events, ref_events // rounds_before))
+        state.numbers["monitor_windows"] = {"reference": ref_events, "current": cfg.current_window}  # type: ignore[attr-defined]
+        state.mark(r, "shift")
+        detected = None
+        for _ in range(max_shifted):
+            state.rounds.append(_stats_row(sim.run_round(shifted=True), "shifted"))
+            r += 1
+            with FeedbackStore(store_url) as store:
+                fb, served = store.read_feedback(), store.read_served()
+            decision = monitor_frames(fb, served, load_model_view(model_dir), out / "monitor" / f"round{r:02d}", cfg)  # type: ignore[arg-type]
+            if decision.retrain:
+                detected = decision
+                state.mark(r, "drift_detected", reasons=decision.reasons, events_since_shift=len(fb) - ref_events)
+                state.numbers["events_until_detection"] = len(fb) - ref_events
+                break
+        if detected is None:
+            state.mark(r, "not_detected")
+        else:
+            with RequestProbe(url, sim.users[0]) as probe:
+                record = retrain(out / "data", fb, model_dir, out / "retrain", params, reason=",".join(detected.reasons),
+                                 trainer=train_local, served=served)
+            state.numbers["retrain_wall_s"] = record.get("wall_s")
+            state.numbers["train_wall_s"] = record.get("train_wall_s")
+            state.numbers["swap_probe"] = {"ok": probe.ok, "failed": probe.failed}
+            state.numbers["gate"] = record.get("decision")
+            state.numbers["holdout_metrics"] = {"challenger": record.get("challenger_metrics"),
+                                                "champion": record.get("champion_metrics")}
+            promoted = bool(record.get("decision", {}).get("promote"))
+            state.mark(r, "promoted" if promoted else "rejected", reason=record.get("decision", {}).get("reason"))
+            if promoted:
+                model_dir = Path(record["challenger_dir"])
+            for _ in range(rounds_after):
+                state.rounds.append(_stats_row(sim.run_round(shifted=True), "retrained" if promoted else "shifted"))
+                r += 1
+    finally:
+        sim.close()
+        stop_service(proc)
+    rounds = state.rounds
+    state.numbers.update({
+        "ctr_before_shift": _phase_ctr(rounds, "before"),
+        "ctr_after_shift": _phase_ctr(rounds, "shifted"),
+        "ctr_after_promotion": _phase_ctr(rounds, "retrained"),
+        "failed_requests": sum(x["errors"] for x in rounds) + state.numbers.get("swap_probe", {}).get("failed", 0),
+        "wall_s": round(time.time() - t0, 1),
+    })
+    before, after = state.numbers["ctr_before_shift"], state.numbers["ctr_after_promotion"]
+    state.numbers["recovery"] = round(after / before, 4) if before and after else None
+    result = {"numbers": state.numbers, "events": state.events, "rounds": rounds,
+              "config": {"simulate": params.simulate.model_dump(), "demo": params.demo.model_dump()}}
+    write_json(out / "loop.json", result)
+    plot_ctr(state, out / "ctr.png")
+    return result

@@ -1,0 +1,136 @@
+"""Every kfp component executed through kfp.local on the tiny demo, its outputs checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kfp.dsl import Artifact, Dataset, Model
+
+from components import COMPONENTS, evaluate, featurize, ingest, package, search, split, train
+from fusionrec.config import IngestConfig, SplitConfig
+from fusionrec.steps import STEPS
+from component_tasks import (
+    TINY_EVALUATE,
+    TINY_FEATURIZE,
+    TINY_SEARCH,
+    TINY_TRAIN,
+    as_params,
+)
+
+pytestmark = pytest.mark.integration  # each task is a subprocess of this interpreter
+
+
+def test_one_component_per_step() -> None:
+    assert sorted(COMPONENTS) == sorted(STEPS)
+    for name, component in COMPONENTS.items():
+        spec = component.component_spec
+        image = spec.implementation.container.image
+        assert image.startswith("ghcr.io/fusionrec/fusionrec:"), f"{name} runs on {image}"
+        assert "metrics" in spec.outputs, f"{name} logs no metrics"
+
+
+def test_ingest(run_component, demo_dir: Path) -> None:
+    task = run_component(ingest, {"data": (demo_dir, Dataset)}, cfg=as_params(IngestConfig()))
+    out = task.output("ingested")
+    items = pd.read_parquet(out / "items.parquet")
+    interactions = pd.read_parquet(out / "interactions.parquet")
+    assert list(items.index) == list(range(len(items)))
+    assert interactions["item_idx"].between(0, len(items) - 1).all()
+    metrics = task.metrics()
+    assert metrics["items"] == len(items) and metrics["interactions"] == len(interactions)
+    assert (out / "rejected.parquet").exists() and (out / "report.json").exists()
+
+
+def test_split(run_component, ingested_dir: Path) -> None:
+    task = run_component(split, {"ingested": (ingested_dir, Dataset)}, cfg=as_params(SplitConfig()))
+    out = task.output("split_data")
+    parts = {p: pd.read_parquet(out / f"{p}.parquet") for p in ("train", "valid", "test")}
+    total = len(pd.read_parquet(ingested_dir / "interactions.parquet"))
+    assert sum(len(df) for df in parts.values()) == total
+    assert len(parts["train"]) > len(parts["test"]) > 0
+    assert task.metrics()["train_rows"] == len(parts["train"])
+
+
+def test_featurize(run_component, ingested_dir: Path) -> None:
+    from fusionrec.features.store import load_features
+
+    task = run_component(featurize, {"ingested": (ingested_dir, Dataset)}, cfg=as_params(TINY_FEATURIZE))
+    features = load_features(task.output("features"))
+    n_items = len(pd.read_parquet(ingested_dir / "items.parquet"))
+    assert set(features) == {"text:tfidf", "image:color"}
+    for matrix in features.values():
+        assert matrix.values.shape[0] == n_items and matrix.mask.shape == (n_items,)
+    assert features["text:tfidf"].values.shape[1] == TINY_FEATURIZE.tfidf_dim
+    assert task.metrics()["items"] == n_items
+
+
+def test_search_worker_then_summary_share_one_study(run_component, ingested_dir: Path, features_dir: Path,
+                                                    split_dir: Path, tmp_path: Path) -> None:
+    from fusionrec.config import TrainConfig, load_config_file
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    inputs = {"ingested": (ingested_dir, Dataset), "features": (features_dir, Dataset), "split_data": (split_dir, Dataset)}
+    common = dict(cfg=as_params(TINY_SEARCH), base=as_params(TINY_TRAIN), storage=storage, study_name="components")
+    worker = run_component(search, inputs, n_trials=1, **common)
+    assert worker.metrics()["n_complete"] == 1
+    summary = run_component(search, inputs, n_trials=0, **common)  # reads the study the worker filled
+    assert summary.metrics()["n_trials"] == 1
+    best = load_config_file(summary.output("study") / "best.yaml", TrainConfig)
+    assert (best.text_encoder, best.image_encoder) == ("tfidf", "color")
+    assert summary.output("report").read_text().lstrip().startswith("<")
+
+
+def test_train(run_component, ingested_dir: Path, features_dir: Path, split_dir: Path, study_dir: Path) -> None:
+    from fusionrec.models.recommender import Recommender
+
+    inputs = {"ingested": (ingested_dir, Dataset), "features": (features_dir, Dataset),
+              "split_data": (split_dir, Dataset), "study": (study_dir, Artifact)}
+    task = run_component(train, inputs)
+    rec = Recommender.load(task.output("model"))
+    assert rec.n_items == len(pd.read_parquet(ingested_dir / "items.parquet"))
+    assert rec.score_users(pd.Series([0, 1]).to_numpy()).shape == (2, rec.n_items)
+    assert 0.0 <= task.metrics()["valid_ndcg@20"] <= 1.0
+
+
+def test_evaluate_gate_promotes_only_a_model_as_good_as_the_champion(
+        run_component, ingested_dir: Path, features_dir: Path, split_dir: Path, model_dir: Path) -> None:
+    from fusionrec.io import read_json
+
+    inputs = {"ingested": (ingested_dir, Dataset), "features": (features_dir, Dataset),
+              "split_data": (split_dir, Dataset), "model": (model_dir, Model)}
+    first = run_component(evaluate, inputs, cfg=as_params(TINY_EVALUATE), champion_metrics={})
+    assert first.returned() is True, "with no champion the first model is promoted"
+    metrics = read_json(first.output("evaluation") / "metrics.json")
+    assert "mostpop" in metrics["baselines"] and 0.0 <= metrics["model"]["test"]["ndcg@20"] <= 1.0
+    assert first.metrics()["promote"] == 1 and "ndcg@20" in first.metrics()
+    assert "<pre>" in first.output("report").read_text()
+
+    strong = {"ndcg@20": 1.0, "recall@20": 1.0}  # a champion no model can match
+    second = run_component(evaluate, inputs, cfg=as_params(TINY_EVALUATE), champion_metrics=strong)
+    assert second.returned() is False
+    assert read_json(second.output("evaluation") / "promotion.json")["promote"] is False
+
+
+def test_package(run_component, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fusionrec.config import PackageConfig
+
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))  # the task subprocess inherits it
+    task = run_component(package, {"model": (model_dir, Model)}, cfg=as_params(PackageConfig(model_name="fusionrec-test")))
+    assert list(task.output("packaged").iterdir()), "package wrote nothing"
+    assert (tmp_path / "bentoml" / "models" / "fusionrec-test").is_dir()
+    assert task.metrics()["n_files"] > 0
+
+
+def test_study_storage_falls_back_to_a_sqlite_file_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kfp import local
+
+    from pipelines.study import study_storage
+
+    monkeypatch.setenv("FUSIONREC_STUDY_DIR", str(tmp_path / "studies"))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "outputs"))
+    url = study_storage(storage="", run_id="run/1").output
+    assert url.startswith("sqlite:///") and url.endswith(".db") and str(tmp_path / "studies") in url
+    given = "postgresql://optuna@db:5432/optuna"
+    assert study_storage(storage=given, run_id="run-1").output == given

@@ -1,0 +1,99 @@
+"""The evaluator: hand-built holdouts, then run_evaluate end to end on the tiny demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from fusionrec.config import EvaluateConfig
+from fusionrec.evaluation.evaluator import Holdout, bucket_labels, evaluate_scorer, run_evaluate
+
+FAST_BASELINES = {"bpr-mf": {"epochs": 2}, "lightgcn": {"epochs": 2}, "vbpr": {"epochs": 2}}
+
+
+def _csr(rows: list[list[int]], n_items: int) -> sp.csr_matrix:
+    r = [u for u, items in enumerate(rows) for _ in items]
+    c = [i for items in rows for i in items]
+    return sp.csr_matrix((np.ones(len(c), np.float32), (r, c)), shape=(len(rows), n_items))
+
+
+class Oracle:
+    """Scores the test items highest: every metric is perfect."""
+
+    def __init__(self, test: sp.csr_matrix) -> None:
+        self.test = test
+
+    def score_users(self, user_idx: np.ndarray) -> np.ndarray:
+        return self.test[user_idx].toarray().astype(np.float32)
+
+
+def test_bucket_labels() -> None:
+    assert bucket_labels([20, 50, 150]) == ["<20", "20-49", "50-149", "150+"]
+    assert bucket_labels([]) == ["all"]
+
+
+def test_buckets_split_users_by_train_activity() -> None:
+    train = _csr([[0], [0, 1, 2], [1, 2, 3]], 6)
+    test = _csr([[4], [5], [4]], 6)
+    holdout = Holdout(train, _csr([[], [], []], 6), test, np.zeros(0, np.int64))
+    scores = np.array([[0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 1, 0]], np.float32)
+
+    class Fixed:
+        def score_users(self, u: np.ndarray) -> np.ndarray:
+            return scores[u]
+
+    res = evaluate_scorer(Fixed(), holdout, EvaluateConfig(ks=[1], activity_buckets=[2]))
+    assert res["buckets"]["<2"]["n_users"] == 1 and res["buckets"]["<2"]["hit@1"] == 1.0
+    assert res["buckets"]["2+"]["n_users"] == 2 and res["buckets"]["2+"]["hit@1"] == pytest.approx(0.5)
+    assert res["test"]["hit@1"] == pytest.approx(2 / 3)
+    assert "cold" not in res
+
+
+def test_cold_metrics_rank_only_cold_items() -> None:
+    train = _csr([[0, 1], [0, 1]], 5)
+    test = _csr([[2, 3], [4]], 5)
+    holdout = Holdout(train, _csr([[], []], 5), test, np.array([3, 4]))
+    res = evaluate_scorer(Oracle(test), holdout, EvaluateConfig(ks=[1, 2]))
+    assert res["cold"]["recall@2"] == 1.0 and res["cold"]["n_users"] == 2
+    assert res["test"]["recall@2"] == 1.0
+
+
+def test_fingerprint_changes_with_the_test_set() -> None:
+    a = Holdout(_csr([[0]], 3), _csr([[]], 3), _csr([[1]], 3), np.zeros(0, np.int64))
+    b = Holdout(_csr([[0]], 3), _csr([[]], 3), _csr([[2]], 3), np.zeros(0, np.int64))
+    assert a.fingerprint() == Holdout(a.train, a.valid, a.test, a.cold_items).fingerprint()
+    assert a.fingerprint() != b.fingerprint()
+
+
+@pytest.fixture(scope="module")
+def features_dir(ingested_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Cheap features of the tiny demo (tfidf text, colour-histogram images)."""
+    from fusionrec.config import FeaturizeConfig
+    from fusionrec.features.pipeline import run_featurize
+
+    out = tmp_path_factory.mktemp("features") / "features"
+    run_featurize(ingested_dir, out, FeaturizeConfig(text_encoders=["tfidf"], image_encoders=["color"],
+                                                     tfidf_dim=16, num_workers=0, torch_threads=1))
+    return out
+
+
+def test_run_evaluate_writes_metrics_reports_and_plots(ingested_dir: Path, split_dir: Path, features_dir: Path,
+                                                       tmp_path: Path) -> None:
+    cfg = EvaluateConfig(baseline_params=FAST_BASELINES)
+    result = run_evaluate(ingested_dir, features_dir, split_dir, None, tmp_path / "eval", cfg)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics["baselines"]) == set(cfg.baselines)
+    for res in metrics["baselines"].values():
+        assert set(res["test"]) >= {"recall@10", "ndcg@20", "precision@10", "mrr@20", "hit@20", "coverage@20"}
+        assert "recall@50" not in res["test"]  # plot-only cut-offs stay out of metrics.json
+        assert 0.0 <= res["test"]["ndcg@20"] <= 1.0
+    table = (tmp_path / "eval" / "comparison.md").read_text()
+    assert all(f"| {name} |" in table for name in cfg.baselines)
+    for png in ("metric_by_k.png", "metric_by_activity.png"):
+        assert (tmp_path / "eval" / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    assert "ndcg@20" in result.metrics
+    assert len(json.loads((tmp_path / "eval" / "evaluation.json").read_text())["holdout"]) == 16

@@ -1,0 +1,91 @@
+"""Feedback merged into a dataset exactly once; the common holdout and the challenger's copy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fusionrec.monitoring import merge as merge_mod
+from fusionrec.monitoring.merge import WATERMARK, cut_holdout, merge_feedback, read_watermark, training_copy
+
+
+def _dataset(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    pd.DataFrame({"item_id": ["a", "b", "c", "d"], "title": list("ABCD")}).to_csv(data / "items.csv", index=False)
+    pd.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "a"], "timestamp": [10, 20, 30],
+                  "event": ["click", "like", "click"], "hour": [0, 0, 0]}).to_csv(data / "interactions.csv", index=False)
+    (data / "images").mkdir()
+    return data
+
+
+def _feedback(start_id: int, rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "ts"])
+    frame.insert(0, "id", range(start_id, start_id + len(rows)))
+    return frame
+
+
+FIRST = [("u1", "c", "click", 7200.0), ("u3", "d", "like", 7300.0), ("u2", "b", "dislike", 7400.0),
+         ("u2", "zz", "click", 7500.0)]
+
+
+def test_merge_is_exactly_once(tmp_path: Path) -> None:
+    data = _dataset(tmp_path)
+    fb = _feedback(1, FIRST)
+    first = merge_feedback(data, fb)
+    assert (first.new_events, first.merged, first.positives, first.negatives, first.unknown_items) == (4, 3, 2, 1, 1)
+    assert read_watermark(data) == 4
+    inter = pd.read_csv(data / "interactions.csv", dtype=str)
+    assert len(inter) == 6
+    assert inter.loc[inter["item_id"] == "c", "hour"].item() == "2"  # context derived from the event time
+    assert inter.loc[(inter["user_id"] == "u2") & (inter["item_id"] == "b"), "event"].item() == "dislike"
+    again = merge_feedback(data, fb)  # the same store read twice
+    assert again.new_events == 0 and again.merged == 0
+    assert len(pd.read_csv(data / "interactions.csv")) == 6
+    more = merge_feedback(data, pd.concat([fb, _feedback(5, [("u1", "d", "click", 7600.0)])]))
+    assert (more.new_events, more.merged, more.interactions, more.last_id) == (1, 1, 7, 5)
+
+
+def test_crash_between_writes_does_not_double_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _dataset(tmp_path)
+    fb = _feedback(1, FIRST)
+    real = merge_mod.write_json
+
+    def crash(path: Path, payload: object) -> Path:
+        if Path(path).name == WATERMARK:
+            raise KeyboardInterrupt("killed after the interactions were written")
+        return real(path, payload)
+
+    monkeypatch.setattr(merge_mod, "write_json", crash)
+    with pytest.raises(KeyboardInterrupt):
+        merge_feedback(data, fb)
+    monkeypatch.setattr(merge_mod, "write_json", real)
+    rerun = merge_feedback(data, fb)  # watermark never moved: the same events come again
+    assert rerun.new_events == 4 and rerun.merged == 0 and rerun.duplicates == 3
+    assert len(pd.read_csv(data / "interactions.csv")) == 6
+
+
+def test_repeated_pair_keeps_latest_event(tmp_path: Path) -> None:
+    data = _dataset(tmp_path)
+    merge_feedback(data, _feedback(1, [("u1", "a", "click", 9000.0), ("u1", "a", "dislike", 9100.0)]))
+    inter = pd.read_csv(data / "interactions.csv", dtype=str)
+    pair = inter[(inter["user_id"] == "u1") & (inter["item_id"] == "a")]
+    assert len(pair) == 1 and pair["event"].item() == "dislike"
+
+
+def test_holdout_and_training_copy(tmp_path: Path) -> None:
+    data = _dataset(tmp_path)
+    rows = [(f"u{i % 5}", "abcd"[i % 4], "click", 10_000.0 + i) for i in range(40)]
+    merge_feedback(data, _feedback(1, rows))
+    holdout = cut_holdout(data, since_ts=10_000, share=0.5, min_rows=3)
+    assert len(holdout) > 0 and holdout["timestamp"].min() >= 10_000
+    copy = training_copy(data, holdout, tmp_path / "copy")
+    inter = pd.read_csv(copy / "interactions.csv", dtype=str)
+    pairs = set(zip(inter["user_id"], inter["item_id"], strict=True))
+    assert not pairs & set(zip(holdout["user_id"], holdout["item_id"], strict=True))
+    assert (copy / "items.csv").is_symlink() and (copy / "images").is_symlink()
+    assert not (copy / WATERMARK).exists()
+    assert json.loads((data / WATERMARK).read_text())["last_feedback_id"] == 40

@@ -1,0 +1,83 @@
+"""Retraining runs on the tiny demo: the record, the common holdout and the champion/challenger gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fusionrec.config import EvaluateConfig, MonitorConfig, Params
+
+pytest.importorskip("fusionrec.training")
+sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
+from serving_fixtures import features_dir, model_dir  # noqa: E402, F401
+
+
+def _feedback(demo: Path, taste_model, ts0: float, n_per_user: int = 10, seed: int = 0) -> pd.DataFrame:  # noqa: ANN001
+    """Clicks drawn from the demo's ground truth for every demo user."""
+    rng = np.random.default_rng(seed)
+    items = taste_model.item_ids
+    rows = []
+    for u in taste_model.user_ids:
+        p = taste_model.click_prob(u, items)
+        for item in rng.choice(items, n_per_user, replace=False, p=p / p.sum()):
+            rows.append((str(u), str(item), "click", ts0 + len(rows)))
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event", "ts"])
+    frame.insert(0, "id", np.arange(1, len(frame) + 1))
+    return frame
+
+
+def _sabotaged(model: Path, out: Path) -> Path:
+    """A copy of the model whose item ids are shuffled: every score lands on the wrong item."""
+    shutil.copytree(model, out)
+    items = pd.read_parquet(out / "items.parquet")
+    items["item_id"] = np.random.default_rng(3).permutation(items["item_id"].to_numpy())
+    items.to_parquet(out / "items.parquet", index=False)
+    return out
+
+
+@pytest.fixture()
+def data_copy(demo_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(demo_dir, tmp_path / "data"))
+
+
+PARAMS = Params(monitor=MonitorConfig(holdout_share=0.3), evaluate=EvaluateConfig(promote_tolerance=0.005))
+
+
+def test_gate_rejects_a_worse_challenger(data_copy: Path, model_dir: Path, taste_model, tmp_path: Path) -> None:  # noqa: ANN001, F811
+    from fusionrec.monitoring.retrain import retrain
+
+    fb = _feedback(data_copy, taste_model, ts0=2e9)
+    record = retrain(data_copy, fb, model_dir, tmp_path / "work", PARAMS, reason="test",
+                     trainer=lambda _d, run, _p: _sabotaged(model_dir, run / "model"))
+    assert record["merge"]["merged"] > 0
+    assert record["decision"]["promote"] is False
+    assert "worse" in record["decision"]["reason"]
+    assert record["champion_metrics"]["ndcg@20"] > record["challenger_metrics"]["ndcg@20"]
+    assert record["champion_metrics"]["holdout"] == record["challenger_metrics"]["holdout"]
+    assert "promotion" not in record
+    saved = json.loads((Path(record["run_dir"]) / "record.json").read_text())
+    assert saved["reason"] == "test" and saved["data_fingerprint"]
+    assert len((tmp_path / "work" / "runs.jsonl").read_text().splitlines()) == 1
+
+
+def test_equal_challenger_is_promoted_and_packaged(data_copy: Path, model_dir: Path, taste_model, tmp_path: Path,  # noqa: ANN001, F811
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from fusionrec.monitoring.retrain import retrain
+
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    fb = _feedback(data_copy, taste_model, ts0=2e9, seed=1)
+    record = retrain(data_copy, fb, model_dir, tmp_path / "work", PARAMS,
+                     trainer=lambda _d, run, _p: Path(shutil.copytree(model_dir, run / "model")))
+    assert record["decision"]["promote"] is True
+    assert record["promotion"].get("package", "").startswith("fusionrec:")
+    # a second run on the same store merges nothing new and trains nothing
+    again = retrain(data_copy, fb, model_dir, tmp_path / "work", PARAMS,
+                    trainer=lambda *_: pytest.fail("nothing new to train on"))
+    assert again["merge"]["new_events"] == 0
+    assert again["decision"]["promote"] is False

@@ -1,0 +1,68 @@
+"""The package step: the model folder lands in the BentoML model store with its metadata, no
+pickle, loadable as is; the bentofile builds a bento offline. Each runs in a subprocess with
+its own BENTOML_HOME (BentoML fixes its home when first imported)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fusionrec.config import PackageConfig
+from fusionrec.packaging import PackageError, model_metadata
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = "from fusionrec.cli import main; main()"
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def packaged(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("package")
+    out = subprocess.run([sys.executable, "-c", CLI, "package", str(model_dir), str(tmp / "out"),
+                          "--params", str(tmp / "absent.yaml")],
+                         env=_env(tmp / "bentoml"), capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {"home": tmp / "bentoml", "package": json.loads((tmp / "out" / "package.json").read_text())}
+
+
+def test_metadata_comes_from_the_model(model_dir: Path) -> None:
+    meta = model_metadata(model_dir)
+    assert meta["version"] and meta["data_fingerprint"] and meta["encoders"] and meta["test_metrics"]
+
+
+def test_not_a_model_folder_is_refused(tmp_path: Path) -> None:
+    from fusionrec.packaging import run_package
+
+    with pytest.raises(PackageError, match="missing model.safetensors"):
+        run_package(tmp_path, tmp_path / "out", PackageConfig())
+
+
+def test_stored_model_has_metadata_and_no_pickle(packaged: dict, model_dir: Path) -> None:
+    tag = packaged["package"]["tag"]
+    assert tag.startswith("fusionrec:")
+    stored = next((packaged["home"] / "models" / "fusionrec").glob(tag.split(":")[1]))
+    assert not [p for p in stored.rglob("*") if p.suffix in (".pkl", ".pickle")]
+    from fusionrec.models.recommender import Recommender
+
+    assert Recommender.load(stored).n_items == Recommender.load(model_dir).n_items
+    info = (stored / "model.yaml").read_text()
+    for key in ("data_fingerprint", "test_metrics", "encoders", "trained_at"):
+        assert key in info
+
+
+@pytest.mark.integration
+def test_bentofile_builds_offline(packaged: dict) -> None:
+    bentoml = Path(sys.executable).parent / "bentoml"
+    out = subprocess.run([str(bentoml), "build", "-f", "serving/bentofile.yaml", "."], cwd=REPO,
+                         env=_env(packaged["home"]), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    bento = next((packaged["home"] / "bentos" / "fusionrec-serving").glob("*/bento.yaml")).read_text()
+    assert packaged["package"]["tag"] in bento
