@@ -20,16 +20,6 @@ from typing import Any
 from benchmarks.report import REPORTS, write_report
 from fusionrec.config import load_params
 
-# A demo small enough for 2 cores (a few minutes end to end); --params replaces it.
-QUICK = {
-    "demo": {"users": 300, "items": 400, "interactions": 12000, "image_size": 32},
-    "featurize": {"text_encoders": ["tfidf"], "image_encoders": ["color"], "tfidf_dim": 32, "num_workers": 0},
-    "train": {"text_encoder": "tfidf", "image_encoder": "color", "dim": 32, "epochs": 20, "patience": 3,
-              "n_layers": 1, "knn_k": 5, "batch_size": 512},
-    "simulate": {"users": 200, "k": 10, "concurrency": 4},
-    "monitor": {"min_events": 150},
-}
-
 
 def markdown(n: dict[str, Any]) -> str:
     """The summary table of one loop run."""
@@ -46,7 +36,8 @@ def markdown(n: dict[str, Any]) -> str:
         ("click-through after the promotion", fmt(n.get("ctr_after_promotion"))),
         ("recovery (after promotion / before shift; target >= 0.9)", f"{fmt(recovery)} ({target})"),
         ("retrain wall time, s (merge + train + gate + package + reload)", fmt(n.get("retrain_wall_s"))),
-        ("failed requests during the swap (probe) / all rounds", fmt(n.get("failed_requests"))),
+        ("failed requests during the swap (request loop while retraining + reload)", fmt(n.get("failed_requests_swap"))),
+        ("failed requests in all simulation rounds", fmt(n.get("failed_requests_rounds"))),
         ("swap probe requests ok", fmt((n.get("swap_probe") or {}).get("ok"))),
         ("gate", f"promote={gate.get('promote')}: {gate.get('reason', '')}"),
         ("whole loop wall time, s", fmt(n.get("wall_s"))),
@@ -57,17 +48,17 @@ def markdown(n: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", type=Path, default=None, help="params.yaml (default: a small built-in demo)")
+    ap.add_argument("--params", type=Path, default=None,
+                    help="params.yaml used as it is (default: fusionrec.monitoring.loop.QUICK sizes)")
     ap.add_argument("--out", type=Path, default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--rounds-before", type=int, default=4)
     ap.add_argument("--max-shifted", type=int, default=10)
     ap.add_argument("--rounds-after", type=int, default=4)
     args = ap.parse_args(argv)
 
-    from fusionrec.config import Params
-    from fusionrec.monitoring.loop import run_loop
+    from fusionrec.monitoring.loop import quick_params, run_loop
 
-    params = load_params(args.params) if args.params else Params(**QUICK)  # type: ignore[arg-type]
+    params = load_params(args.params) if args.params else quick_params(load_params(None))
     with tempfile.TemporaryDirectory(prefix="fusionrec-loop-") as tmp:
         out = args.out or Path(tmp)
         result = run_loop(out, params, args.rounds_before, args.max_shifted, args.rounds_after)

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import write_report
-from fusionrec.config import FeaturizeConfig, IngestConfig, SearchConfig, SplitConfig, TrainConfig, load_params
+from fusionrec.config import (
+    FeaturizeConfig,
+    IngestConfig,
+    SearchConfig,
+    SplitConfig,
+    TrainConfig,
+    load_config_file,
+    load_params,
+)
+from fusionrec.io import read_json
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "ml100k-mm"
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +57,25 @@ def prepare(data: Path, work: Path) -> tuple[Path, Path, Path, float]:
     return ingested, features, split, time.perf_counter() - start
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (wall time alone misleads on a shared box)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def code_version() -> str:
+    """Short hash of the training and model code the numbers were measured with."""
+    import hashlib
+
+    src = REPO / "src" / "fusionrec"
+    h = hashlib.sha256()
+    for path in [src / "training.py", *sorted((src / "models").glob("*.py"))]:
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def valid_and_test(ingested: Path, features: Path, split: Path, cfg: TrainConfig) -> dict[str, float]:
     """Retrain a config and score it: validation and test NDCG@20 / Recall@20 (full ranking)."""
     from fusionrec.evaluation.metrics import evaluate_scores
@@ -72,7 +100,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"`fusionrec search` on ml100k-mm random-811 ({r['dataset_rows']}): {s['n_trials']} trials, "
         f"sampler {r['sampler']}, pruner {r['pruner']}, {r['workers']} worker(s).\n",
         "| | value |", "|---|---|",
-        f"| search wall time | {s['wall_seconds'] / 60:.1f} min (target < 15 min on 2 cores) |",
+        f"| search wall time | {s['wall_seconds'] / 60:.1f} min (target < 15 min on 2 cores; "
+        f"CPU {r['search_cpu_seconds'] / 60:.1f} min) |",
         f"| trials complete / pruned / failed | {s['n_complete']} / {s['n_pruned']} / {s['n_failed']} |",
         f"| share pruned | {s['pruned_share']:.0%} |",
         f"| featurize once (not in the search time) | {r['featurize_seconds']:.0f} s |",
@@ -84,6 +113,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{b['test_recall@20']:.4f} |",
         "",
         "Best config: " + ", ".join(f"{k}={v}" for k, v in r["best_params"].items()),
+        "",
+        f"Training code hash {r['code']}" + (f"; search timeout {r['timeout']:.0f} s" if r["timeout"] else ""),
     ]
     if r.get("note"):
         lines += ["", r["note"]]
@@ -97,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=None, help="seconds; stop the search early (reported)")
     parser.add_argument("--work", type=Path, default=REPO / "work" / "bench" / "search")
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--note", default="", help="a remark printed in the report (e.g. the training version)")
@@ -109,20 +141,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("fusionrec.training").setLevel(logging.WARNING)
     ingested, features, split, featurize_s = prepare(args.data, args.work)
     params = load_params(args.params)
-    cfg = params.search.with_overrides(n_trials=args.trials, workers=args.workers, storage="")
+    cfg = params.search.with_overrides(n_trials=args.trials, workers=args.workers, timeout=args.timeout,
+                                       storage="")
     assert isinstance(cfg, SearchConfig)
     out = args.work / "search"
     shutil.rmtree(out, ignore_errors=True)  # a fresh study: the benchmark measures 30 trials from scratch
+    cpu0 = cpu_seconds()
     result = run_search(ingested, features, split, out, cfg, params.train)
-    from fusionrec.config import load_config_file
-    from fusionrec.io import read_json
-
+    search_cpu = cpu_seconds() - cpu0
     best_cfg = load_config_file(out / "best.yaml", TrainConfig)
     summary = read_json(out / "summary.json")
     report: dict[str, Any] = {
         "dataset": str(args.data), "dataset_rows": "100,000 interactions, 943 users, 1,682 items",
         "sampler": cfg.sampler, "pruner": cfg.pruner, "workers": cfg.workers, "n_trials": args.trials,
         "featurize_seconds": round(featurize_s, 1), "search": result.metrics,
+        "search_cpu_seconds": round(search_cpu, 1), "timeout": args.timeout, "code": code_version(),
         "default": valid_and_test(ingested, features, split, params.train),
         "best": valid_and_test(ingested, features, split, best_cfg),
         "best_params": summary.get("best_params", {}), "note": args.note,

@@ -1,8 +1,10 @@
 """kfp component `search`: one Optuna worker on a shared study (fusionrec.steps.run_search).
 
 The pipeline fans this out with dsl.ParallelFor; every worker adds trials to the same study
-through `storage` (a PostgreSQL URL on a cluster). A last call with n_trials=0 reads the
-whole study and writes best.yaml, trials.csv and the plots.
+through `storage` (a PostgreSQL URL on a cluster). Without a URL the study is a SQLite file
+named after the study (`fusionrec.automl.local_study_storage`), which the tasks of a local
+run (`fusionrec pipeline run-local`) share because they share one file system; pods do not.
+A last call with n_trials=0 reads the whole study and writes best.yaml, trials.csv and the plots.
 """
 
 from kfp import dsl
@@ -29,11 +31,13 @@ def search(
     import shutil
     from pathlib import Path
 
+    from fusionrec.automl import local_study_storage
     from fusionrec.config import SearchConfig, TrainConfig
     from fusionrec.steps import run_search
 
     out = Path(study.path)
-    search_cfg = SearchConfig(**{**cfg, "storage": storage, "study_name": study_name, "n_trials": n_trials, "workers": 1})
+    url = storage or local_study_storage(study_name)
+    search_cfg = SearchConfig(**{**cfg, "storage": url, "study_name": study_name, "n_trials": n_trials, "workers": 1})
     result = run_search(Path(ingested.path), Path(features.path), Path(split_data.path), out, search_cfg, TrainConfig(**base))
     history = out / "plots" / "optimization_history.html"
     if history.exists():

@@ -16,7 +16,6 @@ from kfp.dsl import Dataset
 
 from components import evaluate, featurize, ingest, package, search, split, train
 from fusionrec.config import load_params
-from pipelines.study import study_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_NAME = "fusionrec-training"
@@ -53,9 +52,10 @@ def build_pipeline(params_path: Path = ROOT / "params.yaml") -> Any:
         ingested = ingest(data=data.output, cfg=ingest_cfg).outputs["ingested"]
         split_data = split(ingested=ingested, cfg=split_cfg).outputs["split_data"]
         features = featurize(ingested=ingested, cfg=featurize_cfg).outputs["features"]
-        storage = study_storage(storage=study_db, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).output
+        # study_db goes straight to the workers: kfp.local (2.17) replaces every task-output parameter
+        # entering a ParallelFor by the loop item, so no task may compute it. Empty: SQLite per run.
         common = dict(ingested=ingested, features=features, split_data=split_data, cfg=search_cfg,
-                      base=train_cfg, storage=storage, study_name=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+                      base=train_cfg, storage=study_db, study_name=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         with dsl.ParallelFor(items=search_workers, name="search-workers"):
             worker = search(n_trials=trials_per_worker, **common).set_display_name("search-worker")
         summary = search(n_trials=0, **common).set_display_name("search-summary").after(worker)

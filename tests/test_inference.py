@@ -17,7 +17,8 @@ from fusionrec.inference import InferenceEngine, ServeError, top_k
 
 pytest.importorskip("fusionrec.training")
 sys.path.insert(0, str(Path(__file__).parent / "serving"))
-from serving_fixtures import engine, features_dir, model_copy, model_dir, token  # noqa: E402, F401
+from serving_fixtures import *  # noqa: E402, F403  (the shared serving fixtures)
+
 pytestmark = pytest.mark.usefixtures("token")
 
 

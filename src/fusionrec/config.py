@@ -92,6 +92,7 @@ class TrainConfig(Section):
     fusion: Literal["concat", "mean", "gated", "attention"] = "gated"
     dim: int = 64  # shared embedding dimension
     proj_hidden: int = 0  # hidden width of the per-modality projection MLP (0 = linear)
+    feature_pca: int = 128  # wider modalities are first mapped on their top principal axes (0 = off)
     use_id_emb: bool = True  # item id embeddings next to the content path
     id_dropout: float = 0.3  # probability an item's id embedding is dropped in training
     modality_dropout: float = 0.1  # probability a modality is dropped per item in training
@@ -205,6 +206,7 @@ class ServeConfig(Section):
     port: int = 3000
     workers: int = 1  # processes; >1 does not share items added at runtime between them
     threads: int = 4  # request threads per worker (feedback waits on a disk sync)
+    blas_threads: int = 1  # BLAS/torch threads per worker: one request's matrix-vector product is faster on 1
     max_k: int = 100
     max_text_chars: int = 5000
     max_image_bytes: int = 5_000_000
@@ -241,7 +243,7 @@ class SimulateConfig(Section):
     shift_strength: float = 1.0  # how far tastes move (0 = none, 1 = fully to the shifted taste)
     dislike_prob: float = 0.05  # chance an unwanted shown item gets an explicit "dislike"
     concurrency: int = 4  # parallel simulated users (HTTP connections)
-    timeout_s: float = 10.0  # per HTTP request
+    timeout_s: float = 30.0  # per HTTP request
     seed: int = 11
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from component_tasks import TINY_FEATURIZE, TINY_TRAIN, TaskRun
+from tests.components.component_tasks import TINY_FEATURIZE, TINY_TRAIN, TaskRun
 
 
 @pytest.fixture()

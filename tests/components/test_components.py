@@ -11,7 +11,7 @@ from kfp.dsl import Artifact, Dataset, Model
 from components import COMPONENTS, evaluate, featurize, ingest, package, search, split, train
 from fusionrec.config import IngestConfig, SplitConfig
 from fusionrec.steps import STEPS
-from component_tasks import (
+from tests.components.component_tasks import (
     TINY_EVALUATE,
     TINY_FEATURIZE,
     TINY_SEARCH,
@@ -19,7 +19,10 @@ from component_tasks import (
     as_params,
 )
 
-pytestmark = pytest.mark.integration  # each task is a subprocess of this interpreter
+pytestmark = [
+    pytest.mark.integration,  # each task is a subprocess of this interpreter
+    pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning"),  # no image locally
+]
 
 
 def test_one_component_per_step() -> None:
@@ -67,16 +70,18 @@ def test_featurize(run_component, ingested_dir: Path) -> None:
 
 
 def test_search_worker_then_summary_share_one_study(run_component, ingested_dir: Path, features_dir: Path,
-                                                    split_dir: Path, tmp_path: Path) -> None:
+                                                    split_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from fusionrec.config import TrainConfig, load_config_file
 
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    monkeypatch.setenv("FUSIONREC_STUDY_DIR", str(tmp_path / "studies"))  # storage "": SQLite named by the study
     inputs = {"ingested": (ingested_dir, Dataset), "features": (features_dir, Dataset), "split_data": (split_dir, Dataset)}
-    common = dict(cfg=as_params(TINY_SEARCH), base=as_params(TINY_TRAIN), storage=storage, study_name="components")
+    common = dict(cfg=as_params(TINY_SEARCH), base=as_params(TINY_TRAIN), storage="", study_name="run-1")
     worker = run_component(search, inputs, n_trials=1, **common)
     assert worker.metrics()["n_complete"] == 1
     summary = run_component(search, inputs, n_trials=0, **common)  # reads the study the worker filled
     assert summary.metrics()["n_trials"] == 1
+    assert (tmp_path / "studies" / "run-1.db").is_file()
     best = load_config_file(summary.output("study") / "best.yaml", TrainConfig)
     assert (best.text_encoder, best.image_encoder) == ("tfidf", "color")
     assert summary.output("report").read_text().lstrip().startswith("<")
@@ -121,16 +126,3 @@ def test_package(run_component, model_dir: Path, tmp_path: Path, monkeypatch: py
     assert list(task.output("packaged").iterdir()), "package wrote nothing"
     assert (tmp_path / "bentoml" / "models" / "fusionrec-test").is_dir()
     assert task.metrics()["n_files"] > 0
-
-
-def test_study_storage_falls_back_to_a_sqlite_file_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kfp import local
-
-    from pipelines.study import study_storage
-
-    monkeypatch.setenv("FUSIONREC_STUDY_DIR", str(tmp_path / "studies"))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "outputs"))
-    url = study_storage(storage="", run_id="run/1").output
-    assert url.startswith("sqlite:///") and url.endswith(".db") and str(tmp_path / "studies") in url
-    given = "postgresql://optuna@db:5432/optuna"
-    assert study_storage(storage=given, run_id="run-1").output == given

@@ -79,10 +79,11 @@ def test_candidates_rank_only_among_them() -> None:
     assert m["coverage@2"] == pytest.approx(1.0)  # both candidates recommended
 
 
-def test_coverage_counts_distinct_recommended_items() -> None:
-    scores = np.array([[0.9, 0.1, 0.0, 0.0], [0.1, 0.9, 0.0, 0.0]])
-    m = evaluate_scores(_fixed(scores), _csr([[], []], 4), _csr([[0], [1]], 4), ks=(1,))
-    assert m["coverage@1"] == pytest.approx(0.5)
+def test_coverage_counts_distinct_recommended_items_at_each_k() -> None:
+    scores = np.array([[0.9, 0.1, 0.5, 0.0], [0.1, 0.9, 0.0, 0.5]])
+    m = evaluate_scores(_fixed(scores), _csr([[], []], 4), _csr([[0], [1]], 4), ks=(1, 2))
+    assert m["coverage@1"] == pytest.approx(0.5)  # items 0 and 1
+    assert m["coverage@2"] == pytest.approx(1.0)  # plus 2 and 3
 
 
 def test_short_list_does_not_count_excluded_items() -> None:

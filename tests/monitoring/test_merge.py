@@ -89,3 +89,32 @@ def test_holdout_and_training_copy(tmp_path: Path) -> None:
     assert (copy / "items.csv").is_symlink() and (copy / "images").is_symlink()
     assert not (copy / WATERMARK).exists()
     assert json.loads((data / WATERMARK).read_text())["last_feedback_id"] == 40
+
+
+def test_kfp_trigger_merges_then_submits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kfp
+
+    from fusionrec.config import MonitorConfig, Params
+    from fusionrec.monitoring.retrain import retrain
+
+    submitted: list[dict] = []
+
+    class FakeClient:
+        def __init__(self, host: str) -> None:
+            self.host = host
+
+        def create_run_from_pipeline_package(self, package: str, arguments: dict, experiment_name: str) -> object:
+            submitted.append({"host": self.host, "package": package, "arguments": arguments})
+            return type("Run", (), {"run_id": "run-123"})()
+
+    monkeypatch.setattr(kfp, "Client", FakeClient)
+    package = tmp_path / "training.yaml"
+    package.write_text("pipelineSpec: {}\n")
+    data = _dataset(tmp_path)
+    params = Params(monitor=MonitorConfig(pipeline_package=str(package)))
+    record = retrain(data, _feedback(1, FIRST), None, tmp_path / "work", params, trigger="kfp",
+                     kfp_host="http://kfp.example:8888", data_uri="s3://bucket/data")
+    assert record["kfp"] == {"run_id": "run-123", "host": "http://kfp.example:8888"}
+    assert submitted[0]["arguments"]["data_uri"] == "s3://bucket/data"
+    assert record["merge"]["merged"] == 3 and read_watermark(data) == 4
+    assert (tmp_path / "work" / "runs.jsonl").read_text().count("run-123") == 1

@@ -113,3 +113,17 @@ def test_acknowledged_feedback_survives_sigkill(tmp_path: Path) -> None:
     with FeedbackStore(db) as s:
         stored = set(s.read_feedback()["id"].tolist())
     assert set(acked) <= stored
+
+
+@pytest.mark.integration
+def test_postgresql_round_trip() -> None:
+    """Same store on PostgreSQL, when FUSIONREC_TEST_PG_URL names a disposable database."""
+    url = os.environ.get("FUSIONREC_TEST_PG_URL")
+    if not url:
+        pytest.skip("set FUSIONREC_TEST_PG_URL=postgresql+psycopg://user:pw@host/db to run")
+    with FeedbackStore(url) as s:
+        rid = f"pg-{time.time_ns()}"
+        s.record_served(rid, "u", ["a", "b"], [1.0, 0.5], "v1")
+        s.append_feedback("u", "b", "click", request_id=rid)
+        fb = s.read_feedback(after_id=int(s.read_feedback()["id"].max()) - 1)
+        assert fb["position"].tolist()[-1] == 1

@@ -134,16 +134,18 @@ def loop(
     rounds_before: int = typer.Option(4, "--rounds-before", help="rounds before the taste shift"),
     max_shifted: int = typer.Option(10, "--max-shifted", help="shifted rounds at most, waiting for detection"),
     rounds_after: int = typer.Option(4, "--rounds-after", help="rounds after the promotion"),
+    full: bool = typer.Option(False, "--full", help="params.yaml as it is (default: the small QUICK demo sizes)"),
 ) -> None:
     """The closed loop: serve -> simulate -> shift -> monitor detects -> retrain -> promote -> recovery."""
-    from fusionrec.monitoring.loop import run_loop
+    from fusionrec.monitoring.loop import quick_params, run_loop
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    result = run_loop(out, load_params(params), rounds_before, max_shifted, rounds_after)
+    p = load_params(params)
+    result = run_loop(out, p if full else quick_params(p), rounds_before, max_shifted, rounds_after)
     n = result["numbers"]
     typer.echo(f"ctr before shift {n['ctr_before_shift']}, after shift {n['ctr_after_shift']}, "
                f"after promotion {n['ctr_after_promotion']} (recovery {n['recovery']})")
     typer.echo(f"events until detection {n.get('events_until_detection')}, retrain {n.get('retrain_wall_s')} s, "
-               f"failed requests {n['failed_requests']}")
+               f"failed requests during the swap {n['failed_requests_swap']}, in all rounds {n['failed_requests_rounds']}")
     typer.echo(f"plot: {out / 'ctr.png'}; numbers: {out / 'loop.json'}")

@@ -136,15 +136,11 @@ def evaluate_all(scorers: Mapping[str, Scorer], holdout: Holdout, cfg: EvaluateC
 
 
 def _keep_ks(res: dict[str, Any], ks: Sequence[int]) -> dict[str, Any]:
-    """Drop the plot-only cut-offs from a nested result (coverage is kept at max K only)."""
+    """Drop the plot-only cut-offs from a nested result."""
     wanted = {str(k) for k in ks}
 
     def keep(d: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in d.items() if "@" not in k or k.split("@")[1] in wanted}
-        cov = [k for k in d if k.startswith("coverage@")]
-        if cov and not any(k.startswith("coverage@") for k in out):
-            out[f"coverage@{max(ks)}"] = d[cov[0]]  # coverage is computed at the largest K only
-        return out
+        return {k: v for k, v in d.items() if "@" not in k or k.split("@")[1] in wanted}
 
     return {part: ({b: keep(v) for b, v in val.items()} if part == "buckets" else keep(val))
             for part, val in res.items()}

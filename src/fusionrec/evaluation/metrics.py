@@ -6,7 +6,7 @@ Conventions (the multi-modal literature's, and ../shared/bench/peers.md's):
 - NDCG@K with binary relevance, ideal DCG over min(|test|, K);
 - MRR@K = 1 / rank of the first hit (0 if none in the top K); HitRate@K = any hit;
 - ties are broken by item index (stable sort), averages over users with test items;
-- coverage@K = share of the catalogue that appears in at least one user's top K.
+- coverage@K = share of the catalogue (or of the candidates) in at least one user's top K.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def evaluate_scores(
     users = np.flatnonzero(np.diff(test.indptr) > 0)
     max_k = max(ks)
     per: dict[str, list[np.ndarray]] = {}
-    seen_items = np.zeros(test.shape[1], dtype=bool)
+    seen_items = {k: np.zeros(test.shape[1], dtype=bool) for k in ks}  # recommended to anyone at K
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
         scores = np.array(score_fn(batch), dtype=np.float64, copy=True)  # (b, n_items)
@@ -114,12 +114,15 @@ def evaluate_scores(
         recs = top_k(scores, max_k)
         # fewer rankable items than K: the tail of the list is excluded items (-inf), not recommendations
         recs = np.where(np.isfinite(np.take_along_axis(scores, recs, axis=1)), recs, -1)
-        seen_items[recs[recs >= 0]] = True
+        for k in ks:
+            top = recs[:, :k]
+            seen_items[k][top[top >= 0]] = True
         for name, vals in ranking_metrics(recs, _rows(test, batch), ks).items():
             per.setdefault(name, []).append(vals)
     result: dict = {name: float(np.concatenate(v).mean()) if v else 0.0 for name, v in per.items()}
     n_catalogue = int(keep.sum()) if candidates is not None else test.shape[1]
-    result[f"coverage@{max_k}"] = float(seen_items.sum() / max(n_catalogue, 1))
+    for k in ks:
+        result[f"coverage@{k}"] = float(seen_items[k].sum() / max(n_catalogue, 1))
     result["n_users"] = int(len(users))
     if per_user:
         result["users"] = users

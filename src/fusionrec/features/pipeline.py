@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,6 +64,12 @@ def item_texts(items: pd.DataFrame, cfg: FeaturizeConfig) -> tuple[list[str], np
     return texts, present
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (DataLoader workers): robust to a busy machine."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _encode_with_cache(encoder: Encoder, inputs: list[Any], keys: list[str | None], present: np.ndarray,
                        cache: EmbeddingCache, encode: EncodeFn) -> tuple[np.ndarray, np.ndarray, dict[int, str], dict[str, Any]]:
     """Cached rows where the content hash hits, `encode` for the misses; returns values, mask, errors, stats."""
@@ -73,9 +80,9 @@ def _encode_with_cache(encoder: Encoder, inputs: list[Any], keys: list[str | Non
     if len(todo):
         encoder.load()  # model loading is not encoding: timed apart
     load_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     new_values, new_ok, new_errors = encode([inputs[i] for i in todo]) if len(todo) else (None, None, {})
-    encode_s = time.perf_counter() - t0
+    encode_s, encode_cpu_s = time.perf_counter() - t0, _cpu_seconds() - cpu0
     dim = new_values.shape[1] if new_values is not None else cached.shape[1] if cached is not None else encoder.dim
     values = cached if cached is not None else np.zeros((len(inputs), dim), np.float32)
     mask = hit.copy()
@@ -86,7 +93,7 @@ def _encode_with_cache(encoder: Encoder, inputs: list[Any], keys: list[str | Non
         cache.add([keys[i] for i in todo[new_ok]], new_values[new_ok])
         cache.save()
     stats = {"encoded": int(len(todo)), "cached": int(hit.sum()), "failed": len(errors),
-             "load_s": round(load_s, 3), "encode_s": round(encode_s, 3),
+             "load_s": round(load_s, 3), "encode_s": round(encode_s, 3), "encode_cpu_s": round(encode_cpu_s, 3),
              "items_per_s": round(len(todo) / encode_s, 2) if len(todo) and encode_s > 0 else None}
     return values, mask, errors, stats
 
@@ -94,7 +101,8 @@ def _encode_with_cache(encoder: Encoder, inputs: list[Any], keys: list[str | Non
 def _fit_state(encoder: Encoder, texts: list[str], present: np.ndarray, cache_root: Path) -> None:
     """Fit (tfidf) on the catalogue, reusing a state folder when the corpus is unchanged."""
     corpus = [t for t, p in zip(texts, present, strict=True) if p]
-    h = hashlib.sha256(json.dumps([encoder.spec, encoder.cfg.tfidf_dim, corpus]).encode()).hexdigest()[:16]
+    key = [encoder.spec, encoder.cfg.tfidf_dim, encoder.cfg.normalize, corpus]
+    h = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
     state = cache_root / "state" / f"{slugify(encoder.name)}-{h}"
     if (state / ENCODER_JSON).exists():
         encoder.load_state(state)

@@ -3,13 +3,15 @@
 A spec names an encoder in params.yaml (`featurize.text_encoders`, `image_encoders`):
 
     text:  minilm | tfidf | hf:<local HF folder> | none
-    image: effnet-lite0 | tv:<torchvision model>[@<weights file>] | color | none
+    image: effnet-lite0 | tv:<torchvision model>[@<weights file> | @random] | color | none
 
-`get_encoder(spec, cfg, state_dir)` builds one. Featurize and serving both call it, so a
-new item is embedded exactly as the catalogue was: the encoder applies its own
-preprocessing and normalisation, and fitted state (tfidf) is saved to and reloaded from
-a state folder as JSON + .npy, never pickle. Models load lazily on the first encode, so
-building an encoder (and importing this module) stays cheap.
+`get_encoder(spec, cfg, state_dir)` builds one; `load_encoder(state_dir)` rebuilds the one
+that featurize used from its state folder (`<features>/encoders/<slug>/`: encoder.json
+with spec, version and config, plus fitted arrays). Featurize and serving both go through
+here, so a new item is embedded exactly as the catalogue was: the encoder applies its own
+preprocessing and normalisation, and fitted state (tfidf) is JSON + .npy, never pickle.
+Models load lazily on the first encode, so building an encoder (and importing this
+module) stays cheap.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,6 +161,21 @@ def _digest(path: str, size: int, mtime_ns: int, chunk: int = 1 << 20) -> str:  
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()[:16]
+
+
+def prepare_torch(threads: int) -> Any:
+    """Import torch for CPU inference and set its thread count.
+
+    Idle OpenMP threads are told to sleep rather than spin (unless the environment says
+    otherwise): on a small machine shared with other jobs, spinning threads made batches
+    several times slower. This only takes effect if torch was not imported before.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return torch
 
 
 def split_spec(spec: str) -> tuple[str, str]:

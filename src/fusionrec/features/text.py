@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fusionrec.features.registry import Encoder, EncoderError, file_digest
+from fusionrec.features.registry import Encoder, EncoderError, file_digest, prepare_torch
 
 if TYPE_CHECKING:
     from fusionrec.config import FeaturizeConfig
@@ -62,6 +62,7 @@ class HFTextEncoder(Encoder):
     def load(self) -> None:
         if self._model is not None:
             return
+        prepare_torch(self.cfg.torch_threads)
         from transformers import AutoModel, AutoTokenizer
 
         try:
@@ -71,11 +72,10 @@ class HFTextEncoder(Encoder):
             raise EncoderError(f"{self.spec}: cannot load the model in {self.folder}: {exc}") from None
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
-        import torch
         from tqdm.auto import tqdm
 
+        torch = prepare_torch(self.cfg.torch_threads)
         self.load()
-        torch.set_num_threads(self.cfg.torch_threads)
         order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths pad less
         out = np.zeros((len(texts), self.dim), np.float32)
         bs = self.cfg.batch_size

@@ -68,6 +68,7 @@ def assemble_recommender(model: FusionNet, data: TrainData, cfg: TrainConfig, in
         "data_fingerprint": data.fingerprint,
         "modalities": keys, "encoders": keys,
         "feature_dims": [int(data.features[k][0].shape[1]) for k in keys],
+        "reduced_dims": list(model.reduced_dims),
         "context_spec": info["context_spec"],
         "ease_blend": float(cfg.ease_blend or 0.0),
         "best_epoch": best_epoch,

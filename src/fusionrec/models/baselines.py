@@ -171,8 +171,8 @@ def content_matrix(
 class _BPRModel(Baseline):
     """Shared BPR training (Adam on sampled (user, positive, negative) triples) of the factor models."""
 
-    def __init__(self, dim: int = 64, epochs: int = 40, batch_size: int = 2048, lr: float = 5e-3,
-                 reg: float = 1e-4, seed: int = 2026, threads: int = 1, optimizer: str = "adam") -> None:
+    def __init__(self, dim: int = 64, epochs: int = 100, batch_size: int = 8192, lr: float = 1e-2,
+                 reg: float = 5e-3, seed: int = 2026, threads: int = 1, optimizer: str = "adam") -> None:
         super().__init__()
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"{self.name}: optimizer must be 'adam' or 'sgd', not {optimizer!r}")
@@ -269,7 +269,7 @@ class LightGCN(_BPRModel):
     name = "lightgcn"
 
     def __init__(self, n_layers: int = 2, **kw: Any) -> None:
-        kw.setdefault("lr", 5e-3)
+        kw.setdefault("reg", 1e-4)  # on the ego embeddings, which propagation already smooths
         super().__init__(**kw)
         self.n_layers = int(n_layers)
 

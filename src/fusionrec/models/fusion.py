@@ -35,15 +35,35 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(w, nan=0.0)
 
 
-class ItemEncoder(nn.Module):
-    """Features (n, d_m) per modality + masks (n, M) -> z (n, M, d) and content (n, d)."""
+def principal_basis(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k right singular vectors of an (n, d) feature matrix: a fixed (d, k) linear map."""
+    k = min(k, *values.shape)
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(0)  # randomised SVD: same basis for the same features, whatever the seed
+    _, _, v = torch.svd_lowrank(values, q=min(k + 16, *values.shape), niter=3)  # v: (d, q)
+    torch.random.set_rng_state(gen_state)
+    return v[:, :k].contiguous()  # (d, k)
 
-    def __init__(self, feature_dims: list[int], dim: int, fusion: str, hidden: int) -> None:
+
+class ItemEncoder(nn.Module):
+    """Features (n, d_m) per modality + masks (n, M) -> z (n, M, d) and content (n, d).
+
+    A wide modality (e.g. 1280-d image features) is first mapped onto its top principal
+    axes (`reduced_dims`, fixed buffers computed once from the catalogue): the trained
+    projection after it is as expressive on the catalogue's span and several times cheaper.
+    """
+
+    def __init__(self, feature_dims: list[int], dim: int, fusion: str, hidden: int,
+                 reduced_dims: list[int] | None = None) -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
         self.fusion = fusion
-        self.proj = nn.ModuleList([build_projector(d, dim, hidden) for d in feature_dims])
+        reduced = reduced_dims or feature_dims
+        self.n_bases = len(feature_dims)
+        for m, (d, r) in enumerate(zip(feature_dims, reduced, strict=True)):
+            self.register_buffer(f"basis{m}", torch.zeros(d, r) if r < d else None)
+        self.proj = nn.ModuleList([build_projector(r, dim, hidden) for r in reduced])
         m = len(feature_dims)
         self.mix = nn.Linear(m * dim, dim, bias=False) if fusion == "concat" else None
         self.gate = (
@@ -52,7 +72,18 @@ class ItemEncoder(nn.Module):
             else None
         )
 
-    def forward(self, feats: list[torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def reduce(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Map each modality onto its fixed basis where it has one: (n, d_m) -> (n, r_m)."""
+        out = []
+        for m, f in enumerate(feats):
+            basis = getattr(self, f"basis{m}")
+            out.append(f if basis is None else f @ basis)
+        return out
+
+    def forward(self, feats: list[torch.Tensor], mask: torch.Tensor, reduced: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats: raw (n, d_m) each, or already `reduce`d when reduced=True."""
+        feats = feats if reduced else self.reduce(feats)
         z = torch.stack([p(f) for p, f in zip(self.proj, feats, strict=True)], dim=1)  # (n, M, d)
         z = z * mask[..., None]  # a missing modality contributes nothing
         if self.mix is not None:

@@ -17,14 +17,18 @@ if TYPE_CHECKING:
 
 def _to_torch(m: sp.spmatrix) -> torch.Tensor:
     """scipy sparse -> torch CSR float32 tensor."""
+    import warnings
+
     import torch
 
     csr = sp.csr_matrix(m, dtype=np.float32)
     csr.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64)),
-        torch.from_numpy(csr.data), size=csr.shape, check_invariants=False,
-    )
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": sparse @ dense is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64)),
+            torch.from_numpy(csr.data), size=csr.shape, check_invariants=False,
+        )
 
 
 def sym_spmm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

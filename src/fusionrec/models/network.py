@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.functional import normalize
 
 from fusionrec.config import TrainConfig
-from fusionrec.models.fusion import ItemEncoder, UserHead, item_matrix
+from fusionrec.models.fusion import ItemEncoder, UserHead, item_matrix, principal_basis
 from fusionrec.models.graph import lightgcn, sym_spmm
 
 
@@ -44,6 +44,11 @@ class ColdTower(nn.Module):
     def items(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (n, F) -> item vectors (n, d), item bias (n,)."""
         return self.w(x), self.b(x).squeeze(-1)
+
+
+def pad_basis(basis: torch.Tensor, k: int) -> torch.Tensor:
+    """A (d, k') basis padded with zero columns to (d, k) (fewer items than axes)."""
+    return torch.nn.functional.pad(basis, (0, k - basis.shape[1]))
 
 
 def stack_features(feats: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
@@ -75,10 +80,24 @@ class FusionNet(nn.Module):
         if self.id_emb is not None:
             nn.init.normal_(self.id_emb.weight, std=0.1)
         dims = [f.shape[1] for f in feats]
-        self.encoder = ItemEncoder(dims, dim, cfg.fusion, cfg.proj_hidden) if self.n_mod else None
+        self.reduced_dims = [min(d, cfg.feature_pca) if cfg.feature_pca > 0 else d for d in dims]
+        self.encoder = ItemEncoder(dims, dim, cfg.fusion, cfg.proj_hidden, self.reduced_dims) if self.n_mod else None
+        self.rfeats = self._reduced_features()  # (n, r_m) per modality, fixed
         self.user_head = UserHead(dim, self.n_mod, context_dim, cfg.fusion == "attention" and self.n_mod > 0)
-        self.cold = ColdTower(n_users, sum(dims), dim) if cfg.cold_tower and self.n_mod else None
-        self.cold_x = stack_features(self.feats, self.mask) if self.cold is not None else None  # (n, F) fixed
+        self.cold = ColdTower(n_users, sum(self.reduced_dims), dim) if cfg.cold_tower and self.n_mod else None
+        self.cold_x = stack_features(self.rfeats, self.mask) if self.cold is not None else None  # (n, F) fixed
+
+    def _reduced_features(self) -> list[torch.Tensor]:
+        """Fit each wide modality's principal basis on the items that have it; reduce once."""
+        if self.encoder is None:
+            return []
+        with torch.no_grad():
+            for m, f in enumerate(self.feats):
+                if self.reduced_dims[m] < f.shape[1]:
+                    present = f[self.mask[:, m]]
+                    basis = principal_basis(present if len(present) else f, self.reduced_dims[m])
+                    getattr(self.encoder, f"basis{m}").copy_(pad_basis(basis, self.reduced_dims[m]))
+            return [r.contiguous() for r in self.encoder.reduce(self.feats)]
 
     # --- item and user representations ---------------------------------------------
     def content(self, train: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -88,7 +107,7 @@ class FusionNet(nn.Module):
             mask = mask & (torch.rand(mask.shape) >= self.cfg.modality_dropout)
         if self.encoder is None:
             return torch.zeros(self.n_items, 0, self.cfg.dim), mask, torch.zeros(self.n_items, self.cfg.dim)
-        z, content = self.encoder(self.feats, mask)
+        z, content = self.encoder(self.rfeats, mask, reduced=True)
         return z, mask, content
 
     def layer0(self, content: torch.Tensor, train: bool) -> torch.Tensor:
@@ -135,7 +154,7 @@ class FusionNet(nn.Module):
             "item_vecs": out["items"], "trained": self.trained.to(torch.uint8),
         }
         if self.cold is not None:
-            vec, bias = self.cold.items(stack_features(self.feats, self.mask))
+            vec, bias = self.cold.items(self.cold_x)
             arrays.update(cold_user=self.cold.user.weight, cold_item=vec, cold_bias=bias)
         state = {}
         for name, module in (("encoder", self.encoder), ("user_head", self.user_head), ("cold", self.cold)):

@@ -27,6 +27,23 @@ from fusionrec.monitoring.simulate import RoundStats, Simulator
 logger = logging.getLogger(__name__)
 TOKEN_DEFAULT = "fusionrec-loop-token"
 
+# The demo loop's default sizes: small enough for 2 cores (minutes), strong enough tastes that the
+# shift shows. `fusionrec loop --full` uses params.yaml as it is instead.
+QUICK: dict[str, dict[str, Any]] = {
+    "demo": {"users": 300, "items": 400, "interactions": 12000, "image_size": 32, "taste_strength": 2.0},
+    "featurize": {"text_encoders": ["tfidf"], "image_encoders": ["color"], "tfidf_dim": 32, "num_workers": 0},
+    "train": {"text_encoder": "tfidf", "image_encoder": "color", "dim": 32, "epochs": 30, "patience": 4,
+              "n_layers": 1, "knn_k": 5, "batch_size": 512, "lr": 0.01},
+    "simulate": {"users": 200, "k": 10, "concurrency": 4},
+    "monitor": {"min_events": 150, "recent_per_user": 10},
+}
+
+
+def quick_params(params: Params) -> Params:
+    """params with the QUICK sizes laid over the sections they name."""
+    update = {name: getattr(params, name).with_overrides(**fields) for name, fields in QUICK.items()}
+    return params.model_copy(update=update)
+
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
@@ -176,7 +193,8 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
         params: every section; `demo`, `featurize`, `train` size the run, `simulate` the users,
             `monitor` the thresholds (its windows are set from the traffic, see below).
         rounds_before: rounds with the original tastes (the monitor's reference window).
-        max_shifted: at most this many shifted rounds waiting for detection.
+        max_shifted: at most this many shifted rounds waiting for detection and a promoted
+            challenger (a rejected one is recorded, and the next round's monitor may ask again).
         rounds_after: rounds after the promotion.
     """
     from fusionrec.data.demo import run_demo_data
@@ -200,6 +218,9 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
     params = params.model_copy(update={"monitor": params.monitor.with_overrides(service_url=url)})
     os.environ[params.monitor.token_env] = token
     sim = Simulator(url, out / "data", params.simulate, token)
+    with RequestProbe(url, sim.users[0], max_requests=5) as warmup:  # first requests load lazily
+        while warmup.ok + warmup.failed < 5 and time.time() - t0 < 3600:
+            time.sleep(0.2)
     try:
         r = 0
         for _ in range(rounds_before):
@@ -207,41 +228,44 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
             r += 1
         with FeedbackStore(store_url) as store:
             ref_events = store.count()
-        cfg = params.monitor.with_overrides(reference_window=ref_events,
-                                            current_window=max(params.monitor.min_events, ref_events // rounds_before))
-        state.numbers["monitor_windows"] = {"reference": ref_events, "current": cfg.current_window}  # type: ignore[attr-defined]
+        # equal windows (one round of traffic): per-user statistics compare like with like
+        window = max(params.monitor.min_events, ref_events // max(rounds_before, 1))
+        cfg = params.monitor.with_overrides(reference_window=window, current_window=window)
+        state.numbers["monitor_windows"] = {"reference": window, "current": window}
         state.mark(r, "shift")
-        detected = None
+        promoted = False
         for _ in range(max_shifted):
             state.rounds.append(_stats_row(sim.run_round(shifted=True), "shifted"))
             r += 1
             with FeedbackStore(store_url) as store:
                 fb, served = store.read_feedback(), store.read_served()
             decision = monitor_frames(fb, served, load_model_view(model_dir), out / "monitor" / f"round{r:02d}", cfg)  # type: ignore[arg-type]
-            if decision.retrain:
-                detected = decision
-                state.mark(r, "drift_detected", reasons=decision.reasons, events_since_shift=len(fb) - ref_events)
+            if not decision.retrain:
+                continue
+            if "events_until_detection" not in state.numbers:
                 state.numbers["events_until_detection"] = len(fb) - ref_events
-                break
-        if detected is None:
-            state.mark(r, "not_detected")
-        else:
+            state.mark(r, "drift_detected", reasons=decision.reasons, events_since_shift=len(fb) - ref_events)
             with RequestProbe(url, sim.users[0]) as probe:
-                record = retrain(out / "data", fb, model_dir, out / "retrain", params, reason=",".join(detected.reasons),
+                record = retrain(out / "data", fb, model_dir, out / "retrain", params, reason=",".join(decision.reasons),
                                  trainer=train_local, served=served)
-            state.numbers["retrain_wall_s"] = record.get("wall_s")
-            state.numbers["train_wall_s"] = record.get("train_wall_s")
-            state.numbers["swap_probe"] = {"ok": probe.ok, "failed": probe.failed}
-            state.numbers["gate"] = record.get("decision")
-            state.numbers["holdout_metrics"] = {"challenger": record.get("challenger_metrics"),
-                                                "champion": record.get("champion_metrics")}
+            swaps = state.numbers.setdefault("swap_probe", {"ok": 0, "failed": 0})
+            swaps["ok"], swaps["failed"] = swaps["ok"] + probe.ok, swaps["failed"] + probe.failed
+            state.numbers.setdefault("retrains", []).append(
+                {"round": r, "wall_s": record.get("wall_s"), "train_wall_s": record.get("train_wall_s"),
+                 "gate": record.get("decision"), "holdout": record.get("holdout"),
+                 "challenger": record.get("challenger_metrics"), "champion": record.get("champion_metrics")})
             promoted = bool(record.get("decision", {}).get("promote"))
             state.mark(r, "promoted" if promoted else "rejected", reason=record.get("decision", {}).get("reason"))
-            if promoted:
+            if promoted:  # a rejected challenger is kept on record; the monitor will ask again next round
                 model_dir = Path(record["challenger_dir"])
-            for _ in range(rounds_after):
-                state.rounds.append(_stats_row(sim.run_round(shifted=True), "retrained" if promoted else "shifted"))
-                r += 1
+                state.numbers["retrain_wall_s"] = record.get("wall_s")
+                state.numbers["gate"] = record.get("decision")
+                break
+        if "events_until_detection" not in state.numbers:
+            state.mark(r, "not_detected")
+        for _ in range(rounds_after if promoted else 0):
+            state.rounds.append(_stats_row(sim.run_round(shifted=True), "retrained"))
+            r += 1
     finally:
         sim.close()
         stop_service(proc)
@@ -250,7 +274,8 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
         "ctr_before_shift": _phase_ctr(rounds, "before"),
         "ctr_after_shift": _phase_ctr(rounds, "shifted"),
         "ctr_after_promotion": _phase_ctr(rounds, "retrained"),
-        "failed_requests": sum(x["errors"] for x in rounds) + state.numbers.get("swap_probe", {}).get("failed", 0),
+        "failed_requests_rounds": sum(x["errors"] for x in rounds),
+        "failed_requests_swap": state.numbers.get("swap_probe", {}).get("failed"),
         "wall_s": round(time.time() - t0, 1),
     })
     before, after = state.numbers["ctr_before_shift"], state.numbers["ctr_after_promotion"]

@@ -1,0 +1,53 @@
+"""`fusionrec monitor` / `retrain` through Typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from monitoring_synth import store_frames
+from typer.testing import CliRunner
+
+from fusionrec.cli import app
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> tuple[str, object]:
+    from fusionrec.monitoring.store import FeedbackStore
+
+    fb, sv, view = store_frames(200, 200, shift=True)
+    url = f"sqlite:///{tmp_path / 'fb.db'}"
+    with FeedbackStore(url) as fs:
+        for rid, g in sv.groupby("request_id", sort=False):
+            fs.record_served(str(rid), g["user_id"].iloc[0], g["item_id"].tolist(), g["score"].tolist(), "v1",
+                             ts=float(g["ts"].iloc[0]))
+        for row in fb.itertuples():
+            fs.append_feedback(row.user_id, row.item_id, row.event, request_id=row.request_id, ts=row.ts)
+    return url, view
+
+
+def test_monitor_command_writes_decision(store: tuple[str, object], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from fusionrec.monitoring import monitor
+
+    url, view = store
+    monkeypatch.setattr(monitor, "load_model_view", lambda _d: view)
+    params = tmp_path / "params.yaml"
+    params.write_text("monitor: {reference_window: 250, current_window: 250, min_events: 100}\n")
+    result = CliRunner().invoke(app, ["monitor", "--store", url, "--model-dir", str(tmp_path / "m"),
+                                      "--out", str(tmp_path / "out"), "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    assert "retrain: True" in result.output
+    assert json.loads((tmp_path / "out" / "decision.json").read_text())["retrain"] is True
+    assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_trigger_needs_data(store: tuple[str, object], tmp_path: Path) -> None:
+    url, _ = store
+    result = CliRunner().invoke(app, ["monitor", "--store", url, "--model-dir", str(tmp_path), "--out",
+                                      str(tmp_path / "o"), "--trigger", "local"])
+    assert result.exit_code == 1 and "--data" in result.output
+    bad = CliRunner().invoke(app, ["monitor", "--store", url, "--model-dir", str(tmp_path), "--out",
+                                   str(tmp_path / "o"), "--trigger", "cron"])
+    assert bad.exit_code == 1 and "expected none, local or kfp" in bad.output
