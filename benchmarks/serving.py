@@ -229,11 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--duration", type=int, default=20, help="seconds per HTTP load run")
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-in-process", action="store_true")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="fusionrec-bench-serving-"))
     work.mkdir(parents=True, exist_ok=True)
     model = train_base(work)
-    data: dict[str, Any] = {"in_process": bench_in_process(model, SIZES)}
+    previous = REPO / "benchmarks" / "reports" / "serving.json"
+    data: dict[str, Any] = {"in_process": json.loads(previous.read_text())["data"]["in_process"]
+                            if args.skip_in_process and previous.exists() else bench_in_process(model, SIZES)}
     if not args.skip_http:
         data["http"] = bench_http(model, work, (100, 200), args.duration)
     paths = write_report("serving", data, markdown(data))

@@ -8,7 +8,7 @@ A last call with n_trials=0 reads the whole study and writes best.yaml, trials.c
 """
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, HTML, Input, Metrics, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
 from components.image import IMAGE
 

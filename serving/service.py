@@ -22,6 +22,7 @@ from bentoml.validators import ContentType
 
 from fusionrec.config import load_params
 from fusionrec.inference import InferenceEngine, build_engine
+from serving.middleware import MultipartGuard
 
 MODEL_SPEC = os.environ.get("FUSIONREC_MODEL", "") or "fusionrec:latest"  # a folder or a BentoML tag
 _serve_cfg = load_params(os.environ.get("FUSIONREC_PARAMS", "params.yaml")).serve
@@ -48,6 +49,7 @@ def resolve_model(spec: str) -> Path:
     threads=_serve_cfg.threads,
     traffic={"timeout": 60},
     http={"port": _serve_cfg.port},
+    logging={"access": {"enabled": _serve_cfg.access_log, "skip_paths": ["/healthz", "/livez", "/readyz", "/metrics"]}},
 )
 class FusionRec:
     """Recommendations, similar items, new items, feedback and model swaps over one model."""
@@ -111,3 +113,6 @@ class FusionRec:
     def reload(self, ctx: bentoml.Context, model: str) -> dict[str, Any]:
         """Swap in another model version (folder or BentoML tag) without dropping requests. Needs the token."""
         return self._reply(ctx, "reload", write=True, model=model)
+
+
+FusionRec.add_asgi_middleware(MultipartGuard, max_bytes=_serve_cfg.max_image_bytes + 1_000_000)  # type: ignore[attr-defined]

@@ -112,6 +112,7 @@ class TrainConfig(Section):
     ease_lambda: float = 300.0
     ease_blend: float | None = None  # weight of EASE scores; None = chosen on validation; 0 = off
     cold_tower: bool = True  # separate content tower for items never seen in training
+    threads: int = 1  # torch CPU threads while training (0 = torch's default); small ops gain nothing from more
 
 
 class SearchSpace(Section):
@@ -207,6 +208,7 @@ class ServeConfig(Section):
     workers: int = 1  # processes; >1 does not share items added at runtime between them
     threads: int = 4  # request threads per worker (feedback waits on a disk sync)
     blas_threads: int = 1  # BLAS/torch threads per worker: one request's matrix-vector product is faster on 1
+    access_log: bool = False  # BentoML's per-request access log line (costs CPU at high request rates)
     max_k: int = 100
     max_text_chars: int = 5000
     max_image_bytes: int = 5_000_000
@@ -242,6 +244,7 @@ class SimulateConfig(Section):
     shift_at: int = 10  # round at which tastes shift (-1 = never)
     shift_strength: float = 1.0  # how far tastes move (0 = none, 1 = fully to the shifted taste)
     dislike_prob: float = 0.05  # chance an unwanted shown item gets an explicit "dislike"
+    organic: int = 1  # items each user also finds on their own per round (event "view", no request_id)
     concurrency: int = 4  # parallel simulated users (HTTP connections)
     timeout_s: float = 30.0  # per HTTP request
     seed: int = 11

@@ -31,7 +31,8 @@ class PackageError(ValueError):
 def _clean(value: Any) -> Any:
     """Metadata BentoML accepts: JSON scalars, lists and dicts; None and NaN dropped."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items() if v is not None and _clean(v) is not None}
+        cleaned = {str(k): _clean(v) for k, v in value.items()}
+        return {k: v for k, v in cleaned.items() if v is not None}
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value if v is not None]
     if isinstance(value, float) and not math.isfinite(value):
@@ -70,13 +71,13 @@ def run_package(model_dir: Path, out_dir: Path, cfg: PackageConfig) -> StepResul
         StepResult with metrics {size_mb, n_files} and outputs {"package": out_dir/package.json},
         which holds the tag, e.g. "fusionrec:k2xvq3..." (`fusionrec serve --model TAG`).
     """
-    import bentoml
-
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     meta = model_metadata(model_dir)
     pickles = [str(p) for p in model_dir.rglob("*") if p.suffix in (".pkl", ".pickle", ".pt", ".pth", ".joblib")]
     if pickles:
         raise PackageError(f"{model_dir}: refusing to package pickled files {pickles[:5]}")
+    import bentoml  # only now: importing it fixes its home ($BENTOML_HOME) for this process
+
     labels = {"framework": "fusionrec", "model_version": str(meta["version"])[:60],
               "fusion": str(meta.get("fusion", ""))}
     with bentoml.models.create(cfg.model_name, labels=labels, metadata=meta) as ref:

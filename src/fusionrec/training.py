@@ -149,17 +149,24 @@ def build_model(data: TrainData, cfg: TrainConfig, keys: list[str], context_dim:
     return FusionNet(cfg, data.n_users, feats, mask, trained, context_dim, adj, knn)
 
 
-def neural_scores(model: FusionNet) -> np.ndarray:
-    """(n_users, n_items) cosine scores of the current model, untrained items at -inf."""
+def neural_scorer(model: FusionNet) -> Callable[[np.ndarray], np.ndarray]:
+    """A score function user_idx (b,) -> (b, n_items) of the current model (cosine, untrained at -inf)."""
     import torch
 
     model.eval()
     with torch.no_grad():
         out = model(train=False)
-        scores = (model.user_head(out["users"]) @ out["items"].T).numpy()  # (U, D) x (D, n)
+        users = model.user_head(out["users"]).numpy()  # (U, D)
+        items = out["items"].numpy()  # (n, D)
     model.train()
-    scores[:, ~model.trained.numpy()] = -np.inf
-    return scores
+    untrained = ~model.trained.numpy()
+
+    def score(user_idx: np.ndarray) -> np.ndarray:
+        s = users[user_idx] @ items.T  # (b, D) x (D, n) -> (b, n)
+        s[:, untrained] = -np.inf
+        return s
+
+    return score
 
 
 def user_rows(cfg: TrainConfig, ctx: np.ndarray | None) -> bool:
@@ -228,8 +235,7 @@ def fit(data: TrainData, cfg: TrainConfig, callback: Callback | None = None
         t0 = time.perf_counter()
         batches = iter_batches(data, cfg, ctx, train_m, rng)
         row: dict[str, float] = {"epoch": epoch, **run_epoch(model, opt, batches, gen)}
-        scores = neural_scores(model)
-        metrics = evaluate_scores(lambda u, s=scores: s[u], train_m, data.valid, ks=EVAL_KS)
+        metrics = evaluate_scores(neural_scorer(model), train_m, data.valid, ks=EVAL_KS)
         row.update({k: float(v) for k, v in metrics.items() if "@" in k}, seconds=time.perf_counter() - t0)
         history.append(row)
         log.info("epoch %d  loss %.4f  valid ndcg@20 %.4f  recall@20 %.4f  (%.1fs)", epoch,
@@ -256,11 +262,19 @@ def train(data: TrainData, cfg: TrainConfig, callback: Callback | None = None) -
         callback: called as callback(epoch, metrics) after each epoch's validation;
             an exception it raises (e.g. optuna.TrialPruned) propagates.
     """
+    import torch
+
     from fusionrec.models.assemble import assemble_recommender
 
     t0 = time.perf_counter()
-    model, best_epoch, history, info = fit(data, cfg, callback)
-    rec, valid_metrics = assemble_recommender(model, data, cfg, info, best_epoch)
+    threads = torch.get_num_threads()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    try:
+        model, best_epoch, history, info = fit(data, cfg, callback)
+        rec, valid_metrics = assemble_recommender(model, data, cfg, info, best_epoch)
+    finally:
+        torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
     rec.meta["train_seconds"] = seconds
     return TrainResult(rec, best_epoch, valid_metrics, history, seconds)

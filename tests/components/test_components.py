@@ -7,10 +7,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from kfp.dsl import Artifact, Dataset, Model
-
-from components import COMPONENTS, evaluate, featurize, ingest, package, search, split, train
-from fusionrec.config import IngestConfig, SplitConfig
-from fusionrec.steps import STEPS
 from tests.components.component_tasks import (
     TINY_EVALUATE,
     TINY_FEATURIZE,
@@ -18,6 +14,10 @@ from tests.components.component_tasks import (
     TINY_TRAIN,
     as_params,
 )
+
+from components import COMPONENTS, evaluate, featurize, ingest, package, search, split, train
+from fusionrec.config import IngestConfig, SplitConfig
+from fusionrec.steps import STEPS
 
 pytestmark = [
     pytest.mark.integration,  # each task is a subprocess of this interpreter

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from model_samples import FAST, cold_items, colour_data, colour_of_items, features, user_colours
 
 from fusionrec.evaluation.metrics import evaluate_scores
@@ -22,7 +23,7 @@ def test_loss_falls_and_train_items_are_recalled(trained: TrainResult) -> None:
     losses = [row["loss_main"] for row in trained.history]
     assert losses[-1] < losses[0] * 0.9
     data = colour_data()
-    empty = data.train_matrix * 0
+    empty = sp.csr_matrix(data.train_matrix.shape)
     train_recall = evaluate_scores(trained.recommender.score_users, empty, data.train_matrix, ks=(10,))
     assert train_recall["recall@10"] > 0.8  # 8 train items among 18 warm items of the colour
 

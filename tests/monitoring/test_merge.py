@@ -79,9 +79,12 @@ def test_repeated_pair_keeps_latest_event(tmp_path: Path) -> None:
 def test_holdout_and_training_copy(tmp_path: Path) -> None:
     data = _dataset(tmp_path)
     rows = [(f"u{i % 5}", "abcd"[i % 4], "click", 10_000.0 + i) for i in range(40)]
-    merge_feedback(data, _feedback(1, rows))
-    holdout = cut_holdout(data, since_ts=10_000, share=0.5, min_rows=3)
-    assert len(holdout) > 0 and holdout["timestamp"].min() >= 10_000
+    fb = _feedback(1, rows)
+    fb["request_id"] = [None if i % 2 else f"r{i}" for i in range(40)]  # every other event is organic
+    merge_feedback(data, fb)
+    holdout, organic = cut_holdout(fb, share=0.5, min_rows=3)
+    assert organic and len(holdout) > 0 and holdout["timestamp"].min() >= 10_000
+    assert set(holdout["timestamp"] - 10_000) <= {i for i in range(40) if i % 2}
     copy = training_copy(data, holdout, tmp_path / "copy")
     inter = pd.read_csv(copy / "interactions.csv", dtype=str)
     pairs = set(zip(inter["user_id"], inter["item_id"], strict=True))

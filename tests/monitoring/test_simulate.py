@@ -46,7 +46,9 @@ def test_ctr_falls_after_the_shift(demo_dir: Path, taste_model, tmp_path: Path) 
     assert rounds[3].expected_ctr < rounds[0].expected_ctr
     clicks = [f for f in service.feedback if f["event"] == "click"]
     assert len(clicks) == sum(r.clicks for r in rounds)
-    assert all(f["request_id"].startswith("r") for f in service.feedback)
+    assert all(f["request_id"].startswith("r") for f in clicks)
+    organic = [f for f in service.feedback if f["event"] == "view"]
+    assert len(organic) == sum(r.organic for r in rounds) == 240 and "request_id" not in organic[0]
 
 
 def test_failed_requests_are_counted(demo_dir: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.components.component_tasks import TINY_EVALUATE, TINY_FEATURIZE, TINY_SEARCH, TINY_TRAIN, as_params
 
 from fusionrec.config import IngestConfig, PackageConfig, SplitConfig, TrainConfig, load_config_file
 from fusionrec.io import read_json
-from tests.components.component_tasks import TINY_EVALUATE, TINY_FEATURIZE, TINY_SEARCH, TINY_TRAIN, as_params
 
 
 def tiny_arguments(workers: int = 2) -> dict:

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from pipelines.compile import COMPILED
 from pipelines.submit import TOKEN_ENV, check_cron, client_options, submit
 
@@ -111,9 +110,9 @@ def test_cli_arguments_are_the_compiled_pipelines_parameters() -> None:
 
 
 def test_cli_submit_calls_submit_with_the_study_db(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipelines.submit
     from typer.testing import CliRunner
 
-    import pipelines.submit
     from fusionrec.cli import app
 
     seen: dict[str, Any] = {}

@@ -133,3 +133,15 @@ def test_openapi_lists_every_api(client) -> None:
     paths = client.get("/docs.json").json()["paths"]
     for api in ("/recommend", "/similar", "/add_item", "/add_item_upload", "/feedback", "/metadata", "/reload"):
         assert api in paths
+
+
+@pytest.mark.parametrize("body", [b"--x\r\n2.96e+181--x--\r\n", b"\x00\x01garbage"])
+def test_malformed_multipart_is_a_400(client, body: bytes) -> None:
+    r = client.post("/add_item_upload", content=body, headers={**AUTH, "Content-Type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 400
+
+
+def test_oversized_upload_is_a_413(client) -> None:
+    r = client.post("/add_item_upload", data={"item_id": "big"}, files={"image": ("x.png", b"0" * 6_500_000, "image/png")},
+                    headers=AUTH)
+    assert r.status_code == 413

@@ -18,8 +18,9 @@ app.add_typer(pipeline_app, name="pipeline")
 
 def _arguments(params: Path, data_uri: str | None) -> dict:
     """Pipeline arguments from a params file: every step's section, with Nones dropped."""
-    from fusionrec.config import load_params
     from pipelines.training import without_nones
+
+    from fusionrec.config import load_params
 
     p = without_nones(load_params(params).model_dump(mode="json"))
     args = {f"{name}_cfg": p[name] for name in ("ingest", "split", "featurize", "search", "train", "evaluate", "package")}
@@ -65,9 +66,10 @@ def run_local_cmd(
     params: Path = ParamsOption,
 ) -> None:
     """Run the compiled pipeline through kfp.local.SubprocessRunner on this machine."""
+    from pipelines.local import run_local
+
     from fusionrec.config import load_params
     from fusionrec.steps import run_demo_data
-    from pipelines.local import run_local
 
     if data is None:
         data = workdir / "demo"

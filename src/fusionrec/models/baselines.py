@@ -346,13 +346,12 @@ class VBPR(_BPRModel):
                 self.bias = torch.nn.Parameter(torch.zeros(n_items))
 
             def forward(self, u: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, ...]:
-                pos, neg = (self.bias[t] + (self.gu[u] * self.gi[t]).sum(-1) + self.content(u, t) for t in (i, j))
-                l2 = sum((p.square().sum() for p in (self.gu[u], self.tu[u], self.gi[i], self.gi[j])), torch.zeros(())) / len(u)
-                return pos, neg, l2
-
-            def content(self, u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                f = feats[t]  # (B, D)
-                return (self.tu[u] * self.proj(f)).sum(-1) + self.beta(f).squeeze(-1)
+                proj, beta = self.proj(feats), self.beta(feats).squeeze(-1)  # (n_items, cdim), (n_items,):
+                # projecting the catalogue once is cheaper than projecting 2B sampled rows
+                pos, neg = (self.bias[t] + beta[t] + (self.gu[u] * self.gi[t]).sum(-1)
+                            + (self.tu[u] * proj[t]).sum(-1) for t in (i, j))
+                params = (self.gu[u], self.tu[u], self.gi[i], self.gi[j])
+                return pos, neg, sum((p.square().sum() for p in params), torch.zeros(())) / len(u)
 
             def export(self) -> tuple[torch.Tensor, torch.Tensor]:
                 seen = torch.as_tensor(np.asarray(x.sum(axis=0)).ravel() > 0)[:, None]

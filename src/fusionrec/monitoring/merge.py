@@ -148,24 +148,29 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame) -> MergeResult:
     )
 
 
-def cut_holdout(data_dir: Path, since_ts: float, share: float, min_rows: int = 20) -> pd.DataFrame:
-    """The common holdout: the newest `share` of the positive interactions at or after `since_ts`.
+def cut_holdout(feedback: pd.DataFrame, share: float, min_rows: int = 20) -> tuple[pd.DataFrame, bool]:
+    """The common holdout: the newest `share` of the positive feedback events given.
 
-    Both the champion and the challenger are scored on it; the challenger never trains on it.
+    Organic events (no request_id: what users found on their own) are preferred when there are
+    enough: they are not selected by the serving model, so a full ranking on them does not favour
+    the champion. Both models are scored on the holdout; the challenger never trains on it.
+
+    Args:
+        feedback: the feedback rows merged in this run (id, user_id, item_id, event, ts, request_id).
 
     Returns:
-        Rows (user_id, item_id, timestamp, event) of the holdout; empty when fewer than min_rows.
+        (rows user_id, item_id, timestamp, event; True when organic). Empty below min_rows.
     """
-    inter_path = find_table(Path(data_dir), INTERACTIONS_STEM)
-    assert inter_path is not None
-    inter = read_table(inter_path, dtype={USER_ID: str, ITEM_ID: str})
-    recent = inter[(inter[TIMESTAMP] >= since_ts)]
-    if EVENT in recent.columns:
-        recent = recent[~recent[EVENT].astype(str).isin(NEGATIVE_EVENTS)]
-    recent = recent.sort_values(TIMESTAMP, kind="stable")
-    n = int(round(len(recent) * share))
-    holdout = recent.iloc[len(recent) - n :] if n >= min_rows else recent.iloc[0:0]
-    return holdout[[USER_ID, ITEM_ID, TIMESTAMP] + ([EVENT] if EVENT in holdout.columns else [])]
+    pos = feedback[~feedback[EVENT].astype(str).str.lower().isin(NEGATIVE_EVENTS)]
+    organic = pos[pos["request_id"].isna()] if "request_id" in pos.columns else pos.iloc[0:0]
+    is_organic = round(len(organic) * share) >= min_rows
+    base = (organic if is_organic else pos).sort_values("ts", kind="stable")
+    n = int(round(len(base) * share))
+    rows = base.iloc[len(base) - n :] if n >= min_rows else base.iloc[0:0]
+    holdout = pd.DataFrame({USER_ID: rows[USER_ID].astype(str).values, ITEM_ID: rows[ITEM_ID].astype(str).values,
+                            TIMESTAMP: pd.to_numeric(rows["ts"]).astype(np.int64).values,
+                            EVENT: rows[EVENT].astype(str).values})
+    return holdout.drop_duplicates([USER_ID, ITEM_ID], keep="last"), is_organic
 
 
 def training_copy(data_dir: Path, holdout: pd.DataFrame, out_dir: Path, recent_per_user: int = 0) -> Path:

@@ -25,7 +25,13 @@ import scipy.sparse as sp
 
 from fusionrec.config import Params
 from fusionrec.io import find_table, read_table, write_json
-from fusionrec.monitoring.merge import HOLDOUT_FILE, cut_holdout, merge_feedback, training_copy
+from fusionrec.monitoring.merge import (
+    HOLDOUT_FILE,
+    cut_holdout,
+    merge_feedback,
+    read_watermark,
+    training_copy,
+)
 from fusionrec.schema import EVENT, INTERACTIONS_STEM, ITEM_ID, ITEMS_STEM, NEGATIVE_EVENTS, USER_ID
 
 logger = logging.getLogger(__name__)
@@ -172,8 +178,7 @@ def retrain(
     cfg, started = params.monitor, time.time()
     run_dir = Path(work_dir) / "runs" / time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
     run_dir.mkdir(parents=True, exist_ok=True)
-    since = read_table(find_table(data_dir, INTERACTIONS_STEM) or Path(), dtype={USER_ID: str, ITEM_ID: str})
-    first_ts = float(since["timestamp"].max()) + 1 if len(since) else 0.0  # feedback newer than the data
+    new_feedback = feedback[pd.to_numeric(feedback["id"]) > read_watermark(data_dir)]
     merge = merge_feedback(data_dir, feedback)
     record: dict[str, Any] = {"started_at": started, "trigger": trigger, "reason": reason, "run_dir": str(run_dir),
                               "merge": merge.to_dict(), "data_fingerprint": merge.fingerprint}
@@ -183,7 +188,7 @@ def retrain(
         record["kfp"] = submit_kfp(kfp_host, Path(cfg.pipeline_package), data_uri or str(data_dir), champ)
         record["decision"] = {"promote": None, "reason": "submitted to Kubeflow; the pipeline's gate decides"}
         return _finish(record, run_dir, work_dir, started)
-    holdout = cut_holdout(data_dir, first_ts, cfg.holdout_share)
+    holdout, organic = cut_holdout(new_feedback, cfg.holdout_share)
     if holdout.empty:
         record["decision"] = {"promote": False, "reason": "too little new feedback for a holdout; nothing trained"}
         return _finish(record, run_dir, work_dir, started)
@@ -193,7 +198,8 @@ def retrain(
     challenger_dir = trainer(train_data, run_dir, params)
     record["train_wall_s"] = round(time.time() - t0, 2)
     record["challenger_dir"] = str(challenger_dir)
-    record.update(_gate(train_data, holdout, challenger_dir, champion_dir, params, _exposure(served, holdout)))
+    exposure = None if organic else _exposure(served, holdout)  # organic events: full ranking is fair
+    record.update(_gate(train_data, holdout, challenger_dir, champion_dir, params, exposure))
     if record["decision"]["promote"]:
         record["promotion"] = _promote(challenger_dir, run_dir, params)
     return _finish(record, run_dir, work_dir, started)
@@ -220,7 +226,8 @@ def _gate(train_data: Path, holdout: pd.DataFrame, challenger: Path, champion: P
     champ = {**holdout_metrics(champion, known, holdout, items, ks, exposure), HOLDOUT: fp} if champion else None
     write_json(challenger / "holdout_metrics.json", chal)
     decision = decide_promotion(chal, champ, params.evaluate)
-    protocol = "full ranking" if exposure is None else f"ranked among the {len(exposure)} shown (user, item) pairs"
+    protocol = ("full ranking of organic feedback" if exposure is None
+                else f"ranked among the {len(exposure)} shown (user, item) pairs")
     return {"holdout": {"fingerprint": fp, "rows": len(holdout), "users": int(holdout[USER_ID].nunique()),
                         "protocol": protocol},
             "challenger_metrics": chal, "champion_metrics": champ, "decision": decision.to_dict()}

@@ -3,7 +3,10 @@
 Each round every simulated user asks `/recommend`, clicks each shown item with the demo's
 ground-truth probability (`TasteModel.click_prob`), and posts the clicks to `/feedback` with the
 response's request_id (so the store joins them to positions and scores); a shown item the user
-would rather not see gets an explicit "dislike" now and then. From round `shift_at` a share
+would rather not see gets an explicit "dislike" now and then. Users also find `organic` items per
+round on their own (drawn from the whole catalogue by their tastes, as the demo generator does;
+event "view", no request_id): the traffic a real service sees besides its own recommendations,
+and the only feedback not selected by the serving model. From round `shift_at` a share
 `shift_strength` of the users has shifted tastes. Click-through per round is the measure.
 """
 
@@ -35,6 +38,7 @@ class RoundStats:
     impressions: int = 0
     clicks: int = 0
     dislikes: int = 0
+    organic: int = 0
     errors: int = 0
     expected_ctr: float = 0.0  # mean true click probability of what was shown (less noisy than ctr)
     t_start: float = 0.0
@@ -55,6 +59,7 @@ class _UserResult:
     impressions: int = 0
     clicks: int = 0
     dislikes: int = 0
+    organic: int = 0
     errors: int = 0
     prob_sum: float = 0.0
     version: str = ""
@@ -105,9 +110,23 @@ class Simulator:
             return None
         return dict(resp.json())
 
+    def _organic(self, user: str, shifted: bool, rng: np.random.Generator, out: _UserResult) -> None:
+        """The user's own finds: items drawn by softmax(taste score / temperature) over the catalogue."""
+        pos = self.taste.user_positions(user)
+        scores = self.taste.score_matrix(pos, shifted=shifted and user in self.shifting)[0]  # (n_items,)
+        logits = scores / self.taste.temperature
+        p = np.exp(logits - logits.max())
+        for item in rng.choice(self.taste.item_ids, self.cfg.organic, replace=False, p=p / p.sum()):
+            if self._post("feedback", {"user_id": user, "item_id": str(item), "event": "view"}) is None:
+                out.errors += 1
+            else:
+                out.organic += 1
+
     def _user(self, user: str, shifted: bool, seed: int) -> _UserResult:
         out = _UserResult()
         rng = np.random.default_rng(seed)
+        if self.cfg.organic > 0:
+            self._organic(user, shifted, rng, out)
         rec = self._post("recommend", {"user_id": user, "k": self.cfg.k, "explain": False})
         if rec is None:
             out.errors += 1
@@ -148,6 +167,7 @@ class Simulator:
             stats.impressions += res.impressions
             stats.clicks += res.clicks
             stats.dislikes += res.dislikes
+            stats.organic += res.organic
             stats.errors += res.errors
             stats.expected_ctr += res.prob_sum
         stats.expected_ctr = stats.expected_ctr / stats.impressions if stats.impressions else 0.0
