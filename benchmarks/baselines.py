@@ -5,7 +5,7 @@ are deterministic and must reproduce ../shared/bench/peers.md; the trained ones 
 VBPR) should land near their peers.
 
     python -m benchmarks.baselines [--data ../shared/datasets/ml100k-mm] [--features FEATURES_DIR]
-                                   [--baselines mostpop,ease,...]
+                                   [--baselines mostpop,ease,...] [--merge]
 
 Without --features, VBPR and content-kNN use the dataset's reference features (MiniLM text +
 EfficientNet-Lite0 posters, `features/`), the ones the peers used. Writes
@@ -15,6 +15,7 @@ benchmarks/reports/baselines.{json,md}; skips (exit 0, a note) when ml100k-mm is
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.report import write_report
+from benchmarks.report import REPORTS, write_report
 from fusionrec.config import EvaluateConfig, IngestConfig
 
 ROOT = Path(__file__).resolve().parents[1].parent / "shared"
@@ -107,11 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=Path, default=None, help="a `fusionrec featurize` output")
     parser.add_argument("--baselines", default=",".join(EvaluateConfig().baselines))
     parser.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/reports)")
+    parser.add_argument("--merge", action="store_true", help="keep the other baselines of an existing report")
     args = parser.parse_args(argv)
     if not (args.data / "splits" / "random-811").is_dir():
         print(f"skipped: ml100k-mm with splits/random-811 not found at {args.data}")
         return 0
     result = measure(args.data, args.features, [b for b in args.baselines.split(",") if b])
+    previous = (args.out or REPORTS) / "baselines.json"
+    if args.merge and previous.is_file():  # rerun a few baselines, keep the rest of the report
+        kept = json.loads(previous.read_text())["data"]["baselines"]
+        result["baselines"] = {**kept, **result["baselines"]}
     peers = read_peers(PEERS)
     result["peers"] = {n: peers[PEER_ROWS[n]] for n in result["baselines"] if PEER_ROWS.get(n) in peers}
     text = markdown(result, peers)

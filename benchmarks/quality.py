@@ -31,7 +31,8 @@ from benchmarks.report import write_report
 from benchmarks.search import DEFAULT_DATA, REPO, prepare
 
 METRICS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20", "precision@10", "mrr@20"]
-FAST_BASELINES = ["mostpop", "itemknn", "ease", "content-knn", "bpr-mf", "vbpr"]
+FAST_BASELINES = ["mostpop", "itemknn", "ease", "content-knn"]  # the trained ones: benchmarks.baselines
+BASELINES_REPORT = Path(__file__).resolve().parent / "reports" / "baselines.json"
 log = logging.getLogger("benchmarks.quality")
 
 
@@ -91,6 +92,17 @@ def run_baselines(data: Any, names: list[str], candidates: np.ndarray | None = N
     return out
 
 
+def reported_baselines(skip: set[str]) -> dict[str, Any]:
+    """The trained baselines (BPR-MF, LightGCN, VBPR) from benchmarks.baselines' last report, if any."""
+    import json
+
+    if not BASELINES_REPORT.is_file():
+        return {}
+    rows = json.loads(BASELINES_REPORT.read_text())["data"]["baselines"]
+    return {f"{k} (baselines report)": {"test": _round(v["test"]), "fit_s": v.get("fit_s")}
+            for k, v in rows.items() if k not in skip}
+
+
 def random_scores(n_items: int, seed: int = 0) -> Any:
     rng = np.random.default_rng(seed)
     return lambda users: rng.random((len(users), n_items))
@@ -142,8 +154,12 @@ def run_temporal(ingested: Path, features: Path, work: Path) -> dict[str, Any]:
     return out
 
 
-def run_scale(work: Path, interactions: int = 1_000_000) -> dict[str, Any]:
-    """Seconds of one training epoch at 1M demo interactions (random content vectors: cost only)."""
+def run_scale(demo: Path, interactions: int = 1_000_000) -> dict[str, Any]:
+    """Seconds of one training epoch at 1M demo interactions (random content vectors: cost only).
+
+    Args:
+        demo: the demo folder; generated there (DemoConfig with 20k users, 3k items) when absent.
+    """
     import pandas as pd
 
     from fusionrec import schema
@@ -151,7 +167,6 @@ def run_scale(work: Path, interactions: int = 1_000_000) -> dict[str, Any]:
     from fusionrec.data.demo import run_demo_data
     from fusionrec.training import TrainData, train
 
-    demo = work / "demo-1m"
     if not (demo / "interactions.csv").is_file():
         run_demo_data(demo, DemoConfig(users=20_000, items=3_000, interactions=interactions, image_size=16))
     frame = pd.read_csv(demo / "interactions.csv", dtype={"user_id": str, "item_id": str})
@@ -215,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="2026,2027,2028")
     parser.add_argument("--baselines", default=",".join(FAST_BASELINES))
     parser.add_argument("--skip", default="", help="comma-separated: cold, temporal, scale")
+    parser.add_argument("--demo-1m", type=Path, default=None, help="a 1M-interaction demo folder (default: generated in --work)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not (args.data / "interactions.csv").is_file():
@@ -229,13 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.baselines.split(",") if n]
     if names:
         result["baselines"] = run_baselines(data, names)
+        result["baselines"].update(reported_baselines(set(names)))
     skip = set(args.skip.split(","))
     if "cold" not in skip:
         result["cold_items"] = run_cold(ingested, features, args.work)
     if "temporal" not in skip:
         result["temporal_loo"] = run_temporal(ingested, features, args.work)
     if "scale" not in skip:
-        result["scale"] = run_scale(args.work)
+        result["scale"] = run_scale(args.demo_1m or args.work / "demo-1m")
     text = markdown(result, read_peers(PEERS))
     write_report("quality", result, text)
     print(text)

@@ -4,7 +4,7 @@ A small model is trained on a generated demo catalogue (1.7k items, tfidf + colo
 dim 64); larger catalogues tile its item vectors (with noise) to 20k and 200k items, so the
 scoring work is that of a real model of that size. In-process: `InferenceEngine.recommend`
 for known users (score + exclusions + top-k), its parts, fold-in and explanations. Over HTTP:
-a real `bentoml serve` on 127.0.0.1 with the 20k-item model, driven by locust in its own
+a real `bentoml serve` on 127.0.0.1 with the 1.7k- and 20k-item models, driven by locust in its own
 process at a fixed rate for a fixed time. Targets (2 cores): top-k < 1 ms at 20k items,
 HTTP p99 < 25 ms at 200 req/s with zero errors.
 
@@ -173,11 +173,35 @@ def _locust(base: str, ids: Path, rate: int, duration: int, out: Path) -> dict[s
             "per_endpoint_p99_ms": {k: float(v["99%"]) for k, v in rows.items() if k != "Aggregated"}}
 
 
-def bench_http(model: Path, work: Path, rates: tuple[int, ...], duration: int) -> dict[str, Any]:
+def _server_buckets(base: str) -> dict[float, float]:
+    """Cumulative request-duration histogram of /recommend and /similar from the service's /metrics."""
+    with urllib.request.urlopen(base + "/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("bentoml_service_request_duration_seconds_bucket") and (
+                'endpoint="/recommend"' in line or 'endpoint="/similar"' in line):
+            le = float(line.split('le="')[1].split('"')[0])
+            out[le] = out.get(le, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _server_quantiles(before: dict[float, float], after: dict[float, float]) -> dict[str, float | None]:
+    """p50 / p99 upper bucket bounds (ms) of the requests between two scrapes: time spent in the server."""
+    delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = delta[-1][1] if delta else 0.0
+    pick = {}
+    for q in (0.5, 0.99):
+        bound = next((le for le, c in delta if total and c >= q * total), None)
+        pick[f"server_p{int(q * 100)}_ms_le"] = None if bound is None else round(bound * 1e3, 1)
+    return pick
+
+
+def bench_http(model: Path, work: Path, rates: tuple[int, ...], duration: int, n_items: int) -> dict[str, Any]:
     from fusionrec.models.recommender import Recommender
 
-    big = work / "model-20k"
-    rec = scale(Recommender.load(model), 20_000)
+    big = work / f"model-{n_items}"
+    rec = scale(Recommender.load(model), n_items)
     if not (big / "model.safetensors").exists():
         rec.save(big)
     ids = work / "ids.json"
@@ -194,7 +218,12 @@ def bench_http(model: Path, work: Path, rates: tuple[int, ...], duration: int) -
     try:
         _wait_ready(base, proc)
         _locust(base, ids, 50, 5, work)  # warm-up
-        return {"items": 20_000, "runs": [_locust(base, ids, r, duration, work) for r in rates]}
+        runs = []
+        for rate in rates:
+            before = _server_buckets(base)
+            run = _locust(base, ids, rate, duration, work)
+            runs.append({**run, **_server_quantiles(before, _server_buckets(base))})
+        return {"items": n_items, "runs": runs}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -214,12 +243,15 @@ def markdown(data: dict[str, Any]) -> str:
                      f"{r['score_only']['p50_ms']:.3f} | {r['select_topk_only']['p50_ms']:.3f} | "
                      f"{r['fold_in']['p50_ms']:.3f} | {r['recommend_explained']['p50_ms']:.3f} |")
     if data.get("http"):
-        lines += ["", f"## HTTP load (bentoml serve on 127.0.0.1, {data['http']['items']:,} items, locust)", "",
-                  "| target req/s | requests | throughput req/s | p50 ms | p99 ms | max ms | errors |",
-                  "|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in data["http"]["runs"]:
-            lines.append(f"| {r['target_rps']} | {r['requests']} | {r['throughput_rps']} | {r['p50_ms']} | "
-                         f"{r['p99_ms']} | {r['max_ms']} | {r['errors']} |")
+        lines += ["", "## HTTP load (bentoml serve on 127.0.0.1, locust in its own process, 20 users)", "",
+                  "| items | target req/s | requests | throughput req/s | p50 ms | p99 ms | max ms | errors "
+                  "| server p50 / p99 ms (bucket bound) |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for block in data["http"]:
+            for r in block["runs"]:
+                lines.append(f"| {block['items']:,} | {r['target_rps']} | {r['requests']} | {r['throughput_rps']} | "
+                             f"{r['p50_ms']} | {r['p99_ms']} | {r['max_ms']:.0f} | {r['errors']} | "
+                             f"{r.get('server_p50_ms_le')} / {r.get('server_p99_ms_le')} |")
     lines += ["", "Targets on 2 cores: top-k < 1 ms at 20k items; HTTP p99 < 25 ms at 200 req/s, zero errors."]
     return "\n".join(lines)
 
@@ -230,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=20, help="seconds per HTTP load run")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-in-process", action="store_true")
+    parser.add_argument("--http-items", type=int, nargs="+", default=[1_700, 20_000], help="catalogue sizes served")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="fusionrec-bench-serving-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -238,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     data: dict[str, Any] = {"in_process": json.loads(previous.read_text())["data"]["in_process"]
                             if args.skip_in_process and previous.exists() else bench_in_process(model, SIZES)}
     if not args.skip_http:
-        data["http"] = bench_http(model, work, (100, 200), args.duration)
+        data["http"] = [bench_http(model, work, (100, 200), args.duration, n) for n in args.http_items]
     paths = write_report("serving", data, markdown(data))
     print(markdown(data))
     print(f"report: {paths['json']}")

@@ -8,12 +8,23 @@ from components.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def package(model: Input[Model], packaged: Output[Model], metrics: Output[Metrics], cfg: dict):
-    """Store the promoted model in the BentoML model store, with its metadata."""
+    """Store the promoted model in the BentoML model store, with its metadata.
+
+    A pod's model store ($BENTOML_HOME) goes with the pod, so the stored model is also exported
+    into the output artifact as `<name>-<version>.bentomodel` (`bentoml models import FILE`).
+    """
     from pathlib import Path
 
+    import bentoml
+
     from fusionrec.config import PackageConfig
+    from fusionrec.io import read_json
     from fusionrec.steps import run_package
 
-    result = run_package(Path(model.path), Path(packaged.path), PackageConfig(**cfg))
+    out = Path(packaged.path)
+    result = run_package(Path(model.path), out, PackageConfig(**cfg))
+    tag = bentoml.models.get(read_json(result.outputs["package"])["tag"]).tag
+    bentoml.models.export_model(tag, str(out / f"{tag.name}-{tag.version}.bentomodel"))
+    packaged.metadata["tag"] = str(tag)
     for key, value in result.metrics.items():
         metrics.log_metric(key, value)

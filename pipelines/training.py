@@ -51,7 +51,7 @@ def build_pipeline(params_path: Path = ROOT / "params.yaml") -> Any:
         data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
         ingested = ingest(data=data.output, cfg=ingest_cfg).outputs["ingested"]
         split_data = split(ingested=ingested, cfg=split_cfg).outputs["split_data"]
-        features = featurize(ingested=ingested, cfg=featurize_cfg).outputs["features"]
+        features = featurize(data=data.output, ingested=ingested, cfg=featurize_cfg).outputs["features"]
         # study_db goes straight to the workers: kfp.local (2.17) replaces every task-output parameter
         # entering a ParallelFor by the loop item, so no task may compute it. Empty: SQLite per run.
         common = dict(ingested=ingested, features=features, split_data=split_data, cfg=search_cfg,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 import yaml
 
 from fusionrec.cli import app
@@ -52,3 +54,30 @@ def test_stage_commands_are_cli_verbs() -> None:
         assert argv[0] == "fusionrec", f"stage {name} does not call the fusionrec CLI"
         assert argv[1] in commands, f"stage {name} calls unknown command {argv[1]}"
         assert argv[1] == name, f"stage {name} runs `{argv[1]}`: one verb names one step everywhere"
+
+
+def test_data_deps_are_outputs_of_earlier_stages() -> None:
+    produced: list[str] = []
+    for name, stage in _stages().items():
+        for dep in stage.get("deps", []):
+            if dep.startswith("${root}/"):
+                assert any(dep == out or dep.startswith(out + "/") for out in produced), (
+                    f"stage {name} reads {dep}, which no earlier stage writes")
+        for key in ("outs", "metrics", "plots"):
+            produced += [next(iter(o)) if isinstance(o, dict) else o for o in stage.get(key, [])]
+
+
+@pytest.mark.integration
+def test_dvc_reads_the_pipeline_as_a_dag() -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
+    if dvc is None:
+        pytest.skip("dvc is not installed")
+    done = subprocess.run([dvc, "dag", "--md"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    assert done.returncode == 0, done.stderr
+    for verb in STEPS:
+        assert verb in done.stdout

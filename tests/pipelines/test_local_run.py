@@ -51,5 +51,5 @@ def test_pipeline_runs_end_to_end_through_kfp_local(demo_dir: Path, tmp_path: Pa
     metrics = read_json(only(root, "*/evaluate/evaluation/metrics.json"))
     assert 0.0 <= metrics["model"]["test"]["ndcg@20"] <= 1.0
     assert read_json(only(root, "*/evaluate/evaluation/promotion.json"))["promote"] is True
-    assert list(only(root, "*/package/packaged").iterdir()), "the promoted model was not packaged"
+    assert list(only(root, "*/package/packaged").glob("*.bentomodel")), "the promoted model was not packaged"
     assert (tmp_path / "bentoml" / "models" / "fusionrec-e2e").is_dir()

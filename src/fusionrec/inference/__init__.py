@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from fusionrec.inference.checks import EVENTS, ServeError, top_k
-from fusionrec.inference.engine import InferenceEngine, Snapshot, build_engine
+from fusionrec.inference.engine import InferenceEngine, build_engine
+from fusionrec.inference.snapshot import Snapshot
 
 __all__ = ["EVENTS", "InferenceEngine", "ServeError", "Snapshot", "build_engine", "top_k"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -73,7 +74,11 @@ def top_k(scores: np.ndarray, k: int, exclude: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     cand = np.argpartition(-scores, kk - 1)[:kk] if kk < n else np.arange(n)
     if len(exclude):
-        cand = cand[~np.isin(cand, exclude)]
+        if kk <= 4096:  # small candidate sets: a set lookup beats np.isin's sort
+            banned = set(np.asarray(exclude).tolist())
+            cand = np.array([c for c in cand.tolist() if c not in banned], dtype=np.int64)
+        else:
+            cand = cand[~np.isin(cand, exclude)]
     cand = cand[np.isfinite(scores[cand])]
     return cand[np.argsort(-scores[cand], kind="stable")][:k]
 
@@ -82,3 +87,28 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def join_text_fields(text: str | None, fields: Mapping[str, str] | None, ingest: Any, limit: int) -> str:
+    """The item's text: `text`, or `fields` joined as ingest joined the catalogue's text columns."""
+    if fields:
+        if not isinstance(fields, Mapping):
+            raise ServeError(400, "fields", "must be an object of text columns")
+        for key, value in fields.items():
+            check_text(value, f"fields.{key}", limit)
+        import pandas as pd
+
+        from fusionrec.data.catalogue import join_text
+
+        cols = [c for c in ingest.text_columns if c in fields] or list(fields)
+        text = str(join_text(pd.DataFrame([dict(fields)]), cols, ingest.text_separator).iloc[0])
+    return check_text(text or "", "text", limit).strip()
+
+def open_image_checked(cfg: Any, data: bytes) -> Any:
+    """Decode an image with the serve limits (bytes, then pixels from the header) -> RGB PIL image."""
+    from fusionrec.data.images import ImageRejected, open_rgb_checked
+
+    if len(data) > cfg.max_image_bytes:
+        raise ServeError(413, "image", f"{len(data)} bytes > limit {cfg.max_image_bytes}")
+    try:
+        return open_rgb_checked(data, cfg.max_image_pixels, cfg.max_image_bytes)
+    except ImageRejected as exc:
+        raise ServeError(413 if exc.reason == "oversized_image" else 400, "image", exc.detail) from None

@@ -9,7 +9,6 @@ an HTTP status and the name of the offending field, never a traceback.
 
 from __future__ import annotations
 
-import copy
 import hmac
 import os
 import threading
@@ -17,7 +16,6 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,43 +30,17 @@ from fusionrec.inference.checks import (
     check_int,
     check_text,
     decode_base64,
+    join_text_fields,
+    open_image_checked,
     top_k,
 )
 from fusionrec.inference.explain import explain as explain_items
+from fusionrec.inference.snapshot import Snapshot, with_item
 
 Observer = Callable[[str, str], None]  # (api, outcome) -> None, e.g. a Prometheus counter
 
 
 # --- the model snapshot ----------------------------------------------------------------
-@dataclass
-class Snapshot:
-    """One immutable view of a model: what every request reads exactly once."""
-
-    rec: Any  # fusionrec.models.recommender.Recommender (never mutated after the snapshot is built)
-    model_dir: Path
-    version: str
-    n_items: int
-    popular: np.ndarray  # item indices, most popular first
-    encoders: dict[str, Any] = field(default_factory=dict)  # shared by snapshots of one model
-    _modality: dict[str, np.ndarray] | None = None
-
-    @classmethod
-    def build(cls, rec: Any, model_dir: Path, encoders: dict[str, Any] | None = None) -> Snapshot:
-        meta = rec.meta or {}
-        version = str(meta.get("version") or model_dir.name)
-        if meta.get("trained_at"):  # "version" alone may repeat across retrains
-            version = f"{version}+{meta['trained_at']}"
-        pop = np.asarray(rec.popularity(), dtype=np.float64)[: rec.n_items]
-        popular = np.argsort(-pop, kind="stable")
-        return cls(rec, model_dir, version, rec.n_items, popular, encoders if encoders is not None else {})
-
-    def modality_vectors(self) -> dict[str, np.ndarray]:
-        """Per-modality item vectors, computed once per snapshot (explanations only)."""
-        if self._modality is None:
-            self._modality = {k: np.asarray(v) for k, v in self.rec.modality_vectors().items()}
-        return self._modality
-
-
 class InferenceEngine:
     """Every serving rule, over a model folder written by `fusionrec train`.
 
@@ -234,7 +206,7 @@ class InferenceEngine:
             image / image_base64: the encoded image (PNG, JPEG, WebP), size- and pixel-checked.
         """
         item_id = check_id(item_id, "item_id")
-        joined = self._join_text(text, fields)
+        joined = join_text_fields(text, fields, self.ingest, self.cfg.max_text_chars)
         if title is not None:
             title = check_text(title, "title", self.cfg.max_text_chars)
         if image is None and image_base64 is not None:
@@ -244,7 +216,7 @@ class InferenceEngine:
             if image.stat().st_size > self.cfg.max_image_bytes:
                 raise ServeError(413, "image", f"{image.stat().st_size} bytes > limit {self.cfg.max_image_bytes}")
             image = image.read_bytes()
-        pil = self._open_image(image) if image else None
+        pil = open_image_checked(self.cfg, image) if image else None
         if not joined and pil is None:
             raise ServeError(400, "text", "an item needs text (text or fields) or an image")
         title = title or str((fields or {}).get("title", ""))
@@ -252,72 +224,12 @@ class InferenceEngine:
             snap = self._snap
             if snap.rec.item_index(item_id) is not None:
                 raise ServeError(409, "item_id", f"item {item_id!r} already exists")
-            new, present = self._add(snap, item_id, joined, pil, title)
+            new, present = with_item(snap, item_id, joined, pil, title)
             self._snap = new
             self._added.append({"item_id": item_id, "text": joined, "image": image, "title": title})
         self._observe("add_item", "ok")
         return {"item_id": item_id, "item_idx": new.n_items - 1, "n_items": new.n_items,
                 "modalities": present, "model_version": new.version}
-
-    def _join_text(self, text: str | None, fields: Mapping[str, str] | None) -> str:
-        limit = self.cfg.max_text_chars
-        if fields:
-            if not isinstance(fields, Mapping):
-                raise ServeError(400, "fields", "must be an object of text columns")
-            for key, value in fields.items():
-                check_text(value, f"fields.{key}", limit)
-            import pandas as pd
-
-            from fusionrec.data.catalogue import join_text
-
-            cols = [c for c in self.ingest.text_columns if c in fields] or list(fields)
-            text = str(join_text(pd.DataFrame([dict(fields)]), cols, self.ingest.text_separator).iloc[0])
-        return check_text(text or "", "text", limit).strip()
-
-    def _open_image(self, data: bytes) -> Any:
-        from fusionrec.data.images import ImageRejected, open_rgb_checked
-
-        if len(data) > self.cfg.max_image_bytes:
-            raise ServeError(413, "image", f"{len(data)} bytes > limit {self.cfg.max_image_bytes}")
-        try:
-            return open_rgb_checked(data, self.cfg.max_image_pixels, self.cfg.max_image_bytes)
-        except ImageRejected as exc:
-            raise ServeError(413 if exc.reason == "oversized_image" else 400, "image", exc.detail) from None
-
-    def _encoder(self, snap: Snapshot, key: str) -> Any:
-        """The encoder behind a feature key ("text:minilm"), rebuilt from the model's encoders/ state."""
-        if key not in snap.encoders:
-            from fusionrec.config import FeaturizeConfig
-            from fusionrec.features.registry import get_encoder
-            from fusionrec.features.store import slugify
-            from fusionrec.io import read_json
-
-            name = key.split(":", 1)[1]
-            state = snap.model_dir / "encoders" / slugify(name)
-            spec, normalize = name, True
-            if (state / "encoder.json").is_file():
-                desc = read_json(state / "encoder.json")
-                spec, normalize = desc.get("spec", name), desc.get("normalization", "l2") == "l2"
-            snap.encoders[key] = get_encoder(spec, FeaturizeConfig(normalize=normalize),
-                                             state if state.is_dir() else None)
-        return snap.encoders[key]
-
-    def _add(self, snap: Snapshot, item_id: str, text: str, pil: Any, title: str
-             ) -> tuple[Snapshot, dict[str, bool]]:
-        """Encode one item; return a new snapshot on a copy of the model that holds it (copy-on-write)."""
-        features, masks = {}, {}
-        for key in snap.rec.modalities:
-            modality = key.split(":", 1)[0]
-            if modality == "text" and text:
-                features[key] = self._encoder(snap, key).encode_texts([text])
-                masks[key] = np.ones(1, bool)
-            elif modality == "image" and pil is not None:
-                features[key], masks[key] = self._encoder(snap, key).encode_images([pil])
-        rec = copy.copy(snap.rec)
-        rec.arrays, rec.item_ids, rec.titles = dict(rec.arrays), list(rec.item_ids), list(rec.titles)
-        rec.add_items([item_id], features, masks, titles=[title or ""])
-        present = {key: bool(masks[key][0]) if key in masks else False for key in snap.rec.modalities}
-        return Snapshot.build(rec, snap.model_dir, snap.encoders), present
 
     # --- feedback -------------------------------------------------------------------------
     def feedback(self, user_id: str, item_id: str, event: str, request_id: str | None = None) -> dict[str, Any]:
@@ -369,8 +281,8 @@ class InferenceEngine:
             old = self._snap
             for item in self._added:
                 if fresh.rec.item_index(item["item_id"]) is None:
-                    pil = self._open_image(item["image"]) if item["image"] else None
-                    fresh, _ = self._add(fresh, item["item_id"], item["text"], pil, item["title"] or "")
+                    pil = open_image_checked(self.cfg, item["image"]) if item["image"] else None
+                    fresh, _ = with_item(fresh, item["item_id"], item["text"], pil, item["title"] or "")
             self._snap = fresh
         self._observe("reload", "ok")
         return {"previous_version": old.version, "model_version": fresh.version, "n_items": fresh.n_items,

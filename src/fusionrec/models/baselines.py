@@ -321,9 +321,11 @@ class VBPR(_BPRModel):
     name = "vbpr"
     needs_features = True
 
-    def __init__(self, content_dim: int | None = None, modalities: list[str] | None = None, **kw: Any) -> None:
+    def __init__(self, content_dim: int | None = None, modalities: list[str] | None = None,
+                 content_reg: float | None = None, **kw: Any) -> None:
         super().__init__(**kw)
-        self.content_dim = self.dim // 2 if content_dim is None else int(content_dim)  # the rest is id factors
+        self.content_reg = self.reg if content_reg is None else float(content_reg)  # L2 of E f_i, like g_i
+        self.content_dim = max(self.dim // 4, 1) if content_dim is None else int(content_dim)  # rest: id factors
         if not 0 < self.content_dim < self.dim:
             raise ValueError(f"vbpr: content_dim must be between 1 and dim - 1 = {self.dim - 1}")
         self.modalities = modalities
@@ -334,6 +336,7 @@ class VBPR(_BPRModel):
         feats = torch.as_tensor(content_matrix(features, self.modalities, self.name))  # (n_items, D)
         n_users, n_items = x.shape
         dim, cdim = self.dim - self.content_dim, self.content_dim
+        content_w = self.content_reg / self.reg if self.reg > 0 else 0.0  # l2 is multiplied by reg later
 
         class Visual(torch.nn.Module):
             def __init__(self) -> None:
@@ -351,7 +354,9 @@ class VBPR(_BPRModel):
                 pos, neg = (self.bias[t] + beta[t] + (self.gu[u] * self.gi[t]).sum(-1)
                             + (self.tu[u] * proj[t]).sum(-1) for t in (i, j))
                 params = (self.gu[u], self.tu[u], self.gi[i], self.gi[j])
-                return pos, neg, sum((p.square().sum() for p in params), torch.zeros(())) / len(u)
+                l2 = sum((p.square().sum() for p in params), torch.zeros(()))
+                l2 = l2 + content_w * (proj[i].square().sum() + proj[j].square().sum())
+                return pos, neg, l2 / len(u)
 
             def export(self) -> tuple[torch.Tensor, torch.Tensor]:
                 seen = torch.as_tensor(np.asarray(x.sum(axis=0)).ravel() > 0)[:, None]

@@ -15,15 +15,17 @@ from fusionrec.config import TrainConfig
 
 
 def zscore(scores: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Per-row z-scores, with mean and std taken over the columns where ref is True.
+    """Per-row z-scores, with mean and std taken over the reference columns of each row.
 
     Args:
         scores: (b, n) raw scores.
-        ref: (n,) bool, the reference items (those seen in training).
+        ref: (n,) or (b, n) bool, the reference items (trained, and not already in the history).
     """
-    cols = scores[:, ref] if ref.any() else scores
-    mu = cols.mean(axis=1, keepdims=True)
-    sd = cols.std(axis=1, keepdims=True)
+    ref = np.broadcast_to(ref, scores.shape)
+    count = np.maximum(ref.sum(axis=1, keepdims=True), 1)
+    mu = np.where(ref, scores, 0.0).sum(axis=1, keepdims=True) / count
+    var = np.where(ref, (scores - mu) ** 2, 0.0).sum(axis=1, keepdims=True) / count
+    sd = np.sqrt(var)
     return ((scores - mu) / np.where(sd > 1e-12, sd, 1.0)).astype(np.float32)
 
 

@@ -153,7 +153,7 @@ class FusionNet(nn.Module):
             "user_base": out["users"], "item_e": out["e"], "item_h0": out["h0"],
             "item_vecs": out["items"], "trained": self.trained.to(torch.uint8),
         }
-        if self.cold is not None:
+        if self.cold is not None and self.cold_x is not None:
             vec, bias = self.cold.items(self.cold_x)
             arrays.update(cold_user=self.cold.user.weight, cold_item=vec, cold_bias=bias)
         state = {}

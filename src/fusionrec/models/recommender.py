@@ -89,18 +89,23 @@ class Recommender:
         return _csr(self.arrays["hist_indptr"], self.arrays["hist_indices"], self.n_items)
 
     def _combine(self, neural: np.ndarray, hist: sp.csr_matrix, cold_users: np.ndarray | None) -> np.ndarray:
-        """Blend the parts after per-user normalisation: (b, n) each -> (b, n)."""
+        """Blend the parts after per-user normalisation: (b, n) each -> (b, n).
+
+        The z-scores are taken over the items each user could be recommended (trained, not in
+        the history), so the user's own history items do not stretch the scale of either part.
+        """
         trained = self.arrays["trained"].astype(bool)
-        out = zscore(neural, trained)
+        ref = trained[None, :] & ~(hist.toarray() > 0)  # (b, n)
+        out = zscore(neural, ref)
         w = self.ease_blend
         if w > 0 and "ease" in self.arrays:
             b = self.arrays["ease"]  # (n_e, n_e): the items that existed at training time
             ease = np.zeros_like(neural)
             ease[:, : b.shape[0]] = hist[:, : b.shape[0]] @ b  # (b, n_e) x (n_e, n_e)
-            out = (1 - w) * out + w * zscore(ease, trained)
+            out = (1 - w) * out + w * zscore(ease, ref)
         if cold_users is not None and "cold_item" in self.arrays and not trained.all():
             cold = cold_users @ self.arrays["cold_item"].T + self.arrays["cold_bias"][None, :]  # (b, n)
-            out[:, ~trained] = zscore(cold, trained)[:, ~trained]
+            out[:, ~trained] = zscore(cold, ref)[:, ~trained] - self.config.cold_offset
         return out.astype(np.float32)
 
     def score_users(self, user_idx: np.ndarray, context: pd.DataFrame | None = None) -> np.ndarray:

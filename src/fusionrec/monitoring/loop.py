@@ -164,11 +164,16 @@ def plot_ctr(state: LoopState, path: Path) -> Path:
     ax.plot(xs, [r["ctr"] for r in state.rounds], marker="o", label="click-through (observed)")
     ax.plot(xs, [r["expected_ctr"] for r in state.rounds], ls="--", alpha=0.7, label="click-through (expected)")
     colours = {"shift": "tab:red", "drift_detected": "tab:orange", "promoted": "tab:green", "rejected": "tab:gray"}
+    per_round: dict[int, int] = {}
+    top = ax.get_ylim()[1]
     for ev in state.events:
         if ev["kind"] in colours:
-            ax.axvline(ev["round"] - 0.5, color=colours[ev["kind"]], ls=":", lw=2)
-            ax.text(ev["round"] - 0.45, ax.get_ylim()[1] * 0.97, ev["kind"].replace("_", " "), rotation=90,
-                    va="top", color=colours[ev["kind"]], fontsize=8)
+            nth = per_round.get(ev["round"], 0)  # several events after one round: side by side
+            per_round[ev["round"]] = nth + 1
+            x = ev["round"] - 0.5 + 0.12 * nth
+            ax.axvline(x, color=colours[ev["kind"]], ls=":", lw=2)
+            ax.text(x + 0.03, top, ev["kind"].replace("_", " "), rotation=90, va="top",
+                    color=colours[ev["kind"]], fontsize=8)
     ax.set_xlabel("simulation round")
     ax.set_ylabel("click-through")
     ax.set_title("fusionrec closed loop: click-through over time")

@@ -179,6 +179,11 @@ def retrain(
     run_dir = Path(work_dir) / "runs" / time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
     run_dir.mkdir(parents=True, exist_ok=True)
     new_feedback = feedback[pd.to_numeric(feedback["id"]) > read_watermark(data_dir)]
+    before = read_table(find_table(data_dir, INTERACTIONS_STEM) or Path(), dtype={USER_ID: str, ITEM_ID: str})
+    # a pair the data already held is a re-consumption: the champion trained on it, so it cannot test
+    old_pairs = set(zip(before[USER_ID].astype(str), before[ITEM_ID].astype(str), strict=True))
+    fresh = [p not in old_pairs for p in zip(new_feedback[USER_ID].astype(str), new_feedback[ITEM_ID].astype(str),
+                                             strict=True)]
     merge = merge_feedback(data_dir, feedback)
     record: dict[str, Any] = {"started_at": started, "trigger": trigger, "reason": reason, "run_dir": str(run_dir),
                               "merge": merge.to_dict(), "data_fingerprint": merge.fingerprint}
@@ -188,7 +193,7 @@ def retrain(
         record["kfp"] = submit_kfp(kfp_host, Path(cfg.pipeline_package), data_uri or str(data_dir), champ)
         record["decision"] = {"promote": None, "reason": "submitted to Kubeflow; the pipeline's gate decides"}
         return _finish(record, run_dir, work_dir, started)
-    holdout, organic = cut_holdout(new_feedback, cfg.holdout_share)
+    holdout, organic = cut_holdout(new_feedback[fresh], cfg.holdout_share)
     if holdout.empty:
         record["decision"] = {"promote": False, "reason": "too little new feedback for a holdout; nothing trained"}
         return _finish(record, run_dir, work_dir, started)
@@ -199,7 +204,7 @@ def retrain(
     record["train_wall_s"] = round(time.time() - t0, 2)
     record["challenger_dir"] = str(challenger_dir)
     exposure = None if organic else _exposure(served, holdout)  # organic events: full ranking is fair
-    record.update(_gate(train_data, holdout, challenger_dir, champion_dir, params, exposure))
+    record.update(_gate(data_dir, train_data, holdout, challenger_dir, champion_dir, params, exposure))
     if record["decision"]["promote"]:
         record["promotion"] = _promote(challenger_dir, run_dir, params)
     return _finish(record, run_dir, work_dir, started)
@@ -215,12 +220,17 @@ def _exposure(served: pd.DataFrame | None, holdout: pd.DataFrame, margin_s: floa
     return shown[[USER_ID, ITEM_ID]].drop_duplicates()
 
 
-def _gate(train_data: Path, holdout: pd.DataFrame, challenger: Path, champion: Path | None, params: Params,
+def _gate(data_dir: Path, train_data: Path, holdout: pd.DataFrame, challenger: Path, champion: Path | None,
+          params: Params,
           exposure: pd.DataFrame | None = None) -> dict[str, Any]:
     """Score both models on the holdout (among what users were shown, when known) and ask the gate."""
     from fusionrec.evaluation.gate import HOLDOUT, decide_promotion
 
-    known = read_table(find_table(train_data, INTERACTIONS_STEM) or Path(), dtype={USER_ID: str, ITEM_ID: str})
+    # known = the whole history minus the holdout (not the challenger's possibly shortened copy):
+    # an item a user met long ago is excluded for both models alike
+    known = read_table(find_table(data_dir, INTERACTIONS_STEM) or Path(), dtype={USER_ID: str, ITEM_ID: str})
+    test_pairs = set(zip(holdout[USER_ID].astype(str), holdout[ITEM_ID].astype(str), strict=True))
+    known = known[[p not in test_pairs for p in zip(known[USER_ID].astype(str), known[ITEM_ID].astype(str), strict=True)]]
     items, ks, fp = _catalogue(train_data), list(params.evaluate.ks), holdout_fingerprint(holdout)
     chal = {**holdout_metrics(challenger, known, holdout, items, ks, exposure), HOLDOUT: fp}
     champ = {**holdout_metrics(champion, known, holdout, items, ks, exposure), HOLDOUT: fp} if champion else None
