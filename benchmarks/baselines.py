@@ -91,7 +91,8 @@ def markdown(result: dict[str, Any], peers: dict[str, dict[str, float]]) -> str:
     head = "| baseline | " + " | ".join(c.replace("recall", "R").replace("ndcg", "N").replace("precision", "P")
                                         .replace("mrr", "MRR") for c in COLUMNS)
     lines = ["# fusionrec baselines on ml100k-mm random-811 vs ../shared/bench/peers.md", "",
-             f"Features for vbpr / content-knn: {result['features']}.", "",
+             f"Features for vbpr / content-knn: {result['features']}. Fit seconds are wall time on the machine "
+             "in the footer (a shared, loaded CPU inflates them).", "",
              head + " | peer N@20 | diff N@20 | fit s |", "|---" * (len(COLUMNS) + 4) + "|"]
     for name, res in result["baselines"].items():
         ours = res["test"]

@@ -135,7 +135,10 @@ def test_kill_and_restart_continues_the_same_study(tmp_path: Path) -> None:
     numbers = [t.number for t in study.trials]
     assert len(numbers) > len(before) and numbers[: len(before)] == before
     assert len(set(numbers)) == len(numbers) == numbers[-1] + 1  # no duplicates, no gaps
-    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]  # stale trial failed
+    # The killed trial was failed after its missed heartbeats; only a trial killed before its first
+    # heartbeat (created, nothing suggested yet) can stay RUNNING: optuna cannot tell it from a live one.
+    running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert len(running) <= 1 and not any(t.params for t in running)
 
 
 def test_two_worker_processes_both_contribute(tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ class TrainConfig(Section):
     temperature: float = 0.2  # cosine-score temperature of the softmax losses
     n_negatives: int = 256  # sampled softmax / BPR negatives per positive
     contrastive_weight: float = 0.0  # alignment between modalities
-    lr: float = 1e-2
+    lr: float = 3e-2
     weight_decay: float = 1e-6
     batch_size: int = 256  # rows per step: users (full softmax, no context) or interactions (otherwise)
     epochs: int = 60  # cap; early stopping usually ends sooner
@@ -112,6 +112,7 @@ class TrainConfig(Section):
     ease_lambda: float = 300.0
     ease_blend: float | None = None  # weight of EASE scores; None = chosen on validation; 0 = off
     cold_tower: bool = True  # separate content tower for items never seen in training
+    cold_weight_decay: float = 1e-6  # L2 of the cold tower (content must generalise to unseen items)
     cold_offset: float = 1.0  # z-score handicap of never-trained items ranked among trained ones
     threads: int = 1  # torch CPU threads while training (0 = torch's default); small ops gain nothing from more
 

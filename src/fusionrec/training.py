@@ -227,7 +227,10 @@ def fit(data: TrainData, cfg: TrainConfig, callback: Callback | None = None
     spec = fit_context(data.train, cfg.context_columns) if cfg.context_columns else []
     ctx = encode_context(spec, data.train) if spec else None
     model = build_model(data, cfg, keys, context_dim(spec))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    cold = [p for n, p in model.named_parameters() if n.startswith("cold.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("cold.")]
+    opt = torch.optim.Adam([{"params": rest}, {"params": cold, "weight_decay": cfg.cold_weight_decay}],
+                           lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     train_m = data.train_matrix
     best, best_epoch, best_state, history = -1.0, 0, None, []

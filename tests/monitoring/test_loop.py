@@ -27,7 +27,7 @@ TINY_LOOP = {
 def test_loop_detects_retrains_and_promotes(tmp_path: Path) -> None:
     from fusionrec.monitoring.loop import run_loop
 
-    result = run_loop(tmp_path / "loop", Params(**TINY_LOOP), rounds_before=2, max_shifted=4, rounds_after=2)  # type: ignore[arg-type]
+    result = run_loop(tmp_path / "loop", Params(**TINY_LOOP), rounds_before=2, max_shifted=6, rounds_after=2)  # type: ignore[arg-type]
     kinds = [e["kind"] for e in result["events"]]
     assert kinds[0] == "shift" and "drift_detected" in kinds, kinds
     n = result["numbers"]

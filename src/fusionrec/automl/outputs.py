@@ -1,7 +1,8 @@
 """What a search leaves behind: the chosen trial, trials.csv, importances.json and the plots.
 
-Plots are optuna's own: plotly figures saved as HTML (plotly.js written once, next to them,
-so they open offline) and the matplotlib versions saved as PNG (no kaleido needed).
+Plots are optuna's own: plotly figures saved as self-contained HTML (plotly.js inlined, so a
+file opens offline and on its own, e.g. as a kfp HTML artefact) and the matplotlib versions
+saved as PNG (no kaleido needed).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def write_plots(study: optuna.Study, plots_dir: Path, imps: dict[str, float]) ->
             warnings.simplefilter("ignore", UserWarning)  # matplotlib: a constant parameter's flat axis
             try:
                 html = plots_dir / f"{name}.html"
-                plotly_fig().write_html(html, include_plotlyjs="directory")
+                plotly_fig().write_html(html, include_plotlyjs=True)
                 written.append(html)
             except (ImportError, ValueError, RuntimeError) as exc:
                 log.warning("plot %s (html) skipped: %s", name, exc)

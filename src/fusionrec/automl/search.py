@@ -45,7 +45,7 @@ def _counts(study: Any) -> dict[str, int]:
 def _fail_reasons(study: Any) -> list[str]:
     from optuna.trial import TrialState
 
-    return [f"trial {t.number}: {t.system_attrs.get('fail_reason', 'unknown error')}"
+    return [f"trial {t.number}: {t.user_attrs.get('error', 'unknown error')}"
             for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]
 
 
@@ -80,7 +80,14 @@ def run_search(ingested_dir: Path, features_dir: Path, split_dir: Path, out_dir:
     objective = TrainObjective(Path(ingested_dir), Path(features_dir), Path(split_dir), space, base,
                                cfg.multi_objective)
     t0 = time.perf_counter()
-    run_workers(cfg, storage, objective, max_epochs)
+    try:
+        run_workers(cfg, storage, objective, max_epochs)
+    except BaseException:  # a worker died or Ctrl+C: still leave the outputs of the trials that finished
+        try:
+            summarise(open_study(cfg, storage, max_epochs), cfg, out_dir, storage, time.perf_counter() - t0, notes)
+        except Exception as exc:  # noqa: BLE001  (the original error matters more)
+            log.warning("search outputs not written: %s", exc)
+        raise
     wall = time.perf_counter() - t0
     return summarise(open_study(cfg, storage, max_epochs), cfg, out_dir, storage, wall, notes)
 

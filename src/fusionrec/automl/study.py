@@ -173,7 +173,13 @@ class TrainObjective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {epoch}: valid {METRIC} {metrics[METRIC]:.4f} below the median")
 
-        result = train(data, cfg, report)
+        try:
+            result = train(data, cfg, report)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # optuna logs it but keeps no reason: store one for the summary
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
+            raise
         latency = scoring_latency_ms(result.recommender, data.n_users)
         trial.set_user_attr("latency_ms", latency)
         trial.set_user_attr("best_epoch", result.best_epoch)
@@ -195,14 +201,12 @@ def finished(study: optuna.Study) -> int:
 def _optimize(cfg: SearchConfig, storage_url: str, objective: Objective, n_trials: int, max_epochs: int,
               worker: int, threads: int | None) -> None:
     """One worker: open the study and run up to n_trials trials (spawned processes start here)."""
-    import optuna
     from optuna.study import MaxTrialsCallback
 
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     # A different seed per worker and per resume: seeded samplers would otherwise repeat their proposals.
     probe = open_study(cfg, storage_url, max_epochs)
     seed = cfg.seed + 1009 * worker + 7919 * len(probe.trials)

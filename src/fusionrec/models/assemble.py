@@ -78,6 +78,7 @@ def assemble_recommender(model: FusionNet, data: TrainData, cfg: TrainConfig, in
         _, grid = choose_blend(rec, train, data.valid)
         meta["ease_blend_grid"] = {str(k): v for k, v in grid.items()}
     if rec.ease_blend == 0:
-        rec.arrays.pop("ease", None)  # unused: keep the model folder small    valid = evaluate_scores(rec.score_users, train, data.valid, ks=(10, 20))
+        rec.arrays.pop("ease", None)  # unused: keep the model folder small
+    valid = evaluate_scores(rec.score_users, train, data.valid, ks=(10, 20))
     meta["valid_metrics"] = {k: float(v) for k, v in valid.items() if "@" in k}
     return rec, meta["valid_metrics"]

@@ -137,7 +137,7 @@ class InferenceParts:
             out = {"item_h0": h, "item_e": e,
                    "item_vecs": item_matrix(torch.from_numpy(e), z, tm, self.attention).numpy()}
             if "cold.w.weight" in self.state:
-                x = stack_features(self.encoder().reduce(tf), tm).numpy()  # (b, F)
+                x = stack_features(tf, tm).numpy()  # (b, F)
                 out["cold_item"] = x @ self.state["cold.w.weight"].T  # (b, F) x (F, d)
                 out["cold_bias"] = (x @ self.state["cold.b.weight"].T)[:, 0]
         return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}

@@ -32,12 +32,19 @@ class Exported:
 
 
 class ColdTower(nn.Module):
-    """Linear content tower with a content bias (VBPR's visual terms, without ids)."""
+    """Linear content tower with a content bias, VBPR-style: s = p_u.(W x_i + q_i) + b.x_i + c_i.
 
-    def __init__(self, n_users: int, feat_dim: int, dim: int) -> None:
+    The id terms q_i, c_i (trained items only) absorb what is specific to an item, so the
+    content terms learn what generalises; items never seen in training use the content terms.
+    """
+
+    def __init__(self, n_users: int, n_items: int, feat_dim: int, dim: int) -> None:
         super().__init__()
         self.user = nn.Embedding(n_users, dim)
         nn.init.normal_(self.user.weight, std=0.1)
+        self.item = nn.Embedding(n_items, dim)
+        nn.init.normal_(self.item.weight, std=0.1)
+        self.item_bias = nn.Parameter(torch.zeros(n_items))
         self.w = nn.Linear(feat_dim, dim, bias=False)
         self.b = nn.Linear(feat_dim, 1, bias=False)
 
@@ -84,8 +91,9 @@ class FusionNet(nn.Module):
         self.encoder = ItemEncoder(dims, dim, cfg.fusion, cfg.proj_hidden, self.reduced_dims) if self.n_mod else None
         self.rfeats = self._reduced_features()  # (n, r_m) per modality, fixed
         self.user_head = UserHead(dim, self.n_mod, context_dim, cfg.fusion == "attention" and self.n_mod > 0)
-        self.cold = ColdTower(n_users, sum(self.reduced_dims), dim) if cfg.cold_tower and self.n_mod else None
-        self.cold_x = stack_features(self.rfeats, self.mask) if self.cold is not None else None  # (n, F) fixed
+        # the cold tower reads the full features: its content bias needs every direction (VBPR does the same)
+        self.cold = ColdTower(n_users, n_items, sum(dims), dim) if cfg.cold_tower and self.n_mod else None
+        self.cold_x = stack_features(self.feats, self.mask) if self.cold is not None else None  # (n, F) fixed
 
     def _reduced_features(self) -> list[torch.Tensor]:
         """Fit each wide modality's principal basis on the items that have it; reduce once."""
@@ -142,6 +150,9 @@ class FusionNet(nn.Module):
         """Cold-tower scores (B, n) of the given user indices."""
         assert self.cold is not None and self.cold_x is not None
         vec, bias = self.cold.items(self.cold_x)  # (n, F) -> (n, d), (n,)
+        keep = self.trained.float()
+        vec = vec + self.cold.item.weight * keep[:, None]  # id terms of trained items only
+        bias = bias + self.cold.item_bias * keep
         return self.cold.user(users) @ vec.T + bias[None, :]  # (B, d) x (d, n) + (1, n)
 
     # --- export for inference -------------------------------------------------------
@@ -159,7 +170,8 @@ class FusionNet(nn.Module):
         state = {}
         for name, module in (("encoder", self.encoder), ("user_head", self.user_head), ("cold", self.cold)):
             if module is not None:
-                state.update({f"{name}.{k}": v for k, v in module.state_dict().items() if k != "user.weight"})
+                skip = ("user.weight", "item.weight", "item_bias")  # per-row arrays: exported above or unused
+                state.update({f"{name}.{k}": v for k, v in module.state_dict().items() if k not in skip})
         return Exported(
             arrays={k: v.detach().cpu().numpy() for k, v in arrays.items()},
             state={k: v.detach().cpu().numpy() for k, v in state.items()},

@@ -105,7 +105,8 @@ class Recommender:
             out = (1 - w) * out + w * zscore(ease, ref)
         if cold_users is not None and "cold_item" in self.arrays and not trained.all():
             cold = cold_users @ self.arrays["cold_item"].T + self.arrays["cold_bias"][None, :]  # (b, n)
-            out[:, ~trained] = zscore(cold, ref)[:, ~trained] - self.config.cold_offset
+            both = 0.5 * (out + zscore(cold, ref))  # the full model's content path and the cold tower agree best
+            out[:, ~trained] = both[:, ~trained] - self.config.cold_offset
         return out.astype(np.float32)
 
     def score_users(self, user_idx: np.ndarray, context: pd.DataFrame | None = None) -> np.ndarray:

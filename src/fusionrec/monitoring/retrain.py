@@ -178,12 +178,12 @@ def retrain(
     cfg, started = params.monitor, time.time()
     run_dir = Path(work_dir) / "runs" / time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
     run_dir.mkdir(parents=True, exist_ok=True)
-    new_feedback = feedback[pd.to_numeric(feedback["id"]) > read_watermark(data_dir)]
-    before = read_table(find_table(data_dir, INTERACTIONS_STEM) or Path(), dtype={USER_ID: str, ITEM_ID: str})
-    # a pair the data already held is a re-consumption: the champion trained on it, so it cannot test
-    old_pairs = set(zip(before[USER_ID].astype(str), before[ITEM_ID].astype(str), strict=True))
-    fresh = [p not in old_pairs for p in zip(new_feedback[USER_ID].astype(str), new_feedback[ITEM_ID].astype(str),
-                                             strict=True)]
+    # holdout candidates: feedback on pairs the champion never trained on (a re-consumption of a
+    # training pair would credit the champion for remembering it)
+    old_pairs = _trained_pairs(champion_dir, data_dir, feedback[USER_ID].astype(str).unique())
+    pairs = zip(feedback[USER_ID].astype(str), feedback[ITEM_ID].astype(str), strict=True)
+    fresh = feedback.loc[np.array([p not in old_pairs for p in pairs], dtype=bool)]
+    new_ids = pd.to_numeric(feedback["id"]) > read_watermark(data_dir)
     merge = merge_feedback(data_dir, feedback)
     record: dict[str, Any] = {"started_at": started, "trigger": trigger, "reason": reason, "run_dir": str(run_dir),
                               "merge": merge.to_dict(), "data_fingerprint": merge.fingerprint}
@@ -193,7 +193,7 @@ def retrain(
         record["kfp"] = submit_kfp(kfp_host, Path(cfg.pipeline_package), data_uri or str(data_dir), champ)
         record["decision"] = {"promote": None, "reason": "submitted to Kubeflow; the pipeline's gate decides"}
         return _finish(record, run_dir, work_dir, started)
-    holdout, organic = cut_holdout(new_feedback[fresh], cfg.holdout_share)
+    holdout, organic = cut_holdout(fresh, cfg.holdout_share) if new_ids.any() else (fresh.iloc[0:0], False)
     if holdout.empty:
         record["decision"] = {"promote": False, "reason": "too little new feedback for a holdout; nothing trained"}
         return _finish(record, run_dir, work_dir, started)
@@ -218,6 +218,22 @@ def _exposure(served: pd.DataFrame | None, holdout: pd.DataFrame, margin_s: floa
     users = set(holdout[USER_ID].astype(str))
     shown = served[(pd.to_numeric(served["ts"]) >= start) & served[USER_ID].astype(str).isin(users)]
     return shown[[USER_ID, ITEM_ID]].drop_duplicates()
+
+
+def _trained_pairs(champion: Path | None, data_dir: Path, users: np.ndarray) -> set[tuple[str, str]]:
+    """(user, item) pairs the champion trained on (its `seen`), or the dataset's pairs without one."""
+    if champion is None:
+        data = read_table(find_table(data_dir, INTERACTIONS_STEM) or Path(), dtype={USER_ID: str, ITEM_ID: str})
+        return set(zip(data[USER_ID].astype(str), data[ITEM_ID].astype(str), strict=True))
+    from fusionrec.models.recommender import Recommender
+
+    model = Recommender.load(champion)
+    out: set[tuple[str, str]] = set()
+    for user in users:
+        idx = model.user_index(str(user))
+        if idx is not None:
+            out.update((str(user), model.item_ids[i]) for i in model.seen(idx))
+    return out
 
 
 def _gate(data_dir: Path, train_data: Path, holdout: pd.DataFrame, challenger: Path, champion: Path | None,
