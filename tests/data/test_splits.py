@@ -154,3 +154,14 @@ def test_external_pair_unknown_to_ingest_keeps_the_file_values(ingested, tmp_pat
     assert split.test[schema.TIMESTAMP].tolist() == [123] and split.test[schema.EVENT].tolist() == [""]
     assert split.test[schema.ITEM_IDX].tolist() == [int(ingested.item_index()[new_item])]
     assert split.matrix("test").nnz == 1
+
+
+def test_negative_events_never_become_positives(split_dir: Path, ingested_dir: Path) -> None:
+    split = load_split(split_dir, ingested_dir)
+    row = split.train.iloc[0]
+    before = split.matrix("train")[int(row[schema.USER_IDX]), int(row[schema.ITEM_IDX])]
+    disliked = split.train.copy()
+    disliked.loc[disliked.index[0], schema.EVENT] = "dislike"
+    negative = type(split)(disliked, split.valid, split.test, split.cold_items, split.n_users, split.n_items)
+    assert before == 1.0
+    assert negative.matrix("train")[int(row[schema.USER_IDX]), int(row[schema.ITEM_IDX])] == 0.0

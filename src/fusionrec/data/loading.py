@@ -87,10 +87,16 @@ class Split:
         return frame
 
     def matrix(self, part: str = "train") -> csr_matrix:
-        """The part as a binary user x item matrix (n_users x n_items, float32, duplicates merged)."""
+        """The part's positive interactions as a binary user x item matrix (n_users x n_items, float32).
+
+        Rows whose event is negative (schema.NEGATIVE_EVENTS, e.g. a "dislike" merged from
+        feedback) are not positives: they stay in the frame but never enter the matrix.
+        """
         from scipy.sparse import csr_matrix
 
         frame = self.part(part)
+        if schema.EVENT in frame.columns:
+            frame = frame[~frame[schema.EVENT].isin(schema.NEGATIVE_EVENTS)]
         rows = frame[schema.USER_IDX].to_numpy(dtype=np.int64)
         cols = frame[schema.ITEM_IDX].to_numpy(dtype=np.int64)
         mat = csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(self.n_users, self.n_items))
