@@ -24,6 +24,9 @@ ML100K = Path(os.environ.get("FUSIONREC_ML100K", REPO.parent / "shared" / "datas
 
 from fusionrec.config import DemoConfig, IngestConfig, SplitConfig  # noqa: E402
 
+# Fixtures shared beyond one folder: the tiny trained model, features and service fixtures.
+pytest_plugins = ["tests.serving.serving_fixtures"]
+
 TINY_DEMO = DemoConfig(users=80, items=150, interactions=3000, image_size=32)
 
 

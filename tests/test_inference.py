@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import sys
 import threading
 from pathlib import Path
 
@@ -14,10 +13,6 @@ import pytest
 
 from fusionrec.config import ServeConfig
 from fusionrec.inference import InferenceEngine, ServeError, top_k
-
-pytest.importorskip("fusionrec.training")
-sys.path.insert(0, str(Path(__file__).parent / "serving"))
-from serving_fixtures import *  # noqa: E402, F403  (the shared serving fixtures)
 
 pytestmark = pytest.mark.usefixtures("token")
 

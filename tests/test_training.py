@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.models.model_samples import FAST, colour_data
 
-sys.path.insert(0, str(Path(__file__).parent / "models"))
-sys.path.insert(0, str(Path(__file__).parent / "serving"))
-from model_samples import FAST, colour_data  # noqa: E402
-from serving_fixtures import features_dir  # noqa: E402, F401
-
-from fusionrec.config import TrainConfig  # noqa: E402
-from fusionrec.training import TrainData, run_train, train  # noqa: E402
+from fusionrec.config import TrainConfig
+from fusionrec.training import TrainData, run_train, train
 
 QUICK = FAST.with_overrides(epochs=3, patience=3)
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
-from serving_fixtures import features_dir  # noqa: E402, F401
-
-from fusionrec.cli import app  # noqa: E402
-from fusionrec.config import TrainConfig, dump_config  # noqa: E402
+from fusionrec.cli import app
+from fusionrec.config import TrainConfig, dump_config
 
 runner = CliRunner()
 HELD_OUT = 5  # catalogue items removed from the training part: never trained, still rankable

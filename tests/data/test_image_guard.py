@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from image_samples import huge_png, jpeg_bytes, png_bytes, truncated_jpeg, write
+from tests.data.image_samples import huge_png, jpeg_bytes, png_bytes, truncated_jpeg, write
 
 from fusionrec.data.images import ImageRejected, open_image_checked, open_rgb_checked
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from image_samples import huge_png, jpeg_bytes, png_bytes, truncated_jpeg, write
+from tests.data.image_samples import huge_png, jpeg_bytes, png_bytes, truncated_jpeg, write
 
 from fusionrec import schema
 from fusionrec.config import IngestConfig

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from feature_samples import sample_images, write_catalogue
 from PIL import Image
+from tests.features.feature_samples import sample_images, write_catalogue
 
 from fusionrec.config import FeaturizeConfig
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from feature_samples import cosine
 from PIL import Image
+from tests.features.feature_samples import cosine
 
 from fusionrec.config import FeaturizeConfig
 from fusionrec.features.registry import EncoderError, get_encoder

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from feature_samples import cosine
+from tests.features.feature_samples import cosine
 
 from fusionrec.config import FeaturizeConfig
 from fusionrec.features.registry import EncoderError, NoneEncoder, encoder_modality, get_encoder

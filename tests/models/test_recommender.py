@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from model_samples import FAST, cold_items, colour_data, colour_of_items, features, user_colours
+from tests.models.model_samples import FAST, cold_items, colour_data, colour_of_items, features, user_colours
 
 from fusionrec.evaluation.metrics import evaluate_scores
 from fusionrec.models.recommender import ModelLoadError, Recommender

@@ -9,9 +9,6 @@ import pytest
 
 from fusionrec.config import Params
 
-pytest.importorskip("fusionrec.training")
-pytest.importorskip("bentoml")
-
 TINY_LOOP = {
     "demo": {"users": 80, "items": 150, "interactions": 3000, "image_size": 32, "taste_strength": 2.0},
     "featurize": {"text_encoders": ["tfidf"], "image_encoders": ["color"], "tfidf_dim": 16, "num_workers": 0},

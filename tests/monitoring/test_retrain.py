@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +11,6 @@ import pandas as pd
 import pytest
 
 from fusionrec.config import EvaluateConfig, MonitorConfig, Params
-
-pytest.importorskip("fusionrec.training")
-sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
-from serving_fixtures import features_dir, model_dir  # noqa: E402, F401
 
 
 def _feedback(demo: Path, taste_model, ts0: float, n_per_user: int = 10, seed: int = 0) -> pd.DataFrame:  # noqa: ANN001

@@ -1,3 +1,1 @@
-"""Serving fixtures (defined in serving_fixtures.py, shared with tests/test_inference.py)."""
-
-from serving_fixtures import *  # noqa: F403
+"""Serving fixtures live in tests/serving/serving_fixtures.py, registered for every suite by tests/conftest.py."""
