@@ -5,14 +5,13 @@ encoders/ state: no pickle) with its metadata (version, metrics, training data
 fingerprint, encoders) on the BentoML model, so `bentoml models get fusionrec:latest`
 answers "what is deployed" without loading anything. `serving/bentofile.yaml` then
 builds a bento from `serving/service.py`, which references `<model_name>:latest`.
-BentoML is imported inside `run_package` only: it is this step's storage backend.
+BentoML itself is reached only through the adapter `serving.store`: it is this step's storage backend.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +75,15 @@ def run_package(model_dir: Path, out_dir: Path, cfg: PackageConfig) -> StepResul
     pickles = [str(p) for p in model_dir.rglob("*") if p.suffix in (".pkl", ".pickle", ".pt", ".pth", ".joblib")]
     if pickles:
         raise PackageError(f"{model_dir}: refusing to package pickled files {pickles[:5]}")
-    import bentoml  # only now: importing it fixes its home ($BENTOML_HOME) for this process
+    from serving.store import store_model  # the BentoML adapter
 
     labels = {"framework": "fusionrec", "model_version": str(meta["version"])[:60],
               "fusion": str(meta.get("fusion", ""))}
-    with bentoml.models.create(cfg.model_name, labels=labels, metadata=meta) as ref:
-        shutil.copytree(model_dir, ref.path, dirs_exist_ok=True)
+    tag = store_model(model_dir, cfg.model_name, labels, meta)
     files = [p for p in model_dir.rglob("*") if p.is_file()]
     size_mb = sum(p.stat().st_size for p in files) / 1e6
     store = os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))
-    path = write_json(out_dir / PACKAGE_JSON, {"tag": str(ref.tag), "model_name": cfg.model_name,
+    path = write_json(out_dir / PACKAGE_JSON, {"tag": tag, "model_name": cfg.model_name,
                                                "bentoml_home": store, "metadata": meta})
     return StepResult(metrics={"size_mb": round(size_mb, 3), "n_files": len(files)}, outputs={"package": path})
 

@@ -103,10 +103,11 @@ def test_kfp_trigger_merges_then_submits(tmp_path: Path, monkeypatch: pytest.Mon
     submitted: list[dict] = []
 
     class FakeClient:
-        def __init__(self, host: str) -> None:
+        def __init__(self, host: str, **options: object) -> None:
             self.host = host
 
-        def create_run_from_pipeline_package(self, package: str, arguments: dict, experiment_name: str) -> object:
+        def create_run_from_pipeline_package(self, package: str, arguments: dict, experiment_name: str,
+                                             namespace: str | None = None) -> object:
             submitted.append({"host": self.host, "package": package, "arguments": arguments})
             return type("Run", (), {"run_id": "run-123"})()
 
@@ -117,7 +118,7 @@ def test_kfp_trigger_merges_then_submits(tmp_path: Path, monkeypatch: pytest.Mon
     params = Params(monitor=MonitorConfig(pipeline_package=str(package)))
     record = retrain(data, _feedback(1, FIRST), None, tmp_path / "work", params, trigger="kfp",
                      kfp_host="http://kfp.example:8888", data_uri="s3://bucket/data")
-    assert record["kfp"] == {"run_id": "run-123", "host": "http://kfp.example:8888"}
+    assert record["kfp"] == {"kind": "run", "id": "run-123", "host": "http://kfp.example:8888"}
     assert submitted[0]["arguments"]["data_uri"] == "s3://bucket/data"
     assert record["merge"]["merged"] == 3 and read_watermark(data) == 4
     assert (tmp_path / "work" / "runs.jsonl").read_text().count("run-123") == 1

@@ -121,22 +121,21 @@ def train_local(data_dir: Path, work: Path, params: Params) -> Path:
 
 
 def submit_kfp(host: str, package: Path, data_uri: str, champion_metrics: dict[str, Any]) -> dict[str, str]:
-    """Submit the compiled training pipeline (pipelines room) as one Kubeflow run.
+    """Submit the compiled training pipeline as one Kubeflow run, through the pipelines adapter.
+
+    The library never talks to kfp itself: `pipelines.submit` owns the client (credentials,
+    namespace), as it does for `fusionrec pipeline submit`.
 
     Args:
         data_uri: where the cluster reads the merged dataset (the pipeline's `data_uri`).
         champion_metrics: the champion's holdout metrics (the pipeline's promotion gate input).
     """
-    import kfp
+    from pipelines.submit import submit
 
     if not Path(package).is_file():
         raise RetrainError(f"kfp pipeline package {package} not found; run `fusionrec pipeline compile`")
-    client = kfp.Client(host=host)
-    run = client.create_run_from_pipeline_package(
-        str(package), arguments={"data_uri": data_uri, "champion_metrics": champion_metrics},
-        experiment_name="fusionrec-retrain",
-    )
-    return {"run_id": str(run.run_id), "host": host}
+    return submit(host, {"data_uri": data_uri, "champion_metrics": champion_metrics}, pipeline_file=Path(package),
+                  experiment="fusionrec-retrain")
 
 
 def reload_service(url: str, model: str, token: str | None, timeout: float = 120.0) -> dict[str, Any]:
