@@ -17,7 +17,7 @@ def run_local(data_dir: Path, workdir: Path, pipeline_file: Path = COMPILED, **a
         workdir: kfp.local's pipeline root (task outputs) and workspace.
         arguments: pipeline parameters to override (e.g. trials_per_worker=2).
     Returns:
-        {"pipeline_root": ..., "wall_s": ..., "state": ...}.
+        {"pipeline_root": ..., "wall_s": ..., "state": "SUCCEEDED"} (a failed task raises RuntimeError).
     """
     from kfp import components, local
 
@@ -30,6 +30,6 @@ def run_local(data_dir: Path, workdir: Path, pipeline_file: Path = COMPILED, **a
     )
     pipeline = components.load_component_from_file(str(pipeline_file))
     started = time.perf_counter()
-    task = pipeline(data_uri=str(Path(data_dir).resolve()), **arguments)
-    return {"pipeline_root": str(workdir / "outputs"), "wall_s": time.perf_counter() - started,
-            "state": str(getattr(task, "state", "SUCCEEDED"))}
+    pipeline(data_uri=str(Path(data_dir).resolve()), **arguments)  # raise_on_error: a failed task raises
+    return {"pipeline_root": str(workdir / "outputs"), "wall_s": round(time.perf_counter() - started, 2),
+            "state": "SUCCEEDED"}

@@ -229,8 +229,8 @@ def fit(data: TrainData, cfg: TrainConfig, callback: Callback | None = None
     model = build_model(data, cfg, keys, context_dim(spec))
     cold = [p for n, p in model.named_parameters() if n.startswith("cold.")]
     rest = [p for n, p in model.named_parameters() if not n.startswith("cold.")]
-    opt = torch.optim.Adam([{"params": rest}, {"params": cold, "weight_decay": cfg.cold_weight_decay}],
-                           lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups: list[dict[str, Any]] = [{"params": rest}, {"params": cold, "weight_decay": cfg.cold_weight_decay}]
+    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     train_m = data.train_matrix
     best, best_epoch, best_state, history = -1.0, 0, None, []

@@ -28,8 +28,7 @@ def only(root: Path, pattern: str) -> Path:
     return found[0]
 
 
-@pytest.mark.integration
-@pytest.mark.slow
+@pytest.mark.integration  # ~50 s on 2 idle cores (about 5 min when the cores are shared)
 @pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:Task .* have no effect in the current local runner:UserWarning")
 def test_pipeline_runs_end_to_end_through_kfp_local(demo_dir: Path, tmp_path: Path,

@@ -2,10 +2,11 @@
 
 It holds the final user and item vectors, the small modules that embed new items and
 apply request context, the cold-item content tower and the EASE component. Scores of
-the parts are blended after per-user normalisation (z-scores over the trained items):
+the parts are blended after per-user normalisation (z-scores over the items the user
+could be recommended: trained, not in the history):
 
-    s = (1 - w) z(neural) + w z(EASE)       for items seen in training
-    s = z(cold tower)                       for items never seen (content only)
+    s = (1 - w) z(neural) + w z(EASE)                 for items seen in training
+    s = (s_content + z(cold tower)) / 2 - offset     for items never seen (content only)
 
 Artifacts: `model.safetensors` (arrays + module weights), `config.json` (TrainConfig
 + meta) and the id maps `items.parquet` / `users.parquet`. Loading executes no code.
