@@ -41,8 +41,8 @@ class IngestConfig(Section):
 class DemoConfig(Section):
     seed: int = 7  # everything in the demo dataset derives from this
     users: int = 1000
-    items: int = 2000
-    interactions: int = 50_000
+    items: int = 1000
+    interactions: int = 40_000
     late_item_share: float = 0.1  # share of items that appear only late (cold start)
     late_from: float = 0.8  # late items appear after this fraction of the time range
     image_size: int = 64  # rendered image side in pixels
@@ -131,7 +131,7 @@ class SearchSpace(Section):
     knn_k: list[int] = [0, 10, 20]  # choices; 0 = no item-item kNN graph
     knn_weight: list[float] = [0.0, 1.0]  # [low, high]
     dim: list[int] = [32, 64, 128]  # choices
-    lr: list[float] = [1e-4, 1e-2]  # [low, high], log scale
+    lr: list[float] = [1e-3, 5e-2]  # [low, high], log scale
     weight_decay: list[float] = [1e-8, 1e-4]  # [low, high], log scale
     id_dropout: list[float] = [0.0, 0.6]  # [low, high]
     modality_dropout: list[float] = [0.0, 0.4]  # [low, high]
@@ -169,12 +169,12 @@ SPACE_LOG = ("lr", "weight_decay", "temperature", "ease_lambda")  # ranges sampl
 
 
 class SearchConfig(Section):
-    n_trials: int = 20  # trials this run adds to the study (shared among its workers; 0 = only write outputs)
+    n_trials: int = 8  # trials this run adds to the study (shared among its workers; 0 = only write outputs)
     max_study_trials: int | None = None  # cap on the study's finished trials over all runs (a resumed run stops there)
-    timeout: float | None = None  # seconds per run; None = no time budget
+    timeout: float | None = 150.0  # seconds per run (checked between trials); None = no time budget
     sampler: Literal["tpe", "random", "cmaes"] = "tpe"  # tpe is multivariate; cmaes needs the `cmaes` package
     pruner: Literal["median", "hyperband", "none"] = "median"  # on per-epoch validation NDCG@20
-    prune_startup_trials: int = 5  # median: finished trials before any pruning
+    prune_startup_trials: int = 3  # median: finished trials before any pruning
     prune_warmup_epochs: int = 3  # epochs a trial always runs before it can be pruned
     seed: int = 2026  # sampler seed
     storage: str = ""  # SQLAlchemy URL; empty = sqlite:///<out>/study.db
