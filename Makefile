@@ -48,8 +48,10 @@ test-all: setup
 serve: setup
 	$(BIN)/fusionrec serve
 
+# Benchmarks write JSON + markdown to benchmarks/reports/ (minutes to an hour; ml100k-mm needed for most).
+BENCHMARKS := ingest featurize baselines quality search serving loop
 bench: setup
-	$(BIN)/python -m benchmarks.run_all
+	for b in $(BENCHMARKS); do $(BIN)/python -m benchmarks.$$b || exit 1; done
 
 loop: setup
 	$(BIN)/fusionrec loop
