@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import typer
 
-from fusionrec.cli.app import ParamsOption, app
-from fusionrec.config import ConfigError, DemoConfig, IngestConfig, SplitConfig, load_section
+from fusionrec.cli.app import ParamsOption, app, step_config
+from fusionrec.config import ConfigError, DemoConfig, IngestConfig, SplitConfig
 from fusionrec.io import StepResult
-
-T = TypeVar("T")
 
 
 def _run(step: Callable[[], StepResult], out_dir: Path, what: str) -> StepResult:
@@ -31,22 +28,6 @@ def _run(step: Callable[[], StepResult], out_dir: Path, what: str) -> StepResult
     return result
 
 
-def _section(params: Path, name: str, cls: type[T], **overrides: Any) -> T:
-    from pydantic import ValidationError
-
-    try:
-        cfg = load_section(params, name).with_overrides(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        typer.secho(f"bad {name} option: {problems}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from None
-    except ConfigError as exc:
-        typer.secho(f"bad configuration: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from None
-    assert isinstance(cfg, cls)
-    return cfg
-
-
 @app.command()
 def ingest(
     data_dir: Path = typer.Argument(..., help="dataset folder: items + interactions (csv or parquet)"),
@@ -60,7 +41,7 @@ def ingest(
     from fusionrec.data.ingest import run_ingest
 
     columns = [c.strip() for c in text_columns.split(",") if c.strip()] if text_columns is not None else None
-    cfg = _section(params, "ingest", IngestConfig, text_columns=columns,
+    cfg = step_config(params, "ingest", IngestConfig, text_columns=columns,
                    max_rejected_share=max_rejected_share, check_images=check_images)
     _run(lambda: run_ingest(data_dir, out_dir, cfg), out_dir, "ingest")
 
@@ -78,7 +59,7 @@ def demo_data(
     """Generate the deterministic demo dataset (rendered items, simulated users, ground truth)."""
     from fusionrec.data.demo import run_demo_data
 
-    cfg = _section(params, "demo", DemoConfig, seed=seed, users=users, items=items,
+    cfg = step_config(params, "demo", DemoConfig, seed=seed, users=users, items=items,
                    interactions=interactions, image_size=image_size)
     _run(lambda: run_demo_data(out_dir, cfg), out_dir, "demo-data")
 
@@ -95,5 +76,5 @@ def split(
     """Split interactions into train/valid/test by a protocol, or adopt an external split."""
     from fusionrec.data.splits import run_split
 
-    cfg = _section(params, "split", SplitConfig, protocol=protocol, seed=seed)
+    cfg = step_config(params, "split", SplitConfig, protocol=protocol, seed=seed)
     _run(lambda: run_split(ingested_dir, out_dir, cfg, external=external), out_dir, "split")

@@ -7,23 +7,8 @@ from pathlib import Path
 
 import typer
 
-from fusionrec.cli.app import ParamsOption, app
-from fusionrec.config import ConfigError, EvaluateConfig, load_section
-
-
-def _config(params: Path, baselines: str | None, champion: Path | None) -> EvaluateConfig:
-    """The evaluate section of params.yaml with the command-line overrides; bad values exit 2."""
-    from pydantic import ValidationError
-
-    names = [b.strip() for b in baselines.split(",") if b.strip()] if baselines is not None else None
-    try:
-        cfg = load_section(params, "evaluate").with_overrides(
-            baselines=names, champion=str(champion) if champion is not None else None)
-    except (ValidationError, ConfigError) as exc:
-        typer.secho(f"bad evaluate configuration: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from None
-    assert isinstance(cfg, EvaluateConfig)
-    return cfg
+from fusionrec.cli.app import ParamsOption, app, step_config
+from fusionrec.config import EvaluateConfig
 
 
 @app.command()
@@ -42,7 +27,9 @@ def evaluate(
     from fusionrec.evaluation.evaluator import run_evaluate
     from fusionrec.features.store import FeatureStoreError
 
-    cfg = _config(params, baselines, champion)
+    names = [b.strip() for b in baselines.split(",") if b.strip()] if baselines is not None else None
+    cfg = step_config(params, "evaluate", EvaluateConfig, baselines=names,
+                      champion=str(champion) if champion is not None else None)
     try:
         result = run_evaluate(data, features, split, model, out, cfg)
     except (SplitError, FeatureStoreError, FileNotFoundError, KeyError, ValueError) as exc:

@@ -11,20 +11,10 @@ from pathlib import Path
 
 import typer
 
-from fusionrec.cli.app import ParamsOption, app
-from fusionrec.config import ConfigError, PackageConfig, ServeConfig, load_section
+from fusionrec.cli.app import ParamsOption, app, step_config
+from fusionrec.config import PackageConfig, ServeConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[3]  # serving/ sits next to src/ in the repository
-
-
-def _section(params: Path, name: str) -> PackageConfig | ServeConfig:
-    try:
-        cfg = load_section(params, name)
-    except ConfigError as exc:
-        typer.secho(f"bad configuration: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from None
-    assert isinstance(cfg, PackageConfig | ServeConfig)
-    return cfg
 
 
 @app.command()
@@ -37,7 +27,7 @@ def package(
     """Store a trained model in the BentoML model store ($BENTOML_HOME) with its metadata."""
     from fusionrec.packaging import PackageError, run_package
 
-    cfg = _section(params, "package")
+    cfg = step_config(params, "package", PackageConfig)
     assert isinstance(cfg, PackageConfig)
     if model_name:
         cfg = PackageConfig(**{**cfg.model_dump(), "model_name": model_name})
@@ -65,7 +55,7 @@ def serve(
     params: Path = ParamsOption,
 ) -> None:
     """Run the BentoML service (recommend, similar, add_item, feedback, metadata, reload) until Ctrl-C."""
-    cfg = _section(params, "serve")
+    cfg = step_config(params, "serve", ServeConfig)
     assert isinstance(cfg, ServeConfig)
     env = dict(os.environ)
     if model:
