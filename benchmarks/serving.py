@@ -17,7 +17,6 @@ import argparse
 import csv
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import numpy as np
 
 from benchmarks.report import write_report
 from fusionrec.config import DemoConfig, FeaturizeConfig, SplitConfig, TrainConfig
+from fusionrec.monitoring.loop import stop_service
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (1_700, 20_000, 200_000)
@@ -225,12 +225,7 @@ def bench_http(model: Path, work: Path, rates: tuple[int, ...], duration: int, n
             runs.append({**run, **_server_quantiles(before, _server_buckets(base))})
         return {"items": n_items, "runs": runs}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_service(proc)
         log.close()
 
 
