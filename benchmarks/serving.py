@@ -42,6 +42,7 @@ def train_base(work: Path) -> Path:
     from fusionrec.data.demo import run_demo_data
     from fusionrec.data.ingest import run_ingest
     from fusionrec.data.splits import run_split
+    from fusionrec.features.pipeline import run_featurize
     from fusionrec.training import run_train
 
     model = work / "model-base"
@@ -53,16 +54,7 @@ def train_base(work: Path) -> Path:
     run_ingest(work / "data", work / "ingested", IngestConfig())
     run_split(work / "ingested", work / "split", SplitConfig())
     feats = FeaturizeConfig(text_encoders=["tfidf"], image_encoders=["color"], tfidf_dim=64, num_workers=0)
-    try:
-        from fusionrec.features.pipeline import run_featurize
-    except ImportError:  # the features room's step is not there yet: the tests' hand-made equivalent
-        sys.path.insert(0, str(REPO / "tests" / "serving"))
-        import serving_fixtures
-
-        serving_fixtures.TINY_FEATURES = feats
-        serving_fixtures._featurize_by_hand(work / "ingested", work / "features")
-    else:
-        run_featurize(work / "ingested", work / "features", feats)
+    run_featurize(work / "ingested", work / "features", feats)
     cfg = TrainConfig(text_encoder="tfidf", image_encoder="color", dim=64, epochs=3, patience=1, n_layers=1)
     run_train(work / "ingested", work / "features", work / "split", model, cfg)
     return model

@@ -19,7 +19,6 @@ from fusionrec.config import (
     SPACE_CHOICES,
     SPACE_LOG,
     SPACE_RANGES,
-    FeaturizeConfig,
     SearchConfig,
     SearchSpace,
     TrainConfig,
@@ -152,17 +151,6 @@ def test_two_worker_processes_both_contribute(tmp_path: Path) -> None:
 
 
 # --- a tiny real search ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def features_dir(ingested_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Cheap features of the tiny demo: TF-IDF text and colour histograms."""
-    from fusionrec.features.pipeline import run_featurize
-
-    out = tmp_path_factory.mktemp("features") / "features"
-    run_featurize(ingested_dir, out, FeaturizeConfig(text_encoders=["tfidf"], image_encoders=["color"],
-                                                     tfidf_dim=16, num_workers=0))
-    return out
 
 
 TINY_SPACE = SearchSpace(dim=[16, 32], epochs=[2, 4], n_layers=[0, 2], knn_k=[0, 5], ease_blend_auto=False,

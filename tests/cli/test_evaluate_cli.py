@@ -18,17 +18,6 @@ def _invoke(*args: object):  # noqa: ANN202
 
 
 @pytest.fixture(scope="module")
-def features_dir(ingested_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fusionrec.config import FeaturizeConfig
-    from fusionrec.features.pipeline import run_featurize
-
-    out = tmp_path_factory.mktemp("features") / "features"
-    run_featurize(ingested_dir, out, FeaturizeConfig(text_encoders=["tfidf"], image_encoders=["color"],
-                                                     tfidf_dim=16, num_workers=0, torch_threads=1))
-    return out
-
-
-@pytest.fixture(scope="module")
 def model_dir(ingested_dir: Path, features_dir: Path, split_dir: Path, tmp_path_factory: pytest.TempPathFactory
               ) -> Path:
     from fusionrec.config import TrainConfig

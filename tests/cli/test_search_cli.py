@@ -4,25 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 from typer.testing import CliRunner
 
 from fusionrec.cli import app
-from fusionrec.config import FeaturizeConfig, TrainConfig, load_config_file
+from fusionrec.config import TrainConfig, load_config_file
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def features_dir(ingested_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Cheap features of the tiny demo: TF-IDF text and colour histograms."""
-    from fusionrec.features.pipeline import run_featurize
-
-    out = tmp_path_factory.mktemp("cli-features") / "features"
-    run_featurize(ingested_dir, out, FeaturizeConfig(text_encoders=["tfidf"], image_encoders=["color"],
-                                                     tfidf_dim=16, num_workers=0))
-    return out
 
 
 def _params(tmp_path: Path) -> Path:

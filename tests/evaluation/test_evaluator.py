@@ -69,18 +69,6 @@ def test_fingerprint_changes_with_the_test_set() -> None:
     assert a.fingerprint() != b.fingerprint()
 
 
-@pytest.fixture(scope="module")
-def features_dir(ingested_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Cheap features of the tiny demo (tfidf text, colour-histogram images)."""
-    from fusionrec.config import FeaturizeConfig
-    from fusionrec.features.pipeline import run_featurize
-
-    out = tmp_path_factory.mktemp("features") / "features"
-    run_featurize(ingested_dir, out, FeaturizeConfig(text_encoders=["tfidf"], image_encoders=["color"],
-                                                     tfidf_dim=16, num_workers=0, torch_threads=1))
-    return out
-
-
 def test_run_evaluate_writes_metrics_reports_and_plots(ingested_dir: Path, split_dir: Path, features_dir: Path,
                                                        tmp_path: Path) -> None:
     cfg = EvaluateConfig(baseline_params=FAST_BASELINES)

@@ -1,7 +1,7 @@
 """Serving fixtures: one tiny trained model per session (tfidf text + colour image encoders).
 
-Imported by tests/serving/conftest.py and tests/test_inference.py; the model is trained
-once per process (functools.cache), whichever module asks first.
+Registered for every suite by tests/conftest.py (pytest_plugins); session-scoped, so the
+features and the model are built once per test run, whichever test asks first.
 
 The model is small and fast (a few epochs on the 150-item demo) so every serving test,
 in-process or over HTTP, shares it. Tests that mutate a model copy it first.
@@ -9,13 +9,10 @@ in-process or over HTTP, shares it. Tests that mutate a model copy it first.
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from fusionrec.config import FeaturizeConfig, ServeConfig, TrainConfig
@@ -26,41 +23,13 @@ TINY_TRAIN = TrainConfig(text_encoder="tfidf", image_encoder="color", dim=16, ep
                          n_layers=1, knn_k=5, batch_size=512)
 
 
-def _featurize_by_hand(ingested: Path, out: Path) -> None:
-    """What `run_featurize` writes, for when the features room's step is not importable."""
-    from fusionrec.features.registry import get_encoder
-    from fusionrec.features.store import FeatureMatrix, feature_key, save_feature, slugify, write_manifest
-
-    items = pd.read_parquet(ingested / "items.parquet")
-    entries = {}
-    text = get_encoder("tfidf", TINY_FEATURES)
-    texts = items["text"].fillna("").tolist()
-    text.fit(texts)
-    text.save_state(out / "encoders" / slugify(text.name))
-    image = get_encoder("color", TINY_FEATURES)
-    paths = [p if isinstance(p, str) else None for p in items["image_path"]]
-    img_values, img_mask = image.encode_images([p or b"" for p in paths])
-    for enc, values, mask in ((text, text.encode_texts(texts), items["has_text"].to_numpy(bool)),
-                              (image, img_values, img_mask & np.array([p is not None for p in paths]))):
-        key = feature_key(enc.modality, enc.name)
-        files = save_feature(out, FeatureMatrix(key, enc.modality, enc.name, values, mask))
-        entries[key] = {"modality": enc.modality, "encoder": enc.name, "files": files}
-    write_manifest(out, {"features": entries})
-
-
 @pytest.fixture(scope="session")
 def features_dir(ingested_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _featurize_once(ingested_dir, tmp_path_factory.getbasetemp() / "tiny-features")
+    """The tiny demo featurized with cheap encoders (TF-IDF text, colour histograms); read-only."""
+    from fusionrec.features.pipeline import run_featurize
 
-
-@functools.cache
-def _featurize_once(ingested_dir: Path, out: Path) -> Path:
-    try:
-        from fusionrec.features.pipeline import run_featurize
-    except ImportError:
-        _featurize_by_hand(ingested_dir, out)
-    else:
-        run_featurize(ingested_dir, out, TINY_FEATURES)
+    out = tmp_path_factory.getbasetemp() / "tiny-features"
+    run_featurize(ingested_dir, out, TINY_FEATURES)
     return out
 
 
@@ -68,13 +37,9 @@ def _featurize_once(ingested_dir: Path, out: Path) -> Path:
 def model_dir(ingested_dir: Path, features_dir: Path, split_dir: Path, tmp_path_factory: pytest.TempPathFactory
               ) -> Path:
     """A tiny trained model folder (read-only: copy it before changing it)."""
-    return _train_once(ingested_dir, features_dir, split_dir, tmp_path_factory.getbasetemp() / "tiny-model")
-
-
-@functools.cache
-def _train_once(ingested_dir: Path, features_dir: Path, split_dir: Path, out: Path) -> Path:
     from fusionrec.training import run_train
 
+    out = tmp_path_factory.getbasetemp() / "tiny-model"
     run_train(ingested_dir, features_dir, split_dir, out, TINY_TRAIN)
     return out
 
