@@ -27,16 +27,12 @@ def evaluate(
     from pathlib import Path
 
     from fusionrec.config import EvaluateConfig
-    from fusionrec.evaluation.gate import HOLDOUT, RUN_FILE, decide_promotion
-    from fusionrec.io import read_json, write_json
+    from fusionrec.io import read_json
     from fusionrec.steps import run_evaluate
 
-    eval_cfg = EvaluateConfig(**cfg)
     out = Path(evaluation.path)
-    result = run_evaluate(Path(ingested.path), Path(features.path), Path(split_data.path), Path(model.path), out, eval_cfg)
-    if champion_metrics:  # a champion given as a run parameter replaces run_evaluate's verdict
-        challenger = {**result.metrics, HOLDOUT: read_json(out / RUN_FILE).get(HOLDOUT)}
-        write_json(out / "promotion.json", decide_promotion(challenger, champion_metrics, eval_cfg).to_dict())
+    result = run_evaluate(Path(ingested.path), Path(features.path), Path(split_data.path), Path(model.path), out,
+                          EvaluateConfig(**cfg), champion_metrics=champion_metrics or None)
     promotion = read_json(out / "promotion.json")
     for key, value in result.metrics.items():
         metrics.log_metric(key, value)

@@ -178,9 +178,13 @@ class _Truncated:
 
 
 def run_evaluate(ingested_dir: Path, features_dir: Path | None, split_dir: Path, model_dir: Path | None,
-                 out_dir: Path, cfg: EvaluateConfig) -> StepResult:
+                 out_dir: Path, cfg: EvaluateConfig, champion_metrics: dict[str, Any] | None = None) -> StepResult:
     """Evaluate the trained model (if any) and the baselines on the split's test set; write the reports.
 
+    Args:
+        champion_metrics: the serving model's flat test metrics with their holdout fingerprint
+            (e.g. a kfp run parameter); when absent, `cfg.champion` (an earlier evaluate folder) is
+            the champion, or there is none. The verdict goes to promotion.json.
     Returns:
         StepResult whose metrics are the model's test metrics (or the best baseline's when no model).
     """
@@ -207,7 +211,7 @@ def run_evaluate(ingested_dir: Path, features_dir: Path | None, split_dir: Path,
     outputs.update(write_reports(results, curves, out_dir, cfg))
     step = results.get(MODEL) or max(results.values(), key=lambda r: r["test"].get(cfg.promote_metric, 0.0))
     if MODEL in results:
-        champion = load_champion(cfg.champion) if cfg.champion else None
+        champion = champion_metrics or (load_champion(cfg.champion) if cfg.champion else None)
         decision = decide_promotion({**results[MODEL]["test"], HOLDOUT: fp}, champion, cfg)
         outputs["promotion"] = write_json(out_dir / "promotion.json", decision.to_dict())
     flat = {k: v for k, v in step["test"].items() if isinstance(v, int | float)}
