@@ -93,3 +93,88 @@ def test_run_train_writes_a_model_folder(ingested_dir: Path, features_dir: Path,
         top = np.argsort(-scores)[:10]
         share = np.mean([rec.item_ids[i] in ids for i in top])
         assert share > 1.5 * len(idx) / rec.n_items, colour
+
+
+def _shifted_data() -> tuple[TrainData, np.ndarray]:
+    """colour_data plus, for the colour-0 users, four newest interactions with colour-1 items."""
+    import pandas as pd
+    from tests.models.model_samples import cold_items, colour_of_items, user_colours
+
+    from fusionrec import schema
+
+    data = colour_data()
+    old = data.train.assign(**{schema.TIMESTAMP: data.train.groupby(schema.USER_IDX).cumcount()})
+    rng = np.random.default_rng(5)
+    pool = np.setdiff1d(np.flatnonzero(colour_of_items() == 1), cold_items())
+    shifted = np.flatnonzero(user_colours() == 0)
+    new = pd.DataFrame([(u, int(i), 0, 100 + n) for u in shifted for n, i in enumerate(rng.choice(pool, 4, replace=False))],
+                       columns=[schema.USER_IDX, schema.ITEM_IDX, "hour", schema.TIMESTAMP])
+    data.train = pd.concat([old, new], ignore_index=True)
+    return data, shifted
+
+
+def test_recency_matrix_weighs_each_users_newer_interactions() -> None:
+    data, shifted = _shifted_data()
+    assert (data.recency_matrix(0).data == 1.0).all()
+    m = data.recency_matrix(2.0)
+    row = m[shifted[0]].toarray().ravel()
+    weights = np.sort(row[row > 0])[::-1]  # 12 interactions: newest 1, then 0.5^(1/2), ...
+    assert np.allclose(weights, 0.5 ** (np.arange(12) / 2.0))
+
+
+def test_recency_half_life_lets_a_recent_taste_outvote_a_long_history(tmp_path: Path) -> None:
+    """Users with 8 old colour-0 and 4 new colour-1 interactions: weighting by recency brings colour 1 up."""
+    from tests.models.model_samples import colour_of_items
+
+    from fusionrec.models.recommender import Recommender
+
+    data, shifted = _shifted_data()
+    colour = colour_of_items()
+
+    def colour1_share(rec: Recommender) -> float:
+        scores = rec.score_users(shifted)
+        for r, u in enumerate(shifted):
+            scores[r, rec.seen(int(u))] = -np.inf
+        return float((colour[np.argsort(-scores, axis=1)[:, :5]] == 1).mean())
+
+    cfg = QUICK.with_overrides(epochs=8, patience=8, ease_blend=0.5)
+    plain = train(data, cfg).recommender
+    recent = train(data, cfg.with_overrides(recency_half_life=2.0)).recommender
+    assert colour1_share(recent) > colour1_share(plain) + 0.2
+    # the weighted history EASE reads is saved with the model
+    recent.save(tmp_path / "m")
+    again = Recommender.load(tmp_path / "m")
+    assert np.allclose(again.score_users(shifted), recent.score_users(shifted), atol=1e-5)
+    assert "hist_data" in again.arrays and "hist_data" not in plain.arrays
+
+
+def test_negative_events_train_as_negatives_never_as_positives(demo_dir: Path, features_dir: Path,  # noqa: F811
+                                                               tmp_path: Path) -> None:
+    """A dislike merged from feedback is not a positive target, and the model never offers that item again."""
+    import shutil
+
+    import pandas as pd
+
+    from fusionrec.config import IngestConfig, SplitConfig
+    from fusionrec.steps import run_ingest, run_split
+
+    data = Path(shutil.copytree(demo_dir, tmp_path / "data"))
+    inter = pd.read_csv(data / "interactions.csv", dtype={"user_id": str, "item_id": str})
+    user = inter["user_id"].value_counts().index[0]
+    mine = set(inter.loc[inter["user_id"] == user, "item_id"])
+    disliked = [i for i in sorted(set(inter["item_id"])) if i not in mine][:5]
+    ts = int(inter["timestamp"].max()) + 1
+    extra = pd.DataFrame({"user_id": user, "item_id": disliked, "timestamp": ts, "event": "dislike"})
+    pd.concat([inter, extra.reindex(columns=inter.columns)], ignore_index=True).to_csv(data / "interactions.csv", index=False)
+    run_ingest(data, tmp_path / "ingested", IngestConfig())
+    run_split(tmp_path / "ingested", tmp_path / "split", SplitConfig(protocol="temporal-loo"))
+    td = TrainData.from_dirs(tmp_path / "ingested", features_dir, tmp_path / "split")
+    u = td.user_ids.index(user)
+    cols = [td.item_ids.index(i) for i in disliked]
+    assert td.train_matrix[u, cols].sum() == 0  # never positives
+    assert td.negatives is not None and len(td.negatives) == 5
+    neg = td.negative_matrix(0.0)
+    assert neg is not None and neg[u, cols].sum() == 5
+    cfg = TrainConfig(text_encoder="tfidf", image_encoder="color", dim=16, epochs=2, patience=2, negative_weight=1.0)
+    rec = train(td, cfg).recommender
+    assert set(cols) <= set(rec.seen(u).tolist())  # a disliked item is not recommended again

@@ -45,6 +45,7 @@ class TrainData:
     titles: list[str] | None = None
     cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     fingerprint: str = ""
+    negatives: pd.DataFrame | None = None  # user_idx, item_idx[, timestamp]: negative events (never positives)
 
     @property
     def n_users(self) -> int:
@@ -66,6 +67,22 @@ class TrainData:
     def train_matrix(self) -> sp.csr_matrix:
         return self.matrix(self.train)
 
+    def negative_matrix(self, half_life: float) -> sp.csr_matrix | None:
+        """The negative events as a (n_users, n_items) matrix, recency-weighted like the positives; None if none."""
+        if self.negatives is None or self.negatives.empty:
+            return None
+        return _recency(self.negatives, half_life, self.n_users, self.n_items)
+
+    def recency_matrix(self, half_life: float) -> sp.csr_matrix:
+        """The train matrix with each user's interactions weighted by recency: 0.5^(newer / half_life).
+
+        `newer` counts the user's interactions after this one (by timestamp; file order without
+        one), so the newest weighs 1 whatever the time gaps; half_life <= 0 gives the binary matrix.
+        """
+        if half_life <= 0:
+            return self.train_matrix
+        return _recency(self.train, half_life, self.n_users, self.n_items)
+
     @classmethod
     def from_dirs(cls, ingested_dir: Path | str, features_dir: Path | str, split_dir: Path | str) -> TrainData:
         """Read an ingested folder, a features folder and a split folder (ours or external)."""
@@ -77,14 +94,29 @@ class TrainData:
         feats = {k: (fm.values, fm.mask) for k, fm in load_features(features_dir).items()}
         items = ingested.items
         titles = items["title"].astype(str).tolist() if "title" in items.columns else None
+        train = split.train
+        negative = (train[schema.EVENT].isin(schema.NEGATIVE_EVENTS).to_numpy() if schema.EVENT in train.columns
+                    else np.zeros(len(train), bool))
         data = cls(
-            train=split.train, valid=split.matrix("valid"), test=split.matrix("test"), features=feats,
+            train=train[~negative].reset_index(drop=True), negatives=train[negative].reset_index(drop=True),
+            valid=split.matrix("valid"), test=split.matrix("test"), features=feats,
             item_ids=items[schema.ITEM_ID].astype(str).tolist(),
             user_ids=ingested.users[schema.USER_ID].astype(str).tolist(), titles=titles,
             cold_items=np.asarray(split.cold_items, dtype=np.int64),
         )
         data.fingerprint = fingerprint(data)
         return data
+
+
+def _recency(frame: pd.DataFrame, half_life: float, n_users: int, n_items: int) -> sp.csr_matrix:
+    """(n_users, n_items) matrix of 0.5^(newer / half_life) per row of frame (1 when half_life <= 0)."""
+    order = frame.sort_values(schema.TIMESTAMP, kind="stable") if schema.TIMESTAMP in frame.columns else frame
+    newer = order.groupby(schema.USER_IDX).cumcount(ascending=False).to_numpy(np.float64)
+    values = 0.5 ** (newer / half_life) if half_life > 0 else np.ones(len(order))
+    rows, cols = order[schema.USER_IDX].to_numpy(np.int64), order[schema.ITEM_IDX].to_numpy(np.int64)
+    m = sp.csr_matrix((values, (rows, cols)), shape=(n_users, n_items))
+    m.sum_duplicates()  # a pair met twice: both weights count
+    return m.astype(np.float32)
 
 
 @dataclass
@@ -142,7 +174,8 @@ def build_model(data: TrainData, cfg: TrainConfig, keys: list[str], context_dim:
     feats = [data.features[k][0] for k in keys]
     mask = np.stack([data.features[k][1].astype(bool) for k in keys], 1) if keys else np.zeros((data.n_items, 0), bool)
     trained = np.asarray(train.sum(axis=0)).ravel() > 0
-    adj = normalized_adjacency(train) if cfg.n_layers > 0 else None
+    weighted = cfg.recency_half_life > 0  # recent interactions weigh more in the graph as in the loss
+    adj = normalized_adjacency(data.recency_matrix(cfg.recency_half_life), weighted) if cfg.n_layers > 0 else None
     knn = None
     if cfg.knn_k > 0 and cfg.knn_weight > 0 and keys:
         knn = knn_graph([data.features[k] for k in keys], cfg.knn_k)
@@ -175,8 +208,8 @@ def user_rows(cfg: TrainConfig, ctx: np.ndarray | None) -> bool:
 
 
 def iter_batches(data: TrainData, cfg: TrainConfig, ctx: np.ndarray | None, train_m: sp.csr_matrix,
-                 rng: np.random.Generator) -> Iterator[Batch]:
-    """Shuffled batches: users with multi-hot targets, or interactions (+ context)."""
+                 rng: np.random.Generator, neg_m: sp.csr_matrix | None = None) -> Iterator[Batch]:
+    """Shuffled batches: users with (weighted) multi-hot targets and negatives, or interactions (+ context)."""
     import torch
 
     from fusionrec.models.objective import Batch
@@ -186,7 +219,8 @@ def iter_batches(data: TrainData, cfg: TrainConfig, ctx: np.ndarray | None, trai
         for start in range(0, len(users), cfg.batch_size):
             b = users[start : start + cfg.batch_size]
             targets = torch.from_numpy(train_m[b].toarray())  # (B, n) multi-hot
-            yield Batch(users=torch.from_numpy(b.astype(np.int64)), targets=targets)
+            negatives = torch.from_numpy(neg_m[b].toarray()) if neg_m is not None else None
+            yield Batch(users=torch.from_numpy(b.astype(np.int64)), targets=targets, negatives=negatives)
         return
     users = data.train[schema.USER_IDX].to_numpy(np.int64)
     items = data.train[schema.ITEM_IDX].to_numpy(np.int64)
@@ -233,10 +267,12 @@ def fit(data: TrainData, cfg: TrainConfig, callback: Callback | None = None
     opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     train_m = data.train_matrix
+    target_m = data.recency_matrix(cfg.recency_half_life)  # the softmax targets (binary when off)
+    neg_m = data.negative_matrix(cfg.recency_half_life) if cfg.negative_weight > 0 else None
     best, best_epoch, best_state, history = -1.0, 0, None, []
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        batches = iter_batches(data, cfg, ctx, train_m, rng)
+        batches = iter_batches(data, cfg, ctx, target_m, rng, neg_m)
         row: dict[str, float] = {"epoch": epoch, **run_epoch(model, opt, batches, gen)}
         metrics = evaluate_scores(neural_scorer(model), train_m, data.valid, ks=EVAL_KS)
         row.update({k: float(v) for k, v in metrics.items() if "@" in k}, seconds=time.perf_counter() - t0)

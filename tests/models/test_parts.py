@@ -111,3 +111,18 @@ def test_context_encoding_is_standardised_and_one_hot() -> None:
     assert out.shape == (1, 1 + 3) and out[0, 0] == pytest.approx(0.0) and out[0, -1] == 1.0  # unknown -> other
     with pytest.raises(ValueError, match="context column 'nope'"):
         fit_context(frame, ["nope"])
+
+
+def test_weighted_ease_and_adjacency_use_the_values() -> None:
+    x = _x()
+    assert np.allclose(ease_weights(x, 2.0, weighted=True), ease_weights(x, 2.0), atol=1e-6)  # ones: as binary
+    w = x.multiply(np.array([[1.0, 0.5, 0.25, 0.125]], dtype=np.float32)).tocsr()
+    dense = w.toarray().astype(np.float64)
+    p = np.linalg.inv(dense.T @ dense + 2.0 * np.eye(4))
+    expected = np.eye(4) - p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    assert np.allclose(ease_weights(w, 2.0, weighted=True), expected, atol=1e-5)
+    assert np.allclose(ease_weights(w, 2.0), ease_weights(x, 2.0), atol=1e-6)  # unweighted: any value counts as 1
+    adj = normalized_adjacency(w, weighted=True).to_dense()
+    assert torch.allclose(adj, adj.T)
+    assert adj[0, 4].item() == pytest.approx(1.0 / np.sqrt(1.5 * 2.0))  # user 0: 1 + 0.5; item 0: 1 + 1

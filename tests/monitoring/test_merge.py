@@ -94,6 +94,21 @@ def test_holdout_and_training_copy(tmp_path: Path) -> None:
     assert json.loads((data / WATERMARK).read_text())["last_feedback_id"] == 40
 
 
+def test_holdout_prefers_organic_events_and_needs_min_rows() -> None:
+    rows = [(f"u{i % 7}", f"i{i}", "click", 1000.0 + i) for i in range(100)]
+    fb = _feedback(1, rows)
+    fb["request_id"] = [None if i % 10 == 0 else f"r{i}" for i in range(100)]  # 10% organic
+    holdout, organic = cut_holdout(fb, share=0.5, min_rows=5)
+    assert organic and len(holdout) == 5 and set(holdout["item_id"]) == {"i50", "i60", "i70", "i80", "i90"}
+    # a few organic events are enough to choose the source: too few for min_rows gives no holdout
+    # (never clicks on what the champion chose to show, which would favour the champion)
+    holdout, organic = cut_holdout(fb, share=0.5, min_rows=6)
+    assert organic and holdout.empty
+    fb["request_id"] = [None if i == 0 else f"r{i}" for i in range(100)]  # 1% organic: served clicks
+    holdout, organic = cut_holdout(fb, share=0.5, min_rows=6)
+    assert not organic and len(holdout) == 50
+
+
 def test_kfp_trigger_merges_then_submits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import kfp
 
@@ -120,5 +135,6 @@ def test_kfp_trigger_merges_then_submits(tmp_path: Path, monkeypatch: pytest.Mon
                      kfp_host="http://kfp.example:8888", data_uri="s3://bucket/data")
     assert record["kfp"] == {"kind": "run", "id": "run-123", "host": "http://kfp.example:8888"}
     assert submitted[0]["arguments"]["data_uri"] == "s3://bucket/data"
+    assert submitted[0]["arguments"]["split_cfg"]["protocol"] == params.monitor.retrain_split  # the challenger's split
     assert record["merge"]["merged"] == 3 and read_watermark(data) == 4
     assert (tmp_path / "work" / "runs.jsonl").read_text().count("run-123") == 1

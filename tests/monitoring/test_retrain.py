@@ -76,3 +76,26 @@ def test_equal_challenger_is_promoted_and_packaged(data_copy: Path, model_dir: P
                     trainer=lambda *_: pytest.fail("nothing new to train on"))
     assert again["merge"]["new_events"] == 0
     assert again["decision"]["promote"] is False
+
+
+def test_too_small_a_holdout_trains_nothing_and_says_why(data_copy: Path, model_dir: Path, taste_model,  # noqa: ANN001, F811
+                                                          tmp_path: Path) -> None:
+    from fusionrec.monitoring.retrain import retrain
+
+    fb = _feedback(data_copy, taste_model, ts0=2e9, n_per_user=2)
+    params = PARAMS.model_copy(update={"monitor": PARAMS.monitor.with_overrides(min_holdout=len(fb))})
+    record = retrain(data_copy, fb, model_dir, tmp_path / "work", params,
+                     trainer=lambda *_: pytest.fail("a holdout this small cannot gate a challenger"))
+    assert record["merge"]["merged"] > 0 and record["decision"]["promote"] is False
+    assert "monitor.min_holdout" in record["decision"]["reason"]
+
+
+def test_challenger_params_lay_the_retrain_settings_over() -> None:
+    from fusionrec.monitoring.retrain import challenger_params
+
+    params = Params(monitor=MonitorConfig(retrain_split="temporal-loo", retrain_half_life=5.0))
+    chal = challenger_params(params)
+    assert chal.split.protocol == "temporal-loo" and chal.train.recency_half_life == 5.0
+    assert params.split.protocol == "random-811" and params.train.recency_half_life == 0.0
+    same = challenger_params(Params(monitor=MonitorConfig(retrain_split="", retrain_half_life=0.0)))
+    assert same == Params(monitor=MonitorConfig(retrain_split="", retrain_half_life=0.0))

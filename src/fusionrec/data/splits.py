@@ -11,6 +11,9 @@ Protocols (SplitConfig.protocol):
   `valid_share` before them to valid.
 - `cold-items`: `test_share` of the items are held out of train entirely; their interactions
   split at random between valid and test (`cold_items.json` lists them).
+
+Negative events (schema.NEGATIVE_EVENTS, e.g. a dislike merged from feedback) stay in train
+under every protocol: the protocol places the positive interactions only.
 """
 
 from __future__ import annotations
@@ -105,7 +108,13 @@ def assign_parts(inter: pd.DataFrame, cfg: SplitConfig) -> tuple[np.ndarray, np.
 def split_frames(ingested: Ingested, cfg: SplitConfig) -> Split:
     """The in-memory split of an ingested dataset (rows keep their ingested order)."""
     inter = ingested.interactions.reset_index(drop=True)
-    labels, cold = assign_parts(inter, cfg)
+    # negative events (a dislike merged from feedback) are training signal, never a held-out target
+    negative = (inter[schema.EVENT].isin(schema.NEGATIVE_EVENTS).to_numpy() if schema.EVENT in inter.columns
+                else np.zeros(len(inter), bool))
+    labels = np.zeros(len(inter), dtype=np.int8)
+    positive = np.flatnonzero(~negative)
+    labels[positive], cold = assign_parts(inter.iloc[positive].reset_index(drop=True), cfg)
+    labels[negative & np.isin(inter[schema.ITEM_IDX].to_numpy(), cold)] = VALID  # cold items stay out of train
     parts = {name: inter[labels == k].reset_index(drop=True) for k, name in enumerate(schema.SPLIT_PARTS)}
     return Split(**parts, cold_items=cold, n_users=ingested.n_users, n_items=ingested.n_items)
 

@@ -18,10 +18,13 @@ if TYPE_CHECKING:
 BLEND_GRID = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 11))
 
 
-def _csr_arrays(m: sp.csr_matrix, prefix: str) -> dict[str, np.ndarray]:
+def _csr_arrays(m: sp.csr_matrix, prefix: str, weighted: bool = False) -> dict[str, np.ndarray]:
     m = sp.csr_matrix(m)
     m.sort_indices()
-    return {f"{prefix}_indptr": m.indptr.astype(np.int64), f"{prefix}_indices": m.indices.astype(np.int32)}
+    out = {f"{prefix}_indptr": m.indptr.astype(np.int64), f"{prefix}_indices": m.indices.astype(np.int32)}
+    if weighted:
+        out[f"{prefix}_data"] = m.data.astype(np.float32)
+    return out
 
 
 def choose_blend(rec: Recommender, train: sp.csr_matrix, valid: sp.csr_matrix, metric: str = "ndcg@20"
@@ -54,14 +57,20 @@ def assemble_recommender(model: FusionNet, data: TrainData, cfg: TrainConfig, in
     keys: list[str] = info["keys"]
     arrays = dict(exported.arrays)
     arrays["popularity"] = np.asarray(train.sum(axis=0), dtype=np.float32).ravel()
-    arrays.update(_csr_arrays(train, "hist"))
-    arrays.update(_csr_arrays(train + data.valid, "seen"))
+    # the history EASE reads: recency-weighted like the training targets when recency_half_life > 0
+    hist = data.recency_matrix(cfg.recency_half_life)
+    arrays.update(_csr_arrays(hist, "hist", weighted=cfg.recency_half_life > 0))
+    negatives = data.negative_matrix(0.0)
+    seen = train + data.valid  # what a user met is not offered again, a disliked item neither
+    if negatives is not None:
+        seen = seen + negatives
+    arrays.update(_csr_arrays(seen, "seen"))
     for k in keys:
         arrays[f"feat::{k}"] = np.asarray(data.features[k][0], dtype=np.float32)
         arrays[f"mask::{k}"] = np.asarray(data.features[k][1], dtype=np.uint8)
     use_ease = cfg.ease_blend is None or cfg.ease_blend > 0
     if use_ease:
-        arrays["ease"] = ease_weights(train, cfg.ease_lambda)
+        arrays["ease"] = ease_weights(hist, cfg.ease_lambda, weighted=cfg.recency_half_life > 0)
     meta: dict[str, Any] = {
         "version": getattr(fusionrec, "__version__", "0"),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -13,11 +13,12 @@ import scipy.sparse as sp
 MAX_EASE_ITEMS = 30_000  # the Gram matrix is dense: n_items^2 floats
 
 
-def ease_weights(train: sp.csr_matrix, lam: float = 300.0) -> np.ndarray:
-    """Fit the EASE item-item matrix on a binary user x item matrix.
+def ease_weights(train: sp.csr_matrix, lam: float = 300.0, weighted: bool = False) -> np.ndarray:
+    """Fit the EASE item-item matrix on a user x item matrix.
 
     Args:
-        train: (n_users, n_items) interactions, any positive value counts as 1.
+        train: (n_users, n_items) interactions; any positive value counts as 1 unless `weighted`.
+        weighted: fit on the values as they are (e.g. recency weights).
         lam: L2 regularisation on the diagonal of the Gram matrix.
 
     Returns:
@@ -29,7 +30,8 @@ def ease_weights(train: sp.csr_matrix, lam: float = 300.0) -> np.ndarray:
             f"EASE needs a dense {n_items} x {n_items} matrix; more than {MAX_EASE_ITEMS} items is "
             "too large. Set train.ease_blend to 0 to turn the EASE component off."
         )
-    x = (train > 0).astype(np.float64 if n_items <= 8000 else np.float32)
+    dtype = np.float64 if n_items <= 8000 else np.float32
+    x = sp.csr_matrix(train, dtype=dtype) if weighted else (train > 0).astype(dtype)
     gram = np.asarray((x.T @ x).todense())  # (n, n)
     diag = np.diag_indices(n_items)
     gram[diag] += lam

@@ -61,16 +61,17 @@ def sym_normalize(a: sp.spmatrix) -> sp.csr_matrix:
     return (d @ a @ d).tocsr()
 
 
-def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
+def normalized_adjacency(train: sp.csr_matrix, weighted: bool = False) -> torch.Tensor:
     """LightGCN's normalised bipartite adjacency.
 
     Args:
         train: (n_users, n_items) interactions.
+        weighted: keep the values as edge weights (e.g. recency); otherwise every edge weighs 1.
 
     Returns:
         (n_users + n_items, n_users + n_items) sparse torch tensor (symmetric), users first.
     """
-    r = (train > 0).astype(np.float32)
+    r = sp.csr_matrix(train, dtype=np.float32) if weighted else (train > 0).astype(np.float32)
     a = sp.bmat([[None, r], [r.T, None]], format="csr")  # (U+I, U+I)
     return _to_torch(sym_normalize(a))
 

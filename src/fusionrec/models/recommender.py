@@ -33,8 +33,8 @@ class ModelLoadError(ValueError):
     """A model folder that cannot be loaded; the message names the file."""
 
 
-def _csr(indptr: np.ndarray, indices: np.ndarray, n_items: int) -> sp.csr_matrix:
-    data = np.ones(len(indices), dtype=np.float32)
+def _csr(indptr: np.ndarray, indices: np.ndarray, n_items: int, data: np.ndarray | None = None) -> sp.csr_matrix:
+    data = np.ones(len(indices), dtype=np.float32) if data is None else data
     return sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_items))
 
 
@@ -87,7 +87,8 @@ class Recommender:
 
     # --- scoring --------------------------------------------------------------------
     def _history(self) -> sp.csr_matrix:
-        return _csr(self.arrays["hist_indptr"], self.arrays["hist_indices"], self.n_items)
+        """Training history (users, items); recency weights when the model was trained with them."""
+        return _csr(self.arrays["hist_indptr"], self.arrays["hist_indices"], self.n_items, self.arrays.get("hist_data"))
 
     def _combine(self, neural: np.ndarray, hist: sp.csr_matrix, cold_users: np.ndarray | None) -> np.ndarray:
         """Blend the parts after per-user normalisation: (b, n) each -> (b, n).

@@ -148,22 +148,29 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame) -> MergeResult:
     )
 
 
+ORGANIC_SHARE = 0.05  # organic events at least this share of the positives: the holdout uses only them
+
+
 def cut_holdout(feedback: pd.DataFrame, share: float, min_rows: int = 20) -> tuple[pd.DataFrame, bool]:
     """The common holdout: the newest `share` of the positive feedback events given.
 
-    Organic events (no request_id: what users found on their own) are preferred when there are
-    enough: they are not selected by the serving model, so a full ranking on them does not favour
-    the champion. Both models are scored on the holdout; the challenger never trains on it.
+    Organic events (no request_id: what users found on their own) are used whenever they are a
+    real part of the traffic (ORGANIC_SHARE of the positives): they are not selected by the
+    serving model, so a full ranking on them does not favour the champion, while clicks on what
+    the champion chose to show would. Only a service without organic traffic gates on all
+    positives (ranked among what was shown, see retrain.holdout_metrics). Both models are scored
+    on the holdout; the challenger never trains on it.
 
     Args:
         feedback: the feedback rows merged in this run (id, user_id, item_id, event, ts, request_id).
+        min_rows: a smaller holdout cannot tell two models apart: below it the result is empty.
 
     Returns:
         (rows user_id, item_id, timestamp, event; True when organic). Empty below min_rows.
     """
     pos = feedback[~feedback[EVENT].astype(str).str.lower().isin(NEGATIVE_EVENTS)]
     organic = pos[pos["request_id"].isna()] if "request_id" in pos.columns else pos.iloc[0:0]
-    is_organic = round(len(organic) * share) >= min_rows
+    is_organic = len(organic) > 0 and len(organic) >= ORGANIC_SHARE * len(pos)
     base = (organic if is_organic else pos).sort_values("ts", kind="stable")
     n = int(round(len(base) * share))
     rows = base.iloc[len(base) - n :] if n >= min_rows else base.iloc[0:0]

@@ -120,7 +120,8 @@ def train_local(data_dir: Path, work: Path, params: Params) -> Path:
     return work / "model"
 
 
-def submit_kfp(host: str, package: Path, data_uri: str, champion_metrics: dict[str, Any]) -> dict[str, str]:
+def submit_kfp(host: str, package: Path, data_uri: str, champion_metrics: dict[str, Any],
+               params: Params | None = None) -> dict[str, str]:
     """Submit the compiled training pipeline as one Kubeflow run, through the pipelines adapter.
 
     The library never talks to kfp itself: `pipelines.submit` owns the client (credentials,
@@ -129,13 +130,17 @@ def submit_kfp(host: str, package: Path, data_uri: str, champion_metrics: dict[s
     Args:
         data_uri: where the cluster reads the merged dataset (the pipeline's `data_uri`).
         champion_metrics: the champion's holdout metrics (the pipeline's promotion gate input).
+        params: when given, its split and train sections go in as the run's `split_cfg` and
+            `train_cfg` (the challenger's settings, see `challenger_params`).
     """
     from pipelines.submit import submit
 
     if not Path(package).is_file():
         raise RetrainError(f"kfp pipeline package {package} not found; run `fusionrec pipeline compile`")
-    return submit(host, {"data_uri": data_uri, "champion_metrics": champion_metrics}, pipeline_file=Path(package),
-                  experiment="fusionrec-retrain")
+    arguments: dict[str, Any] = {"data_uri": data_uri, "champion_metrics": champion_metrics}
+    if params is not None:
+        arguments.update(split_cfg=params.split.model_dump(mode="json"), train_cfg=params.train.model_dump(mode="json"))
+    return submit(host, arguments, pipeline_file=Path(package), experiment="fusionrec-retrain")
 
 
 def reload_service(url: str, model: str, token: str | None, timeout: float = 120.0) -> dict[str, Any]:
@@ -189,17 +194,20 @@ def retrain(
     if trigger == "kfp":
         champ = json.loads((Path(champion_dir) / "holdout_metrics.json").read_text()) if champion_dir and (
             Path(champion_dir) / "holdout_metrics.json").is_file() else {}
-        record["kfp"] = submit_kfp(kfp_host, Path(cfg.pipeline_package), data_uri or str(data_dir), champ)
+        record["kfp"] = submit_kfp(kfp_host, Path(cfg.pipeline_package), data_uri or str(data_dir), champ,
+                                   challenger_params(params))
         record["decision"] = {"promote": None, "reason": "submitted to Kubeflow; the pipeline's gate decides"}
         return _finish(record, run_dir, work_dir, started)
-    holdout, organic = cut_holdout(fresh, cfg.holdout_share) if new_ids.any() else (fresh.iloc[0:0], False)
+    holdout, organic = (cut_holdout(fresh, cfg.holdout_share, cfg.min_holdout) if new_ids.any()
+                        else (fresh.iloc[0:0], False))
     if holdout.empty:
-        record["decision"] = {"promote": False, "reason": "too little new feedback for a holdout; nothing trained"}
+        record["decision"] = {"promote": False, "reason": f"too little new feedback for a holdout of at least "
+                              f"{cfg.min_holdout} rows (monitor.min_holdout); nothing trained"}
         return _finish(record, run_dir, work_dir, started)
     holdout.to_parquet(run_dir / HOLDOUT_FILE, index=False)
     train_data = training_copy(data_dir, holdout, run_dir / "data", cfg.recent_per_user)
     t0 = time.time()
-    challenger_dir = trainer(train_data, run_dir, params)
+    challenger_dir = trainer(train_data, run_dir, challenger_params(params))
     record["train_wall_s"] = round(time.time() - t0, 2)
     record["challenger_dir"] = str(challenger_dir)
     exposure = None if organic else _exposure(served, holdout)  # organic events: full ranking is fair
@@ -207,6 +215,21 @@ def retrain(
     if record["decision"]["promote"]:
         record["promotion"] = _promote(challenger_dir, run_dir, params)
     return _finish(record, run_dir, work_dir, started)
+
+
+def challenger_params(params: Params) -> Params:
+    """params for training the challenger: the monitor's retrain_split and retrain_half_life laid over.
+
+    After a drift the newest interactions say most about the present: validating on them (a
+    temporal split) picks the epoch and the EASE blend that predict it, and recency weights let
+    them outvote a long history.
+    """
+    cfg, update = params.monitor, {}
+    if cfg.retrain_split:
+        update["split"] = params.split.with_overrides(protocol=cfg.retrain_split)
+    if cfg.retrain_half_life > 0:
+        update["train"] = params.train.with_overrides(recency_half_life=cfg.retrain_half_life)
+    return params.model_copy(update=update)
 
 
 def _exposure(served: pd.DataFrame | None, holdout: pd.DataFrame, margin_s: float = 60.0) -> pd.DataFrame | None:
