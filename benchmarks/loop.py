@@ -21,7 +21,7 @@ from benchmarks.report import REPORTS, write_report
 from fusionrec.config import load_params
 
 
-def markdown(n: dict[str, Any]) -> str:
+def markdown(n: dict[str, Any], name: str = "loop") -> str:
     """The summary table of one loop run."""
     def fmt(v: Any) -> str:
         return "n/a" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
@@ -30,7 +30,10 @@ def markdown(n: dict[str, Any]) -> str:
     target = "met" if recovery is not None and recovery >= 0.9 else "NOT met"
     gate = n.get("gate") or {}
     rows = [
+        ("organic finds per user and round (simulate.organic; the feedback not chosen by the model)",
+         fmt(n.get("organic_per_round"))),
         ("feedback events until drift detected (after the shift)", fmt(n.get("events_until_detection"))),
+        ("feedback events until the promotion (after the shift)", fmt(n.get("events_until_promotion"))),
         ("click-through before the shift", fmt(n.get("ctr_before_shift"))),
         ("click-through after the shift (old model)", fmt(n.get("ctr_after_shift"))),
         ("click-through after the promotion", fmt(n.get("ctr_after_promotion"))),
@@ -43,7 +46,8 @@ def markdown(n: dict[str, Any]) -> str:
         ("whole loop wall time, s", fmt(n.get("wall_s"))),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return f"# Closed loop (`fusionrec loop`)\n\n| measure | value |\n|---|---|\n{table}\n\n![CTR over time](loop_ctr.png)\n"
+    return (f"# Closed loop (`fusionrec loop`)\n\n| measure | value |\n|---|---|\n{table}\n\n"
+            f"![CTR over time]({name}_ctr.png)\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,20 +58,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds-before", type=int, default=4)
     ap.add_argument("--max-shifted", type=int, default=10)
     ap.add_argument("--rounds-after", type=int, default=4)
+    ap.add_argument("--organic", type=int, default=None,
+                    help="organic finds per user and round (simulate.organic); the report is then loop_organic<N>")
     args = ap.parse_args(argv)
 
     from fusionrec.monitoring.loop import quick_params, run_loop
 
     params = load_params(args.params) if args.params else quick_params(load_params(None))
+    name = "loop"
+    if args.organic is not None:
+        params = params.model_copy(update={"simulate": params.simulate.with_overrides(organic=args.organic)})
+        name = f"loop_organic{args.organic}"
     with tempfile.TemporaryDirectory(prefix="fusionrec-loop-") as tmp:
         out = args.out or Path(tmp)
         result = run_loop(out, params, args.rounds_before, args.max_shifted, args.rounds_after)
         REPORTS.mkdir(parents=True, exist_ok=True)
         if (out / "ctr.png").is_file():
-            shutil.copy(out / "ctr.png", REPORTS / "loop_ctr.png")
-    numbers = result["numbers"]
+            shutil.copy(out / "ctr.png", REPORTS / f"{name}_ctr.png")
+    numbers = {**result["numbers"], "organic_per_round": params.simulate.organic}
     data = {**numbers, "events": result["events"], "rounds": result["rounds"], "config": result["config"]}
-    paths = write_report("loop", data, markdown(numbers))
+    paths = write_report(name, data, markdown(numbers, name))
     print(paths["markdown"].read_text())
     return 0
 

@@ -173,8 +173,8 @@ def test_negative_events_train_as_negatives_never_as_positives(demo_dir: Path, f
     cols = [td.item_ids.index(i) for i in disliked]
     assert td.train_matrix[u, cols].sum() == 0  # never positives
     assert td.negatives is not None and len(td.negatives) == 5
-    neg = td.negative_matrix(0.0)
+    neg = td.negative_matrix()
     assert neg is not None and neg[u, cols].sum() == 5
-    cfg = TrainConfig(text_encoder="tfidf", image_encoder="color", dim=16, epochs=2, patience=2, negative_weight=1.0)
+    cfg = TrainConfig(text_encoder="tfidf", image_encoder="color", dim=16, epochs=2, patience=2)
     rec = train(td, cfg).recommender
     assert set(cols) <= set(rec.seen(u).tolist())  # a disliked item is not recommended again

@@ -110,7 +110,6 @@ class TrainConfig(Section):
     epochs: int = 60  # cap; early stopping usually ends sooner
     patience: int = 5  # epochs without validation NDCG@20 improvement
     recency_half_life: float = 0.0  # softmax targets weigh 0.5^(user's newer interactions / this); 0 = all alike
-    negative_weight: float = 1.0  # weight of the unlikelihood loss on negative events (dislike, skip); 0 = ignore them
     ease_lambda: float = 300.0
     ease_blend: float | None = None  # weight of EASE scores; None = chosen on validation; 0 = off
     cold_tower: bool = True  # separate content tower for items never seen in training
@@ -231,12 +230,13 @@ class MonitorConfig(Section):
     min_new_items: int = 20  # fewer new items in the current window: no new-item embedding check
     ctr_drop: float = 0.2  # relative click-through drop (current vs reference) that triggers retraining
     min_events: int = 200  # fewer current-window events: no decision
+    persistence: int = 1  # consecutive monitor runs that must flag drift before retraining is due (1 = at once)
     reference_window: int = 2000  # first N feedback events after the current model's deployment
     current_window: int = 2000  # last N feedback events
     retrain_on: list[str] = ["feedback_drift", "ctr_drop", "interest_drift", "new_item_drift", "score_drift"]
     holdout_share: float = 0.2  # newest share of the merged feedback held out as the common holdout
+    merge_skips: bool = True  # shown items nobody reacted to merge as "skip" negatives (never over a positive)
     min_holdout: int = 100  # fewer holdout rows: no challenger yet (a smaller holdout cannot tell two models apart)
-    recent_per_user: int = 0  # challenger trains on each user's newest N interactions (0 = all): lets new tastes count
     retrain_half_life: float = 0.0  # the challenger's train.recency_half_life (0 = the train section's own)
     retrain_split: Literal["", "random-811", "temporal-loo", "global-time"] = "temporal-loo"  # the challenger's split; "" = split section's
     pipeline_package: str = "pipelines/compiled/training.yaml"  # kfp pipeline submitted by --trigger kfp

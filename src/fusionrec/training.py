@@ -67,11 +67,11 @@ class TrainData:
     def train_matrix(self) -> sp.csr_matrix:
         return self.matrix(self.train)
 
-    def negative_matrix(self, half_life: float) -> sp.csr_matrix | None:
-        """The negative events as a (n_users, n_items) matrix, recency-weighted like the positives; None if none."""
+    def negative_matrix(self) -> sp.csr_matrix | None:
+        """Binary (n_users, n_items) matrix of the negative events (dislike, skip); None if there are none."""
         if self.negatives is None or self.negatives.empty:
             return None
-        return _recency(self.negatives, half_life, self.n_users, self.n_items)
+        return self.matrix(self.negatives)
 
     def recency_matrix(self, half_life: float) -> sp.csr_matrix:
         """The train matrix with each user's interactions weighted by recency: 0.5^(newer / half_life).
@@ -208,8 +208,8 @@ def user_rows(cfg: TrainConfig, ctx: np.ndarray | None) -> bool:
 
 
 def iter_batches(data: TrainData, cfg: TrainConfig, ctx: np.ndarray | None, train_m: sp.csr_matrix,
-                 rng: np.random.Generator, neg_m: sp.csr_matrix | None = None) -> Iterator[Batch]:
-    """Shuffled batches: users with (weighted) multi-hot targets and negatives, or interactions (+ context)."""
+                 rng: np.random.Generator) -> Iterator[Batch]:
+    """Shuffled batches: users with (weighted) multi-hot targets, or interactions (+ context)."""
     import torch
 
     from fusionrec.models.objective import Batch
@@ -219,8 +219,7 @@ def iter_batches(data: TrainData, cfg: TrainConfig, ctx: np.ndarray | None, trai
         for start in range(0, len(users), cfg.batch_size):
             b = users[start : start + cfg.batch_size]
             targets = torch.from_numpy(train_m[b].toarray())  # (B, n) multi-hot
-            negatives = torch.from_numpy(neg_m[b].toarray()) if neg_m is not None else None
-            yield Batch(users=torch.from_numpy(b.astype(np.int64)), targets=targets, negatives=negatives)
+            yield Batch(users=torch.from_numpy(b.astype(np.int64)), targets=targets)
         return
     users = data.train[schema.USER_IDX].to_numpy(np.int64)
     items = data.train[schema.ITEM_IDX].to_numpy(np.int64)
@@ -268,11 +267,10 @@ def fit(data: TrainData, cfg: TrainConfig, callback: Callback | None = None
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     train_m = data.train_matrix
     target_m = data.recency_matrix(cfg.recency_half_life)  # the softmax targets (binary when off)
-    neg_m = data.negative_matrix(cfg.recency_half_life) if cfg.negative_weight > 0 else None
     best, best_epoch, best_state, history = -1.0, 0, None, []
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        batches = iter_batches(data, cfg, ctx, target_m, rng, neg_m)
+        batches = iter_batches(data, cfg, ctx, target_m, rng)
         row: dict[str, float] = {"epoch": epoch, **run_epoch(model, opt, batches, gen)}
         metrics = evaluate_scores(neural_scorer(model), train_m, data.valid, ks=EVAL_KS)
         row.update({k: float(v) for k, v in metrics.items() if "@" in k}, seconds=time.perf_counter() - t0)

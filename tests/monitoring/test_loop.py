@@ -15,7 +15,7 @@ TINY_LOOP = {
     "train": {"text_encoder": "tfidf", "image_encoder": "color", "dim": 16, "epochs": 12, "patience": 3,
               "n_layers": 1, "knn_k": 5, "batch_size": 512, "lr": 0.01},
     "simulate": {"users": 60, "k": 10, "concurrency": 3},
-    "monitor": {"min_events": 80, "recent_per_user": 12, "retrain_half_life": 5.0, "min_holdout": 20},
+    "monitor": {"min_events": 80, "retrain_half_life": 5.0, "min_holdout": 20},
 }
 
 

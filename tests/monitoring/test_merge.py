@@ -49,6 +49,30 @@ def test_merge_is_exactly_once(tmp_path: Path) -> None:
     assert (more.new_events, more.merged, more.interactions, more.last_id) == (1, 1, 7, 5)
 
 
+def test_unanswered_impressions_merge_as_skips_once_and_never_over_a_positive(tmp_path: Path) -> None:
+    data = _dataset(tmp_path)
+    served = pd.DataFrame({"request_id": ["r1", "r1", "r1", "r2"], "user_id": ["u1", "u1", "u1", "u2"],
+                           "item_id": ["c", "d", "a", "d"], "position": [0, 1, 2, 0], "score": [1.0] * 4,
+                           "model_version": "v1", "ts": [7000.0, 7000.0, 7000.0, 7050.0]})
+    fb = _feedback(1, [("u1", "c", "click", 7010.0)])
+    fb["request_id"] = ["r1"]
+    first = merge_feedback(data, fb, served)
+    # r1/c was clicked; u1 already likes a (training data), so only u1-d and u2-d are skips
+    assert (first.positives, first.skips, first.negatives) == (1, 2, 2)
+    inter = pd.read_csv(data / "interactions.csv", dtype=str)
+    skips = inter[inter["event"] == "skip"]
+    assert set(zip(skips["user_id"], skips["item_id"], strict=True)) == {("u1", "d"), ("u2", "d")}
+    assert inter.loc[(inter["user_id"] == "u1") & (inter["item_id"] == "a"), "event"].item() == "click"
+    again = merge_feedback(data, fb, served)  # the served watermark moved: nothing twice
+    assert again.merged == 0 and again.skips == 0
+    # a later click on a skipped pair wins: the pair keeps its latest event
+    later = _feedback(2, [("u2", "d", "click", 7100.0)])
+    later["request_id"] = [None]
+    merge_feedback(data, pd.concat([fb, later]), served)
+    inter = pd.read_csv(data / "interactions.csv", dtype=str)
+    assert inter.loc[(inter["user_id"] == "u2") & (inter["item_id"] == "d"), "event"].item() == "click"
+
+
 def test_crash_between_writes_does_not_double_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = _dataset(tmp_path)
     fb = _feedback(1, FIRST)

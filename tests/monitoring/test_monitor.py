@@ -129,3 +129,25 @@ def test_run_monitor_reads_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert result.metrics["retrain"] == 1
     assert result.outputs["decision"].exists()
     assert 0 < result.metrics["ctr_current"] < result.metrics["ctr_reference"]
+
+
+def test_retraining_waits_for_drift_in_consecutive_runs(tmp_path: Path) -> None:
+    from fusionrec.config import MonitorConfig
+    from fusionrec.monitoring.decision import Decision, apply_persistence, insufficient
+
+    cfg, state = MonitorConfig(persistence=3), tmp_path / "streak.json"
+
+    def run(drift: bool, version: str = "v1") -> Decision:
+        d = Decision(retrain=drift, reasons=["ctr_drop"] if drift else [], model_version=version)
+        return apply_persistence(d, state, cfg)
+
+    first, second = run(True), run(True)
+    assert not first.retrain and not second.retrain and "monitor.persistence" in second.detail["persistence"]
+    assert apply_persistence(insufficient(3, cfg, "v1"), state, cfg).numbers["persistence"]["streak"] == 2  # no data: kept
+    third = run(True)
+    assert third.retrain and third.numbers["persistence"] == {"streak": 3, "needed": 3}
+    assert not run(False).retrain and not run(True).retrain  # a quiet run resets the streak
+    run(True)
+    assert not run(True, version="v2").retrain  # a new model starts its own streak
+    assert apply_persistence(Decision(retrain=True, reasons=["ctr_drop"], model_version="x"), tmp_path / "other.json",
+                             MonitorConfig()).retrain  # persistence 1: at once

@@ -60,7 +60,7 @@ def assemble_recommender(model: FusionNet, data: TrainData, cfg: TrainConfig, in
     # the history EASE reads: recency-weighted like the training targets when recency_half_life > 0
     hist = data.recency_matrix(cfg.recency_half_life)
     arrays.update(_csr_arrays(hist, "hist", weighted=cfg.recency_half_life > 0))
-    negatives = data.negative_matrix(0.0)
+    negatives = data.negative_matrix()
     seen = train + data.valid  # what a user met is not offered again, a disliked item neither
     if negatives is not None:
         seen = seen + negatives

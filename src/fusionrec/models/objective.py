@@ -30,7 +30,6 @@ class Batch:
     targets: torch.Tensor | None = None
     pos: torch.Tensor | None = None
     context: torch.Tensor | None = None
-    negatives: torch.Tensor | None = None  # (B, n) weights of negative events (user rows only)
 
 
 def multinomial_loss(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -41,16 +40,6 @@ def multinomial_loss(logits: torch.Tensor, targets: torch.Tensor, allowed: torch
     """
     logp = torch.log_softmax(logits.masked_fill(~allowed[None, :], MASKED), dim=1)  # (B, n)
     return -(logp * targets).sum() / targets.sum().clamp(min=1.0)
-
-
-def unlikelihood_loss(logits: torch.Tensor, negatives: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Weighted mean of -log(1 - p_ui) over the users' negative events (p = the softmax of the row).
-
-    Bounded and gentle: it only pushes down the negatives the model still ranks high, e.g. the
-    items users kept skipping or disliked after their tastes moved on.
-    """
-    p = torch.softmax(logits.masked_fill(~allowed[None, :], MASKED), dim=1)  # (B, n)
-    return -(torch.log1p(-p.clamp(max=1.0 - 1e-6)) * negatives).sum() / negatives.sum().clamp(min=1.0)
 
 
 def _interaction_loss(model: FusionNet, u: torch.Tensor, items: torch.Tensor, batch: Batch,
@@ -77,10 +66,7 @@ def batch_loss(model: FusionNet, batch: Batch, gen: torch.Generator) -> tuple[to
     u = model.user_head(out["users"][batch.users], batch.context)  # (B, d) -> (B, D)
     items = out["items"]  # (n, D)
     if batch.targets is not None:
-        logits = u @ items.T / cfg.temperature  # (B, D) x (D, n) -> (B, n)
-        main = multinomial_loss(logits, batch.targets, model.trained)
-        if batch.negatives is not None and cfg.negative_weight > 0:
-            main = main + cfg.negative_weight * unlikelihood_loss(logits, batch.negatives, model.trained)
+        main = multinomial_loss(u @ items.T / cfg.temperature, batch.targets, model.trained)
     else:
         main = _interaction_loss(model, u, items, batch, gen)
     parts = {"main": main.item()}

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from fusionrec.config import MonitorConfig
-from fusionrec.io import write_json
+from fusionrec.io import read_json, write_json
 from fusionrec.monitoring.drift import DriftCheck
 
 DECISION_FILE = "decision.json"
+STREAK_FILE = "drift_streak.json"  # consecutive runs that flagged retraining, per model version
 REASONS = ("feedback_drift", "ctr_drop", "interest_drift", "new_item_drift", "score_drift")
 
 
@@ -94,6 +95,27 @@ def decide(checks: dict[str, DriftCheck], cfg: MonitorConfig, model_version: str
         retrain=bool(reasons), reasons=reasons, signals=signals, detail=detail, numbers=numbers,
         model_version=model_version,
     )
+
+
+def apply_persistence(decision: Decision, state_file: Path, cfg: MonitorConfig) -> Decision:
+    """Retrain only once drift has been flagged in `cfg.persistence` consecutive runs.
+
+    A one-off blip is not a trend, and a challenger needs feedback from the new regime to learn
+    it: retraining on the first sign of drift trains on little of it. The streak lives in
+    `state_file`, counts runs on the same model version, resets on a run without drift and on a
+    new model; a run with too little data leaves it as it was.
+    """
+    state = read_json(state_file) if state_file.is_file() else {}
+    streak = int(state.get("streak", 0)) if state.get("model_version") == decision.model_version else 0
+    if decision.status == "ok":
+        streak = streak + 1 if decision.reasons else 0
+    write_json(state_file, {"model_version": decision.model_version, "streak": streak})
+    decision.numbers["persistence"] = {"streak": streak, "needed": cfg.persistence}
+    if decision.retrain and streak < cfg.persistence:
+        decision.retrain = False
+        decision.detail["persistence"] = (f"drift flagged in {streak} consecutive run(s); retraining waits for "
+                                          f"{cfg.persistence} (monitor.persistence)")
+    return decision
 
 
 def write_decision(decision: Decision, out_dir: Path) -> Path:

@@ -34,8 +34,8 @@ QUICK: dict[str, dict[str, Any]] = {
     "featurize": {"text_encoders": ["tfidf"], "image_encoders": ["color"], "tfidf_dim": 32, "num_workers": 0},
     "train": {"text_encoder": "tfidf", "image_encoder": "color", "dim": 32, "epochs": 30, "patience": 4,
               "n_layers": 1, "knn_k": 5, "batch_size": 512, "lr": 0.01},
-    "simulate": {"users": 200, "k": 10, "concurrency": 4},
-    "monitor": {"min_events": 150, "recent_per_user": 15, "retrain_half_life": 5.0},
+    "simulate": {"users": 200, "k": 10, "concurrency": 4, "organic": 3},
+    "monitor": {"min_events": 150, "retrain_half_life": 5.0, "persistence": 3},
 }
 
 
@@ -244,12 +244,14 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
             r += 1
             with FeedbackStore(store_url) as store:
                 fb, served = store.read_feedback(), store.read_served()
-            decision = monitor_frames(fb, served, load_model_view(model_dir), out / "monitor" / f"round{r:02d}", cfg)  # type: ignore[arg-type]
-            if not decision.retrain:
-                continue
-            if "events_until_detection" not in state.numbers:
+            decision = monitor_frames(fb, served, load_model_view(model_dir), out / "monitor" / f"round{r:02d}", cfg,  # type: ignore[arg-type]
+                                      state_file=out / "monitor" / "drift_streak.json")
+            if decision.reasons and "events_until_detection" not in state.numbers:  # first flagged, due or not
                 state.numbers["events_until_detection"] = len(fb) - ref_events
-            state.mark(r, "drift_detected", reasons=decision.reasons, events_since_shift=len(fb) - ref_events)
+                state.mark(r, "drift_detected", reasons=decision.reasons, events_since_shift=len(fb) - ref_events)
+            if not decision.retrain:  # no drift, or not yet persistent (monitor.persistence)
+                continue
+            state.mark(r, "retrain", reasons=decision.reasons, events_since_shift=len(fb) - ref_events)
             with RequestProbe(url, sim.users[0]) as probe:
                 record = retrain(out / "data", fb, model_dir, out / "retrain", params, reason=",".join(decision.reasons),
                                  trainer=train_local, served=served)
@@ -263,6 +265,7 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
             state.mark(r, "promoted" if promoted else "rejected", reason=record.get("decision", {}).get("reason"))
             if promoted:  # a rejected challenger is kept on record; the monitor will ask again next round
                 model_dir = Path(record["challenger_dir"])
+                state.numbers["events_until_promotion"] = len(fb) - ref_events
                 state.numbers["retrain_wall_s"] = record.get("wall_s")
                 state.numbers["gate"] = record.get("decision")
                 break

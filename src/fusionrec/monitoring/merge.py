@@ -49,7 +49,8 @@ class MergeResult:
     new_events: int  # feedback events after the watermark
     merged: int  # rows added or updated in the interactions
     positives: int
-    negatives: int
+    negatives: int  # skips included
+    skips: int  # impressions without a reaction merged as "skip"
     unknown_items: int  # events on items absent from the catalogue (not merged: ingest would reject them)
     duplicates: int  # events already present (same user, item, timestamp, event)
     interactions: int  # rows in the interactions file after the merge
@@ -65,6 +66,12 @@ def read_watermark(data_dir: Path) -> int:
     """The last feedback id merged into this dataset (0 when none)."""
     path = Path(data_dir) / WATERMARK
     return int(read_json(path)["last_feedback_id"]) if path.is_file() else 0
+
+
+def _served_watermark(data_dir: Path) -> float:
+    """The newest served timestamp whose impressions were turned into skips (0 when none)."""
+    path = Path(data_dir) / WATERMARK
+    return float(read_json(path).get("last_served_ts", 0.0)) if path.is_file() else 0.0
 
 
 def _write_table(frame: pd.DataFrame, path: Path) -> None:
@@ -107,12 +114,35 @@ def fingerprint(frame: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]
 
 
-def merge_feedback(data_dir: Path, feedback: pd.DataFrame) -> MergeResult:
+def skip_events(served: pd.DataFrame, feedback: pd.DataFrame, after_ts: float) -> pd.DataFrame:
+    """Impressions nobody reacted to, as "skip" feedback rows (no id): served after `after_ts`,
+    with no feedback event on the same (request_id, item_id).
+
+    A user who is shown an item again and again and never takes it says something about it, as
+    a dislike does, only more quietly: a model trained on it does not offer that item to that
+    user again (negatives never become positives; they enter the model's `seen`).
+    """
+    cols = ["id", "request_id", USER_ID, ITEM_ID, EVENT, "ts"]
+    if served is None or served.empty:
+        return pd.DataFrame(columns=cols)
+    fresh = served[pd.to_numeric(served["ts"]) > after_ts]
+    answered = set(zip(feedback["request_id"].astype(str), feedback[ITEM_ID].astype(str), strict=True)) \
+        if "request_id" in feedback.columns else set()
+    keep = np.array([(r, i) not in answered for r, i in zip(fresh["request_id"].astype(str),
+                                                            fresh[ITEM_ID].astype(str), strict=True)], dtype=bool)
+    out = fresh.loc[keep, ["request_id", USER_ID, ITEM_ID, "ts"]].assign(**{EVENT: "skip", "id": np.nan})
+    return out[cols].reset_index(drop=True)
+
+
+def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame | None = None) -> MergeResult:
     """Merge the feedback events after the dataset's watermark into its interactions file.
 
     Args:
         data_dir: a dataset folder (the contract: interactions.csv|parquet, items.csv|parquet).
         feedback: the store's feedback rows (id, user_id, item_id, event, ts, ...), any superset.
+        served: the store's served rows; impressions after the served watermark that got no
+            reaction merge as "skip" (see `skip_events`), but never over a pair the user has a
+            positive event on. None: no skips.
 
     Returns:
         MergeResult; running it again with the same feedback merges nothing.
@@ -121,7 +151,7 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame) -> MergeResult:
     inter_path, items_path = find_table(data_dir, INTERACTIONS_STEM), find_table(data_dir, ITEMS_STEM)
     if inter_path is None or items_path is None:
         raise MergeError(f"{data_dir}: not a dataset folder (needs interactions and items tables)")
-    mark = read_watermark(data_dir)
+    mark, served_mark = read_watermark(data_dir), _served_watermark(data_dir)
     new = feedback[pd.to_numeric(feedback["id"]) > mark].sort_values("id")
     inter = read_table(inter_path, dtype={USER_ID: str, ITEM_ID: str})
     if EVENT not in inter.columns:
@@ -129,6 +159,14 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame) -> MergeResult:
     catalogue = set(read_table(items_path, dtype={ITEM_ID: str})[ITEM_ID].astype(str))
     known = new[ITEM_ID].astype(str).isin(catalogue)
     rows = feedback_rows(new[known], list(inter.columns))
+    skips = skip_events(served, feedback, served_mark) if served is not None else None
+    if skips is not None and len(skips):
+        skips = skips[skips[ITEM_ID].astype(str).isin(catalogue)]
+        liked = pd.concat([inter[~inter[EVENT].isin(NEGATIVE_EVENTS)], rows[~rows[EVENT].isin(NEGATIVE_EVENTS)]])
+        liked_pairs = set(zip(liked[USER_ID].astype(str), liked[ITEM_ID].astype(str), strict=True))
+        quiet = [p not in liked_pairs for p in zip(skips[USER_ID].astype(str), skips[ITEM_ID].astype(str), strict=True)]
+        skips = skips[np.array(quiet, dtype=bool)]
+        rows = pd.concat([rows, feedback_rows(skips, list(inter.columns))], ignore_index=True)
     key = [USER_ID, ITEM_ID, TIMESTAMP, EVENT]
     existing = set(map(tuple, inter[key].astype(str).values))
     dup = np.array([tuple(r) in existing for r in rows[key].astype(str).values], dtype=bool)
@@ -140,9 +178,12 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame) -> MergeResult:
     last_id = int(new["id"].max()) if len(new) else (mark or None)
     if len(rows):
         _write_table(merged.sort_index(), inter_path)
-    write_json(data_dir / WATERMARK, {"last_feedback_id": last_id or 0, "updated_at": time.time()})
+    served_to = float(pd.to_numeric(served["ts"]).max()) if served is not None and len(served) else served_mark
+    write_json(data_dir / WATERMARK, {"last_feedback_id": last_id or 0, "last_served_ts": max(served_to, served_mark),
+                                      "updated_at": time.time()})
     return MergeResult(
         new_events=len(new), merged=len(rows), positives=int((~negative).sum()), negatives=int(negative.sum()),
+        skips=int((rows[EVENT] == "skip").sum()),
         unknown_items=int((~known).sum()), duplicates=int(dup.sum()), interactions=len(merged),
         first_id=int(new["id"].min()) if len(new) else None, last_id=last_id, fingerprint=fingerprint(merged),
     )
@@ -180,14 +221,12 @@ def cut_holdout(feedback: pd.DataFrame, share: float, min_rows: int = 20) -> tup
     return holdout.drop_duplicates([USER_ID, ITEM_ID], keep="last"), is_organic
 
 
-def training_copy(data_dir: Path, holdout: pd.DataFrame, out_dir: Path, recent_per_user: int = 0) -> Path:
+def training_copy(data_dir: Path, holdout: pd.DataFrame, out_dir: Path) -> Path:
     """A dataset folder for the challenger: the interactions without the holdout rows, the rest linked.
 
     Items, users and images are symlinked (never copied); the interactions keep the dataset's format.
-
-    Args:
-        recent_per_user: keep only each user's newest N interactions (0 = all), so that a taste
-            that shifted recently is not outvoted by a long history.
+    Every older interaction stays: recency is the trainer's weighting (monitor.retrain_half_life),
+    and a dropped one would be missing from the model's `seen`, so it would be offered again.
     """
     data_dir, out_dir = Path(data_dir).resolve(), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -203,9 +242,6 @@ def training_copy(data_dir: Path, holdout: pd.DataFrame, out_dir: Path, recent_p
     drop = set(zip(holdout[USER_ID].astype(str), holdout[ITEM_ID].astype(str), strict=True))
     keep = [pair not in drop for pair in zip(inter[USER_ID].astype(str), inter[ITEM_ID].astype(str), strict=True)]
     inter = inter[keep]
-    if recent_per_user > 0:
-        newest = inter.sort_values(TIMESTAMP, kind="stable").groupby(USER_ID).tail(recent_per_user)
-        inter = inter.loc[inter.index.isin(newest.index)]
     target = out_dir / f"{INTERACTIONS_STEM}{inter_path.suffix}"
     _write_table(inter, target)
     return out_dir

@@ -19,7 +19,14 @@ import pandas as pd
 
 from fusionrec.config import MonitorConfig
 from fusionrec.io import StepResult
-from fusionrec.monitoring.decision import Decision, decide, insufficient, write_decision
+from fusionrec.monitoring.decision import (
+    STREAK_FILE,
+    Decision,
+    apply_persistence,
+    decide,
+    insufficient,
+    write_decision,
+)
 from fusionrec.monitoring.drift import (
     TS,
     DriftCheck,
@@ -164,9 +171,15 @@ def write_reports(checks: dict[str, DriftCheck], out_dir: Path) -> dict[str, dic
 
 
 def monitor_frames(
-    feedback: pd.DataFrame, served: pd.DataFrame, view: ModelView, out_dir: Path, cfg: MonitorConfig
+    feedback: pd.DataFrame, served: pd.DataFrame, view: ModelView, out_dir: Path, cfg: MonitorConfig,
+    state_file: Path | None = None,
 ) -> Decision:
-    """The monitor on in-memory store rows: windows, checks, reports, decision.json, index.html."""
+    """The monitor on in-memory store rows: windows, checks, reports, decision.json, index.html.
+
+    Args:
+        state_file: where the drift streak of `monitor.persistence` is kept between runs
+            (default: out_dir/drift_streak.json, right when every run writes to the same out_dir).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     w = select_windows(feedback, served, view.version, cfg)
     if len(w.cur_events) < cfg.min_events:
@@ -176,6 +189,7 @@ def monitor_frames(
         checks = run_checks(w, view, cfg)
         decision = decide(checks, cfg, view.version)
         reports = write_reports(checks, out_dir)
+    decision = apply_persistence(decision, state_file or out_dir / STREAK_FILE, cfg)
     decision.numbers["windows"] = {
         "deployed_at": w.deployed_at,
         "reference_events": len(w.ref_events), "current_events": len(w.cur_events),

@@ -188,7 +188,7 @@ def retrain(
     pairs = zip(feedback[USER_ID].astype(str), feedback[ITEM_ID].astype(str), strict=True)
     fresh = feedback.loc[np.array([p not in old_pairs for p in pairs], dtype=bool)]
     new_ids = pd.to_numeric(feedback["id"]) > read_watermark(data_dir)
-    merge = merge_feedback(data_dir, feedback)
+    merge = merge_feedback(data_dir, feedback, served if cfg.merge_skips else None)
     record: dict[str, Any] = {"started_at": started, "trigger": trigger, "reason": reason, "run_dir": str(run_dir),
                               "merge": merge.to_dict(), "data_fingerprint": merge.fingerprint}
     if trigger == "kfp":
@@ -205,7 +205,7 @@ def retrain(
                               f"{cfg.min_holdout} rows (monitor.min_holdout); nothing trained"}
         return _finish(record, run_dir, work_dir, started)
     holdout.to_parquet(run_dir / HOLDOUT_FILE, index=False)
-    train_data = training_copy(data_dir, holdout, run_dir / "data", cfg.recent_per_user)
+    train_data = training_copy(data_dir, holdout, run_dir / "data")
     t0 = time.time()
     challenger_dir = trainer(train_data, run_dir, challenger_params(params))
     record["train_wall_s"] = round(time.time() - t0, 2)
