@@ -1,6 +1,9 @@
 """Closed-loop benchmark: the `fusionrec loop` demo measured end to end.
 
     python -m benchmarks.loop [--params FILE] [--out DIR] [--rounds-before 4] [--max-shifted 10] [--rounds-after 4]
+                              [--organic N] [--seeds 11,12,13]
+
+The loop runs once per simulate seed (3 by default, a few minutes each on 2 cores).
 
 Numbers (issue 8): feedback events until drift is detected after the taste shift;
 click-through before the shift, after it, and after the retrained model is promoted (target:
@@ -60,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds-after", type=int, default=4)
     ap.add_argument("--organic", type=int, default=None,
                     help="organic finds per user and round (simulate.organic); the report is then loop_organic<N>")
+    ap.add_argument("--seeds", default="11,12,13",
+                    help="comma-separated simulate seeds: the loop runs once per seed (same data and base "
+                         "model, other users, clicks and finds); the first seed's run is the one detailed")
     args = ap.parse_args(argv)
 
     from fusionrec.monitoring.loop import quick_params, run_loop
@@ -69,17 +75,40 @@ def main(argv: list[str] | None = None) -> int:
     if args.organic is not None:
         params = params.model_copy(update={"simulate": params.simulate.with_overrides(organic=args.organic)})
         name = f"loop_organic{args.organic}"
-    with tempfile.TemporaryDirectory(prefix="fusionrec-loop-") as tmp:
-        out = args.out or Path(tmp)
-        result = run_loop(out, params, args.rounds_before, args.max_shifted, args.rounds_after)
-        REPORTS.mkdir(parents=True, exist_ok=True)
-        if (out / "ctr.png").is_file():
-            shutil.copy(out / "ctr.png", REPORTS / f"{name}_ctr.png")
-    numbers = {**result["numbers"], "organic_per_round": params.simulate.organic}
-    data = {**numbers, "events": result["events"], "rounds": result["rounds"], "config": result["config"]}
-    paths = write_report(name, data, markdown(numbers, name))
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    runs = []
+    for n, seed in enumerate(seeds):
+        run_params = params.model_copy(update={"simulate": params.simulate.with_overrides(seed=seed)})
+        with tempfile.TemporaryDirectory(prefix="fusionrec-loop-") as tmp:
+            out = (args.out / f"seed{seed}") if args.out else Path(tmp)
+            result = run_loop(out, run_params, args.rounds_before, args.max_shifted, args.rounds_after)
+            REPORTS.mkdir(parents=True, exist_ok=True)
+            if n == 0 and (out / "ctr.png").is_file():
+                shutil.copy(out / "ctr.png", REPORTS / f"{name}_ctr.png")
+        runs.append({"seed": seed, **result})
+    first = runs[0]
+    numbers = {**first["numbers"], "organic_per_round": params.simulate.organic}
+    per_seed = [{"seed": r["seed"], **{k: r["numbers"].get(k) for k in SEED_KEYS}} for r in runs]
+    data = {**numbers, "per_seed": per_seed, "events": first["events"], "rounds": first["rounds"],
+            "config": first["config"]}
+    paths = write_report(name, data, markdown(numbers, name) + seeds_markdown(per_seed))
     print(paths["markdown"].read_text())
     return 0
+
+
+SEED_KEYS = ("events_until_detection", "events_until_promotion", "ctr_before_shift", "ctr_after_shift",
+             "ctr_after_promotion", "recovery", "failed_requests_swap")
+
+
+def seeds_markdown(per_seed: list[dict[str, Any]]) -> str:
+    """One row per simulate seed, and the mean recovery when there are several."""
+    if len(per_seed) < 2:
+        return ""
+    head = "| seed | " + " | ".join(SEED_KEYS) + " |\n|" + "---|" * (len(SEED_KEYS) + 1) + "\n"
+    rows = "".join("| " + " | ".join(str(r.get(k)) for k in ("seed", *SEED_KEYS)) + " |\n" for r in per_seed)
+    rec = [r["recovery"] for r in per_seed if r.get("recovery") is not None]
+    mean = f"\nMean recovery over {len(rec)} seeds: {sum(rec) / len(rec):.4f}; lowest {min(rec):.4f}.\n" if rec else ""
+    return f"\n## Every seed\n\n{head}{rows}{mean}"
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ class TrainConfig(Section):
     batch_size: int = 256  # rows per step: users (full softmax, no context) or interactions (otherwise)
     epochs: int = 60  # cap; early stopping usually ends sooner
     patience: int = 5  # epochs without validation NDCG@20 improvement
-    recency_half_life: float = 0.0  # softmax targets weigh 0.5^(user's newer interactions / this); 0 = all alike
+    recency_half_life: float = 0.0  # an interaction weighs 0.5^(user's newer ones / this) in the softmax targets, graph and EASE; 0 = all alike
     ease_lambda: float = 300.0
     ease_blend: float | None = None  # weight of EASE scores; None = chosen on validation; 0 = off
     cold_tower: bool = True  # separate content tower for items never seen in training
@@ -235,7 +235,7 @@ class MonitorConfig(Section):
     current_window: int = 2000  # last N feedback events
     retrain_on: list[str] = ["feedback_drift", "ctr_drop", "interest_drift", "new_item_drift", "score_drift"]
     holdout_share: float = 0.2  # newest share of the merged feedback held out as the common holdout
-    merge_skips: bool = True  # shown items nobody reacted to merge as "skip" negatives (never over a positive)
+    skip_after: int = 2  # an item shown this often to a user with no reaction merges as a "skip" negative; 0 = never
     min_holdout: int = 100  # fewer holdout rows: no challenger yet (a smaller holdout cannot tell two models apart)
     retrain_half_life: float = 0.0  # the challenger's train.recency_half_life (0 = the train section's own)
     retrain_split: Literal["", "random-811", "temporal-loo", "global-time"] = "temporal-loo"  # the challenger's split; "" = split section's

@@ -81,7 +81,13 @@ class TrainData:
         """
         if half_life <= 0:
             return self.train_matrix
-        return _recency(self.train, half_life, self.n_users, self.n_items)
+        frame = self.train
+        order = frame.sort_values(schema.TIMESTAMP, kind="stable") if schema.TIMESTAMP in frame.columns else frame
+        newer = order.groupby(schema.USER_IDX).cumcount(ascending=False).to_numpy(np.float64)
+        rows, cols = order[schema.USER_IDX].to_numpy(np.int64), order[schema.ITEM_IDX].to_numpy(np.int64)
+        m = sp.csr_matrix((0.5 ** (newer / half_life), (rows, cols)), shape=(self.n_users, self.n_items))
+        m.sum_duplicates()  # a pair met twice: both weights count
+        return m.astype(np.float32)
 
     @classmethod
     def from_dirs(cls, ingested_dir: Path | str, features_dir: Path | str, split_dir: Path | str) -> TrainData:
@@ -106,17 +112,6 @@ class TrainData:
         )
         data.fingerprint = fingerprint(data)
         return data
-
-
-def _recency(frame: pd.DataFrame, half_life: float, n_users: int, n_items: int) -> sp.csr_matrix:
-    """(n_users, n_items) matrix of 0.5^(newer / half_life) per row of frame (1 when half_life <= 0)."""
-    order = frame.sort_values(schema.TIMESTAMP, kind="stable") if schema.TIMESTAMP in frame.columns else frame
-    newer = order.groupby(schema.USER_IDX).cumcount(ascending=False).to_numpy(np.float64)
-    values = 0.5 ** (newer / half_life) if half_life > 0 else np.ones(len(order))
-    rows, cols = order[schema.USER_IDX].to_numpy(np.int64), order[schema.ITEM_IDX].to_numpy(np.int64)
-    m = sp.csr_matrix((values, (rows, cols)), shape=(n_users, n_items))
-    m.sum_duplicates()  # a pair met twice: both weights count
-    return m.astype(np.float32)
 
 
 @dataclass

@@ -103,3 +103,19 @@ def test_save_load_round_trip_gives_identical_scores(trained: TrainResult, tmp_p
 def test_load_of_a_folder_that_is_not_a_model_says_so(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="missing model.safetensors"):
         Recommender.load(tmp_path)
+
+
+def test_a_model_saved_with_a_setting_this_version_lacks_still_loads(trained: TrainResult, tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    trained.recommender.save(tmp_path / "m")
+    cfg_path = tmp_path / "m" / "config.json"
+    saved = json.loads(cfg_path.read_text())
+    saved["train_config"]["from_a_newer_version"] = 1.0
+    cfg_path.write_text(json.dumps(saved))
+    with caplog.at_level("WARNING"):
+        again = Recommender.load(tmp_path / "m")
+    assert "from_a_newer_version" in caplog.text
+    users = np.arange(3)
+    assert np.allclose(again.score_users(users), trained.recommender.score_users(users), atol=1e-6)

@@ -56,19 +56,24 @@ def test_unanswered_impressions_merge_as_skips_once_and_never_over_a_positive(tm
                            "model_version": "v1", "ts": [7000.0, 7000.0, 7000.0, 7050.0]})
     fb = _feedback(1, [("u1", "c", "click", 7010.0)])
     fb["request_id"] = ["r1"]
-    first = merge_feedback(data, fb, served)
+    other = tmp_path / "other"
+    other.mkdir()
+    assert merge_feedback(_dataset(other), fb, served, skip_after=2).skips == 0  # each shown once: no evidence yet
+    twice = pd.concat([served, served.iloc[[3]].assign(request_id="r4", ts=7060.0)], ignore_index=True)
+    assert merge_feedback(other / "data", fb, twice, skip_after=2).skips == 1  # u2 was shown d twice
+    first = merge_feedback(data, fb, served, skip_after=1)
     # r1/c was clicked; u1 already likes a (training data), so only u1-d and u2-d are skips
     assert (first.positives, first.skips, first.negatives) == (1, 2, 2)
     inter = pd.read_csv(data / "interactions.csv", dtype=str)
     skips = inter[inter["event"] == "skip"]
     assert set(zip(skips["user_id"], skips["item_id"], strict=True)) == {("u1", "d"), ("u2", "d")}
     assert inter.loc[(inter["user_id"] == "u1") & (inter["item_id"] == "a"), "event"].item() == "click"
-    again = merge_feedback(data, fb, served)  # the served watermark moved: nothing twice
+    again = merge_feedback(data, fb, served, skip_after=1)  # the served watermark moved: nothing twice
     assert again.merged == 0 and again.skips == 0
     # a later click on a skipped pair wins: the pair keeps its latest event
     later = _feedback(2, [("u2", "d", "click", 7100.0)])
     later["request_id"] = [None]
-    merge_feedback(data, pd.concat([fb, later]), served)
+    merge_feedback(data, pd.concat([fb, later]), served, skip_after=1)
     inter = pd.read_csv(data / "interactions.csv", dtype=str)
     assert inter.loc[(inter["user_id"] == "u2") & (inter["item_id"] == "d"), "event"].item() == "click"
 

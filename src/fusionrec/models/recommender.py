@@ -14,6 +14,7 @@ Artifacts: `model.safetensors` (arrays + module weights), `config.json` (TrainCo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from fusionrec.config import TrainConfig
 from fusionrec.io import read_json, write_json
 from fusionrec.models.context import encode_context
 from fusionrec.models.inference_parts import InferenceParts, zscore
+
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(ValueError):
@@ -266,5 +269,10 @@ class Recommender:
         arrays = {k[4:]: v for k, v in tensors.items() if k.startswith("arr.")}
         state = {k[6:]: v for k, v in tensors.items() if k.startswith("state.")}
         titles = items["title"].tolist() if "title" in items.columns else None
-        return cls(TrainConfig(**cfg_json["train_config"]), arrays, state, items[schema.ITEM_ID].tolist(),
+        saved = dict(cfg_json["train_config"])
+        unknown = sorted(set(saved) - set(TrainConfig.model_fields))
+        if unknown:  # trained by another fusionrec version: the arrays are what scoring reads
+            log.warning("%s: ignoring train settings this version does not know: %s", d, ", ".join(unknown))
+        config = TrainConfig(**{k: v for k, v in saved.items() if k not in unknown})
+        return cls(config, arrays, state, items[schema.ITEM_ID].tolist(),
                    users[schema.USER_ID].tolist(), cfg_json["meta"], titles)

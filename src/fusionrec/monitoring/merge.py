@@ -114,34 +114,38 @@ def fingerprint(frame: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]
 
 
-def skip_events(served: pd.DataFrame, feedback: pd.DataFrame, after_ts: float) -> pd.DataFrame:
-    """Impressions nobody reacted to, as "skip" feedback rows (no id): served after `after_ts`,
-    with no feedback event on the same (request_id, item_id).
+def skip_events(served: pd.DataFrame, feedback: pd.DataFrame, after_ts: float, min_shown: int = 1) -> pd.DataFrame:
+    """Items shown to a user at least `min_shown` times without any reaction, as "skip" rows
+    (no id, ts = the last showing): only pairs shown again after `after_ts` (the last merge).
 
     A user who is shown an item again and again and never takes it says something about it, as
     a dislike does, only more quietly: a model trained on it does not offer that item to that
-    user again (negatives never become positives; they enter the model's `seen`).
+    user again (negatives never become positives; they enter the model's `seen`). One showing is
+    weak evidence and would add a row per impression; repeated ones are what counts.
     """
     cols = ["id", "request_id", USER_ID, ITEM_ID, EVENT, "ts"]
     if served is None or served.empty:
         return pd.DataFrame(columns=cols)
-    fresh = served[pd.to_numeric(served["ts"]) > after_ts]
     answered = set(zip(feedback["request_id"].astype(str), feedback[ITEM_ID].astype(str), strict=True)) \
         if "request_id" in feedback.columns else set()
-    keep = np.array([(r, i) not in answered for r, i in zip(fresh["request_id"].astype(str),
-                                                            fresh[ITEM_ID].astype(str), strict=True)], dtype=bool)
-    out = fresh.loc[keep, ["request_id", USER_ID, ITEM_ID, "ts"]].assign(**{EVENT: "skip", "id": np.nan})
-    return out[cols].reset_index(drop=True)
+    keep = np.array([(r, i) not in answered for r, i in zip(served["request_id"].astype(str),
+                                                            served[ITEM_ID].astype(str), strict=True)], dtype=bool)
+    quiet = served.loc[keep].assign(ts=pd.to_numeric(served.loc[keep, "ts"]))
+    pairs = quiet.groupby([USER_ID, ITEM_ID], as_index=False).agg(shown=("ts", "size"), ts=("ts", "max"),
+                                                                   request_id=("request_id", "last"))
+    pairs = pairs[(pairs["shown"] >= min_shown) & (pairs["ts"] > after_ts)]
+    return pairs.assign(**{EVENT: "skip", "id": np.nan})[cols].reset_index(drop=True)
 
 
-def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame | None = None) -> MergeResult:
+def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame | None = None,
+                   skip_after: int = 2) -> MergeResult:
     """Merge the feedback events after the dataset's watermark into its interactions file.
 
     Args:
         data_dir: a dataset folder (the contract: interactions.csv|parquet, items.csv|parquet).
         feedback: the store's feedback rows (id, user_id, item_id, event, ts, ...), any superset.
-        served: the store's served rows; impressions after the served watermark that got no
-            reaction merge as "skip" (see `skip_events`), but never over a pair the user has a
+        served: the store's served rows; items shown `skip_after` times or more to a user with
+            no reaction merge as "skip" (see `skip_events`), but never over a pair the user has a
             positive event on. None: no skips.
 
     Returns:
@@ -159,7 +163,7 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame 
     catalogue = set(read_table(items_path, dtype={ITEM_ID: str})[ITEM_ID].astype(str))
     known = new[ITEM_ID].astype(str).isin(catalogue)
     rows = feedback_rows(new[known], list(inter.columns))
-    skips = skip_events(served, feedback, served_mark) if served is not None else None
+    skips = skip_events(served, feedback, served_mark, skip_after) if served is not None else None
     if skips is not None and len(skips):
         skips = skips[skips[ITEM_ID].astype(str).isin(catalogue)]
         liked = pd.concat([inter[~inter[EVENT].isin(NEGATIVE_EVENTS)], rows[~rows[EVENT].isin(NEGATIVE_EVENTS)]])

@@ -188,7 +188,7 @@ def retrain(
     pairs = zip(feedback[USER_ID].astype(str), feedback[ITEM_ID].astype(str), strict=True)
     fresh = feedback.loc[np.array([p not in old_pairs for p in pairs], dtype=bool)]
     new_ids = pd.to_numeric(feedback["id"]) > read_watermark(data_dir)
-    merge = merge_feedback(data_dir, feedback, served if cfg.merge_skips else None)
+    merge = merge_feedback(data_dir, feedback, served if cfg.skip_after > 0 else None, cfg.skip_after)
     record: dict[str, Any] = {"started_at": started, "trigger": trigger, "reason": reason, "run_dir": str(run_dir),
                               "merge": merge.to_dict(), "data_fingerprint": merge.fingerprint}
     if trigger == "kfp":
