@@ -35,7 +35,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "train": {"text_encoder": "tfidf", "image_encoder": "color", "dim": 32, "epochs": 30, "patience": 4,
               "n_layers": 1, "knn_k": 5, "batch_size": 512, "lr": 0.01},
     "simulate": {"users": 200, "k": 10, "concurrency": 4, "organic": 3},
-    "monitor": {"min_events": 150, "retrain_half_life": 5.0, "persistence": 5},
+    "monitor": {"min_events": 150, "retrain_half_life": 8.0, "persistence": 7},
 }
 
 
