@@ -1,6 +1,6 @@
 """Closed-loop benchmark: the `fusionrec loop` demo measured end to end.
 
-    python -m benchmarks.loop [--params FILE] [--out DIR] [--rounds-before 4] [--max-shifted 10] [--rounds-after 4]
+    python -m benchmarks.loop [--params FILE] [--out DIR] [--rounds-before 4] [--max-shifted 14] [--rounds-after 4]
                               [--organic N] [--seeds 11,12,13]
 
 The loop runs once per simulate seed (3 by default, a few minutes each on 2 cores).
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="params.yaml used as it is (default: fusionrec.monitoring.loop.QUICK sizes)")
     ap.add_argument("--out", type=Path, default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--rounds-before", type=int, default=4)
-    ap.add_argument("--max-shifted", type=int, default=10)
+    ap.add_argument("--max-shifted", type=int, default=14)
     ap.add_argument("--rounds-after", type=int, default=4)
     ap.add_argument("--organic", type=int, default=None,
                     help="organic finds per user and round (simulate.organic); the report is then loop_organic<N>")

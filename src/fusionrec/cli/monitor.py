@@ -132,7 +132,7 @@ def loop(
     out: Path = typer.Option(Path("work/loop"), "--out", help="working folder of the demo loop"),
     params: Path = ParamsOption,
     rounds_before: int = typer.Option(4, "--rounds-before", help="rounds before the taste shift"),
-    max_shifted: int = typer.Option(10, "--max-shifted", help="shifted rounds at most, waiting for detection"),
+    max_shifted: int = typer.Option(14, "--max-shifted", help="shifted rounds at most, waiting for a promotion"),
     rounds_after: int = typer.Option(4, "--rounds-after", help="rounds after the promotion"),
     full: bool = typer.Option(False, "--full", help="params.yaml as it is (default: the small QUICK demo sizes)"),
 ) -> None:

@@ -189,7 +189,7 @@ def _stats_row(stats: RoundStats, phase: str) -> dict[str, Any]:
     return stats.to_dict()
 
 
-def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int = 10, rounds_after: int = 4,
+def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int = 14, rounds_after: int = 4,
              token: str = TOKEN_DEFAULT) -> dict[str, Any]:
     """The whole closed loop (see the module doc); returns the numbers written to loop.json.
 
