@@ -9,28 +9,30 @@ import pytest
 
 from fusionrec.config import Params
 
+# the demo loop's sizes (monitoring.loop.QUICK: the smallest world where the base model is clearly
+# better than chance, so the taste shift shows in click-through) with fewer simulated users
 TINY_LOOP = {
-    "demo": {"users": 80, "items": 150, "interactions": 3000, "image_size": 32, "taste_strength": 2.0},
-    "featurize": {"text_encoders": ["tfidf"], "image_encoders": ["color"], "tfidf_dim": 16, "num_workers": 0},
-    "train": {"text_encoder": "tfidf", "image_encoder": "color", "dim": 16, "epochs": 12, "patience": 3,
-              "n_layers": 1, "knn_k": 5, "batch_size": 512, "lr": 0.01},
-    "simulate": {"users": 60, "k": 10, "concurrency": 3},
-    "monitor": {"min_events": 80, "retrain_half_life": 5.0, "min_holdout": 20},
+    "simulate": {"users": 120, "k": 10, "concurrency": 3, "organic": 3},
+    "monitor": {"min_events": 80, "persistence": 2, "min_holdout": 20},
 }
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_loop_detects_retrains_and_promotes(tmp_path: Path) -> None:
-    from fusionrec.monitoring.loop import run_loop
+    from fusionrec.monitoring.loop import quick_params, run_loop
 
-    result = run_loop(tmp_path / "loop", Params(**TINY_LOOP), rounds_before=2, max_shifted=6, rounds_after=2)  # type: ignore[arg-type]
+    params = quick_params(Params())
+    params = params.model_copy(update={name: getattr(params, name).with_overrides(**fields)
+                                       for name, fields in TINY_LOOP.items()})
+    result = run_loop(tmp_path / "loop", params, rounds_before=2, max_shifted=8, rounds_after=2)
     kinds = [e["kind"] for e in result["events"]]
     assert kinds[0] == "shift" and "drift_detected" in kinds, kinds
     n = result["numbers"]
     assert n["events_until_detection"] > 0
     assert n["retrains"] and n["gate"]["promote"] is True
     assert "promoted" in kinds, n["gate"]
+    assert n["ctr_after_promotion"] > n["ctr_after_shift"]  # the retrained model serves the new tastes better
     assert n["failed_requests_swap"] == 0 and n["swap_probe"]["ok"] > 0
     versions = {v for r in result["rounds"] if r["phase"] == "retrained" for v in r["model_versions"]}
     before = {v for r in result["rounds"] if r["phase"] == "before" for v in r["model_versions"]}
