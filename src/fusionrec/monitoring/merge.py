@@ -62,16 +62,16 @@ class MergeResult:
         return asdict(self)
 
 
+def _watermarks(data_dir: Path) -> tuple[int, float]:
+    """(last feedback id merged, newest served ts turned into skips); (0, 0.0) when none."""
+    path = Path(data_dir) / WATERMARK
+    state = read_json(path) if path.is_file() else {}
+    return int(state.get("last_feedback_id", 0)), float(state.get("last_served_ts", 0.0))
+
+
 def read_watermark(data_dir: Path) -> int:
     """The last feedback id merged into this dataset (0 when none)."""
-    path = Path(data_dir) / WATERMARK
-    return int(read_json(path)["last_feedback_id"]) if path.is_file() else 0
-
-
-def _served_watermark(data_dir: Path) -> float:
-    """The newest served timestamp whose impressions were turned into skips (0 when none)."""
-    path = Path(data_dir) / WATERMARK
-    return float(read_json(path).get("last_served_ts", 0.0)) if path.is_file() else 0.0
+    return _watermarks(data_dir)[0]
 
 
 def _write_table(frame: pd.DataFrame, path: Path) -> None:
@@ -155,7 +155,7 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame 
     inter_path, items_path = find_table(data_dir, INTERACTIONS_STEM), find_table(data_dir, ITEMS_STEM)
     if inter_path is None or items_path is None:
         raise MergeError(f"{data_dir}: not a dataset folder (needs interactions and items tables)")
-    mark, served_mark = read_watermark(data_dir), _served_watermark(data_dir)
+    mark, served_mark = _watermarks(data_dir)
     new = feedback[pd.to_numeric(feedback["id"]) > mark].sort_values("id")
     inter = read_table(inter_path, dtype={USER_ID: str, ITEM_ID: str})
     if EVENT not in inter.columns:
