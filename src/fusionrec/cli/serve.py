@@ -27,10 +27,7 @@ def package(
     """Store a trained model in the BentoML model store ($BENTOML_HOME) with its metadata."""
     from fusionrec.packaging import PackageError, run_package
 
-    cfg = step_config(params, "package", PackageConfig)
-    assert isinstance(cfg, PackageConfig)
-    if model_name:
-        cfg = PackageConfig(**{**cfg.model_dump(), "model_name": model_name})
+    cfg = step_config(params, "package", PackageConfig, model_name=model_name or None)
     try:
         result = run_package(model_dir, out_dir, cfg)
     except PackageError as exc:
@@ -55,8 +52,7 @@ def serve(
     params: Path = ParamsOption,
 ) -> None:
     """Run the BentoML service (recommend, similar, add_item, feedback, metadata, reload) until Ctrl-C."""
-    cfg = step_config(params, "serve", ServeConfig)
-    assert isinstance(cfg, ServeConfig)
+    cfg = step_config(params, "serve", ServeConfig, host=host, port=port)
     env = dict(os.environ)
     if model:
         env["FUSIONREC_MODEL"] = str(Path(model).resolve()) if Path(model).is_dir() else model
@@ -64,8 +60,8 @@ def serve(
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     src = str(REPO_ROOT / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-    cmd = serve_command(host or cfg.host, port or cfg.port, REPO_ROOT)
-    typer.echo(f"serving on http://{host or cfg.host}:{port or cfg.port} ({' '.join(cmd)})")
+    cmd = serve_command(cfg.host, cfg.port, REPO_ROOT)
+    typer.echo(f"serving on http://{cfg.host}:{cfg.port} ({' '.join(cmd)})")
     try:
         raise typer.Exit(subprocess.call(cmd, env=env))
     except KeyboardInterrupt:
