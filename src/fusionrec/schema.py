@@ -7,6 +7,12 @@ integer indices (`user_idx`, `item_idx`) and keeps the mapping.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
 # --- raw dataset contract (a folder) -------------------------------------------------
 INTERACTIONS_STEM = "interactions"  # interactions.csv or interactions.parquet
 ITEMS_STEM = "items"  # items.csv or items.parquet
@@ -78,3 +84,12 @@ FEEDBACK_TABLE = "feedback"
 SERVED_TABLE = "served"
 POSITIVE_EVENTS = ("click", "like", "purchase", "view", "add_to_cart", "rating")
 NEGATIVE_EVENTS = ("dislike", "skip", "dismiss")
+
+
+def is_negative(frame: pd.DataFrame) -> np.ndarray:
+    """(n,) bool: rows whose event is negative (never a positive); all False without an event column."""
+    import numpy as np
+
+    if EVENT not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    return frame[EVENT].astype(str).str.lower().isin(NEGATIVE_EVENTS).to_numpy()

@@ -101,8 +101,7 @@ class TrainData:
         items = ingested.items
         titles = items["title"].astype(str).tolist() if "title" in items.columns else None
         train = split.train
-        negative = (train[schema.EVENT].isin(schema.NEGATIVE_EVENTS).to_numpy() if schema.EVENT in train.columns
-                    else np.zeros(len(train), bool))
+        negative = schema.is_negative(train)
         data = cls(
             train=train[~negative].reset_index(drop=True), negatives=train[negative].reset_index(drop=True),
             valid=split.matrix("valid"), test=split.matrix("test"), features=feats,

@@ -95,8 +95,7 @@ class Split:
         from scipy.sparse import csr_matrix
 
         frame = self.part(part)
-        if schema.EVENT in frame.columns:
-            frame = frame[~frame[schema.EVENT].isin(schema.NEGATIVE_EVENTS)]
+        frame = frame[~schema.is_negative(frame)]
         rows = frame[schema.USER_IDX].to_numpy(dtype=np.int64)
         cols = frame[schema.ITEM_IDX].to_numpy(dtype=np.int64)
         mat = csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(self.n_users, self.n_items))

@@ -109,8 +109,7 @@ def split_frames(ingested: Ingested, cfg: SplitConfig) -> Split:
     """The in-memory split of an ingested dataset (rows keep their ingested order)."""
     inter = ingested.interactions.reset_index(drop=True)
     # negative events (a dislike merged from feedback) are training signal, never a held-out target
-    negative = (inter[schema.EVENT].isin(schema.NEGATIVE_EVENTS).to_numpy() if schema.EVENT in inter.columns
-                else np.zeros(len(inter), bool))
+    negative = schema.is_negative(inter)
     labels = np.zeros(len(inter), dtype=np.int8)
     positive = np.flatnonzero(~negative)
     labels[positive], cold = assign_parts(inter.iloc[positive].reset_index(drop=True), cfg)

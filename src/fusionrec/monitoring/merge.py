@@ -28,10 +28,10 @@ from fusionrec.schema import (
     INTERACTIONS_STEM,
     ITEM_ID,
     ITEMS_STEM,
-    NEGATIVE_EVENTS,
     RATING,
     TIMESTAMP,
     USER_ID,
+    is_negative,
 )
 
 WATERMARK = "feedback_watermark.json"
@@ -166,7 +166,7 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame 
     skips = skip_events(served, feedback, served_mark, skip_after) if served is not None else None
     if skips is not None and len(skips):
         skips = skips[skips[ITEM_ID].astype(str).isin(catalogue)]
-        liked = pd.concat([inter[~inter[EVENT].isin(NEGATIVE_EVENTS)], rows[~rows[EVENT].isin(NEGATIVE_EVENTS)]])
+        liked = pd.concat([inter[~is_negative(inter)], rows[~is_negative(rows)]])
         liked_pairs = set(zip(liked[USER_ID].astype(str), liked[ITEM_ID].astype(str), strict=True))
         quiet = [p not in liked_pairs for p in zip(skips[USER_ID].astype(str), skips[ITEM_ID].astype(str), strict=True)]
         skips = skips[np.array(quiet, dtype=bool)]
@@ -178,7 +178,7 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame 
     # a (user, item) pair keeps its latest event
     merged = pd.concat([inter, rows], ignore_index=True)
     merged = merged.sort_values(TIMESTAMP, kind="stable").drop_duplicates([USER_ID, ITEM_ID], keep="last")
-    negative = rows[EVENT].isin(NEGATIVE_EVENTS)
+    negative = is_negative(rows)
     last_id = int(new["id"].max()) if len(new) else (mark or None)
     if len(rows):
         _write_table(merged.sort_index(), inter_path)
@@ -213,7 +213,7 @@ def cut_holdout(feedback: pd.DataFrame, share: float, min_rows: int = 20) -> tup
     Returns:
         (rows user_id, item_id, timestamp, event; True when organic). Empty below min_rows.
     """
-    pos = feedback[~feedback[EVENT].astype(str).str.lower().isin(NEGATIVE_EVENTS)]
+    pos = feedback[~is_negative(feedback)]
     organic = pos[pos["request_id"].isna()] if "request_id" in pos.columns else pos.iloc[0:0]
     is_organic = len(organic) > 0 and len(organic) >= ORGANIC_SHARE * len(pos)
     base = (organic if is_organic else pos).sort_values("ts", kind="stable")

@@ -32,7 +32,7 @@ from fusionrec.monitoring.merge import (
     read_watermark,
     training_copy,
 )
-from fusionrec.schema import EVENT, INTERACTIONS_STEM, ITEM_ID, ITEMS_STEM, NEGATIVE_EVENTS, USER_ID
+from fusionrec.schema import INTERACTIONS_STEM, ITEM_ID, ITEMS_STEM, USER_ID
 
 logger = logging.getLogger(__name__)
 RUNS_LOG = "runs.jsonl"
@@ -304,8 +304,3 @@ def _finish(record: dict[str, Any], run_dir: Path, work_dir: Path, started: floa
     with open(Path(work_dir) / RUNS_LOG, "a") as fh:
         fh.write(json.dumps(record, default=str) + "\n")
     return record
-
-
-def positives_only(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose event is not negative (for consumers that want interactions only)."""
-    return frame[~frame[EVENT].astype(str).isin(NEGATIVE_EVENTS)] if EVENT in frame.columns else frame
