@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test test-all lint serve bench loop clean
+.PHONY: setup run test test-all lint serve bench loop clean wheel
 
 setup: $(STAMP)
 
@@ -45,6 +45,10 @@ test: lint
 test-all: setup
 	$(BIN)/pytest -q
 
+# The wheel every image installs (components/Dockerfile builds the same in its first stage).
+wheel: setup
+	rm -rf dist && $(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation --wheel-dir dist .
+
 serve: setup
 	$(BIN)/fusionrec serve
 
@@ -57,4 +61,4 @@ loop: setup
 	$(BIN)/fusionrec loop
 
 clean:
-	rm -rf work .bentoml
+	rm -rf work .bentoml dist

@@ -1,10 +1,12 @@
-"""kfp component `search`: one Optuna worker on a shared study (fusionrec.steps.run_search).
+"""kfp component `search`: Optuna trials on one study (fusionrec.steps.run_search).
 
-The pipeline fans this out with dsl.ParallelFor; every worker adds trials to the same study
-through `storage` (a PostgreSQL URL on a cluster). Without a URL the study is a SQLite file
-named after the study (`fusionrec.automl.local_study_storage`), which the tasks of a local
-run (`fusionrec pipeline run-local`) share because they share one file system; pods do not.
-A last call with n_trials=0 reads the whole study and writes best.yaml, trials.csv and the plots.
+Two shapes, chosen when the pipeline is compiled (`pipeline.study_secret` in params.yaml):
+- shared study: dsl.ParallelFor pods each add trials to one study in a database whose URL
+  reaches them from a Kubernetes Secret as $FUSIONREC_STUDY_DB; a last call with trials_per_worker=0
+  reads the whole study and writes best.yaml, trials.csv and the plots.
+- one pod: `workers` processes share a SQLite study inside the task's own output folder, and
+  the same task writes the outputs. Pods share no file system, so this is the only correct
+  search without a database.
 """
 
 from kfp import dsl
@@ -23,21 +25,23 @@ def search(
     metrics: Output[Metrics],
     cfg: dict,
     base: dict,
-    storage: str,
     study_name: str,
-    n_trials: int,
+    trials_per_worker: int,
+    workers: int,
+    shared_study: bool,
 ):
-    """Run n_trials of the shared study (0: only summarise it) and keep its outputs."""
+    """Run `workers` processes of trials_per_worker trials each on the study (0: only summarise it)."""
     import shutil
     from pathlib import Path
 
-    from fusionrec.automl import local_study_storage
+    from fusionrec.automl import study_database
     from fusionrec.config import SearchConfig, TrainConfig
     from fusionrec.steps import run_search
 
     out = Path(study.path)
-    url = storage or local_study_storage(study_name)
-    search_cfg = SearchConfig(**{**cfg, "storage": url, "study_name": study_name, "n_trials": n_trials, "workers": 1})
+    url = study_database() if shared_study else ""  # "": sqlite:///<out>/study.db, this task only
+    search_cfg = SearchConfig(**{**cfg, "storage": url, "study_name": study_name, "workers": max(1, workers),
+                                 "n_trials": trials_per_worker * max(1, workers)})
     result = run_search(Path(ingested.path), Path(features.path), Path(split_data.path), out, search_cfg, TrainConfig(**base))
     history = out / "plots" / "optimization_history.html"
     if history.exists():

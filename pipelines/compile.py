@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipelines.training import ROOT, build_pipeline
+from pipelines.training import build_pipeline
 
-COMPILED = ROOT / "pipelines" / "compiled" / "training.yaml"
+COMPILED = Path(__file__).resolve().parent / "compiled" / "training.yaml"  # shipped in the wheel
 HEADER_DICT = re.compile(r"^(#\s+\w+: dict \[Default: )(\{.*\})(\]\s*)$")  # '#    train_cfg: dict [Default: {...}]'
 
 
@@ -37,8 +37,8 @@ def sort_header(text: str) -> str:
     return "".join(lines)
 
 
-def compile_pipeline(out: Path = COMPILED, params_path: Path = ROOT / "params.yaml") -> Path:
-    """Write the pipeline spec YAML (byte-identical for the same code and params.yaml)."""
+def compile_pipeline(out: Path = COMPILED, params_path: Path | str | None = "params.yaml") -> Path:
+    """Write the pipeline spec YAML (byte-identical for the same code and params file)."""
     from kfp import compiler
 
     out.parent.mkdir(parents=True, exist_ok=True)

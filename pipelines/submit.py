@@ -61,11 +61,11 @@ def submit(host: str, arguments: dict[str, Any], pipeline_file: Path = COMPILED,
     """Create a run (or, with a 6-field cron, a recurring run) from the compiled pipeline.
 
     Args:
-        arguments: pipeline parameters (data_uri, study_db, the step configs, ...).
+        arguments: pipeline parameters (data_uri, the step configs, ...; never a credential).
         recurring: 6-field cron (seconds first) for a recurring run; None = one run now.
         make_client: builds the client from `client_options` (tests pass a fake).
     Returns:
-        {"kind": "run"|"recurring", "id": ..., "host": ...}.
+        {"kind": "run"|"recurring", "id": ..., "host": ..., "url": the run's page in the Kubeflow UI}.
     """
     cron = check_cron(recurring) if recurring is not None else None  # before any network call
     if not Path(pipeline_file).is_file():
@@ -77,10 +77,17 @@ def submit(host: str, arguments: dict[str, Any], pipeline_file: Path = COMPILED,
         run = client.create_run_from_pipeline_package(
             str(pipeline_file), arguments=arguments, experiment_name=experiment, namespace=namespace
         )
-        return {"kind": "run", "id": run.run_id, "host": host}
+        return {"kind": "run", "id": run.run_id, "host": host, "url": run_url(host, run.run_id)}
     exp = client.create_experiment(experiment, namespace=namespace)
     job = client.create_recurring_run(
         experiment_id=exp.experiment_id, job_name=f"{PIPELINE_NAME}-recurring", cron_expression=cron,
         params=arguments, pipeline_package_path=str(pipeline_file), max_concurrency=1, no_catchup=True,
     )
-    return {"kind": "recurring", "id": job.recurring_run_id, "host": host}
+    return {"kind": "recurring", "id": job.recurring_run_id, "host": host,
+            "url": run_url(host, job.recurring_run_id, recurring=True)}
+
+
+def run_url(host: str, run_id: str, recurring: bool = False) -> str:
+    """The page of a run (or a recurring run) in the Kubeflow Pipelines UI, as kfp.Client links it."""
+    page = "recurringrun" if recurring else "runs"
+    return f"{host.rstrip('/')}/#/{page}/details/{run_id}"

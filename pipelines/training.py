@@ -1,10 +1,15 @@
 """The fusionrec training pipeline for Kubeflow Pipelines v2.
 
-ingest -> split -> featurize -> search (dsl.ParallelFor workers on one Optuna study) ->
-summarise the study -> train -> evaluate -> (dsl.If promoted) package. Each task is a
-component from components/, each a thin wrapper of fusionrec.steps. The step configs
-default to params.yaml's sections at compile time, so the compiled YAML records the params
-it was built with (a test recompiles and compares).
+ingest -> split -> featurize -> search -> train -> evaluate -> (dsl.If promoted) package.
+Each task is a component from components/, each a thin wrapper of fusionrec.steps, on the
+image that installs the fusionrec wheel. params.yaml decides, at compile time:
+- the step configs' defaults (the compiled YAML records the params it was built with);
+- the search's shape: with `pipeline.study_secret`, dsl.ParallelFor pods share one Optuna
+  study in the database whose URL that Kubernetes Secret holds; without, one search pod runs
+  `pipeline.search_workers` processes on a study of its own;
+- every task's CPU/memory requests and limits and its retry policy (`pipeline.resources`,
+  `pipeline.retries`).
+Database URLs reach the tasks only from Secrets, never as run parameters.
 """
 
 
@@ -15,9 +20,9 @@ from kfp import dsl
 from kfp.dsl import Dataset
 
 from components import evaluate, featurize, ingest, package, search, split, train
-from fusionrec.config import load_params
+from fusionrec.automl.study import STUDY_DB_ENV
+from fusionrec.config import Params, PipelineConfig, load_params
 
-ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_NAME = "fusionrec-training"
 
 
@@ -28,42 +33,80 @@ def without_nones(value: Any) -> Any:
     return value
 
 
-def build_pipeline(params_path: Path = ROOT / "params.yaml") -> Any:
-    """Define the pipeline with params.yaml's sections as the config parameters' defaults."""
-    p = without_nones(load_params(params_path).model_dump(mode="json"))
-    workers = list(range(p["pipeline"]["search_workers"]))
+STEP_CONFIGS = ("ingest", "split", "featurize", "search", "train", "evaluate", "package")
+
+
+def step_arguments(params: Params) -> dict[str, Any]:
+    """The run's `<step>_cfg` parameters from params, as kfp takes them (no None, no credential).
+
+    `search.storage` stays out: a database URL is a Secret's, never a run parameter (the KFP UI
+    and the run history show every parameter).
+    """
+    p = without_nones(params.model_dump(mode="json"))
+    p["search"].pop("storage", None)
+    return {f"{name}_cfg": p[name] for name in STEP_CONFIGS}
+
+
+def configure(task: Any, step: str, cfg: PipelineConfig) -> Any:
+    """Requests, limits and retries of one task, from params.yaml's `pipeline` section."""
+    res = cfg.task_resources(step)
+    task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
+    task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
+    if cfg.retries > 0:
+        task.set_retry(num_retries=cfg.retries, backoff_duration=cfg.retry_backoff, backoff_factor=2.0)
+    return task
+
+
+def use_study_secret(task: Any, cfg: PipelineConfig) -> Any:
+    """The study database URL as $FUSIONREC_STUDY_DB, from the Secret (the pod fails to start without it)."""
+    from kfp import kubernetes
+
+    return kubernetes.use_secret_as_env(task, secret_name=cfg.study_secret,
+                                        secret_key_to_env={cfg.study_secret_key: STUDY_DB_ENV})
+
+
+def build_pipeline(params_path: Path | str | None = "params.yaml") -> Any:
+    """Define the pipeline from a params file (absent: every default)."""
+    params = load_params(params_path)
+    p = step_arguments(params)
+    cfg = params.pipeline
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Multi-modal recommender: ingest to a packaged, gated model.")
     def training(
         data_uri: str,
-        study_db: str = "",
-        search_workers: list = workers,
-        trials_per_worker: int = p["pipeline"]["trials_per_worker"],
+        trials_per_worker: int = cfg.trials_per_worker,
         champion_metrics: dict = {},  # noqa: B006 (kfp parameters are declared by their defaults)
-        ingest_cfg: dict = p["ingest"],
-        split_cfg: dict = p["split"],
-        featurize_cfg: dict = p["featurize"],
-        search_cfg: dict = p["search"],
-        train_cfg: dict = p["train"],
-        evaluate_cfg: dict = p["evaluate"],
-        package_cfg: dict = p["package"],
+        ingest_cfg: dict = p["ingest_cfg"],
+        split_cfg: dict = p["split_cfg"],
+        featurize_cfg: dict = p["featurize_cfg"],
+        search_cfg: dict = p["search_cfg"],
+        train_cfg: dict = p["train_cfg"],
+        evaluate_cfg: dict = p["evaluate_cfg"],
+        package_cfg: dict = p["package_cfg"],
     ) -> None:
         data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
-        ingested = ingest(data=data.output, cfg=ingest_cfg).outputs["ingested"]
-        split_data = split(ingested=ingested, cfg=split_cfg).outputs["split_data"]
-        features = featurize(data=data.output, ingested=ingested, cfg=featurize_cfg).outputs["features"]
-        # study_db goes straight to the workers: kfp.local (2.17) replaces every task-output parameter
-        # entering a ParallelFor by the loop item, so no task may compute it. Empty: SQLite per run.
+        ingest_task = configure(ingest(data=data.output, cfg=ingest_cfg), "ingest", cfg)
+        ingested = ingest_task.outputs["ingested"]
+        split_data = configure(split(ingested=ingested, cfg=split_cfg), "split", cfg).outputs["split_data"]
+        features = configure(featurize(data=data.output, ingested=ingested, cfg=featurize_cfg),
+                             "featurize", cfg).outputs["features"]
         common = dict(ingested=ingested, features=features, split_data=split_data, cfg=search_cfg,
-                      base=train_cfg, storage=study_db, study_name=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        with dsl.ParallelFor(items=search_workers, name="search-workers"):
-            worker = search(n_trials=trials_per_worker, **common).set_display_name("search-worker")
-        summary = search(n_trials=0, **common).set_display_name("search-summary").after(worker)
-        model = train(ingested=ingested, features=features, split_data=split_data,
-                      study=summary.outputs["study"]).outputs["model"]
-        verdict = evaluate(ingested=ingested, features=features, split_data=split_data, model=model,
-                           cfg=evaluate_cfg, champion_metrics=champion_metrics)
+                      base=train_cfg, study_name=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        if cfg.study_secret:
+            with dsl.ParallelFor(items=list(range(cfg.search_workers)), name="search-workers"):
+                worker = search(trials_per_worker=trials_per_worker, workers=1, shared_study=True, **common)
+                use_study_secret(configure(worker.set_display_name("search-worker"), "search", cfg), cfg)
+            summary = search(trials_per_worker=0, workers=1, shared_study=True, **common)
+            use_study_secret(configure(summary.set_display_name("search-summary").after(worker), "search", cfg), cfg)
+        else:
+            summary = search(trials_per_worker=trials_per_worker, workers=cfg.search_workers, shared_study=False,
+                             **common)
+            configure(summary, "search", cfg)
+        model = configure(train(ingested=ingested, features=features, split_data=split_data,
+                                study=summary.outputs["study"]), "train", cfg).outputs["model"]
+        verdict = configure(evaluate(ingested=ingested, features=features, split_data=split_data, model=model,
+                                     cfg=evaluate_cfg, champion_metrics=champion_metrics), "evaluate", cfg)
         with dsl.If(verdict.outputs["Output"] == True, name="promoted"):  # noqa: E712 (a kfp condition, not Python)
-            package(model=model, cfg=package_cfg)
+            configure(package(model=model, evaluation=verdict.outputs["evaluation"], cfg=package_cfg), "package", cfg)
 
     return training

@@ -14,7 +14,7 @@ import pytest
 from fusionrec.automl import config_from_params, default_params, fit_space, run_search, suggest_config
 from fusionrec.automl.outputs import choose_trial
 from fusionrec.automl.space import EASE_MODE
-from fusionrec.automl.study import local_storage, local_study_storage, open_study, run_workers
+from fusionrec.automl.study import STUDY_DB_ENV, local_storage, open_study, run_workers, study_database
 from fusionrec.config import (
     SPACE_CHOICES,
     SPACE_LOG,
@@ -82,11 +82,12 @@ def test_fit_space_drops_missing_encoders_and_contains_the_default() -> None:
     assert config_from_params(default_params(space, base), space, base) == base  # the enqueued trial is the default
 
 
-def test_local_study_storage_is_one_file_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FUSIONREC_STUDY_DIR", str(tmp_path / "studies"))
-    url = local_study_storage("run/42")
-    assert url == f"sqlite:///{(tmp_path / 'studies' / 'run-42.db').resolve()}"
-    assert (tmp_path / "studies").is_dir()
+def test_a_shared_study_needs_its_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STUDY_DB_ENV, "postgresql+psycopg://u:p@db/optuna")
+    assert study_database() == "postgresql+psycopg://u:p@db/optuna"
+    monkeypatch.setenv(STUDY_DB_ENV, " ")
+    with pytest.raises(RuntimeError, match="pipeline.study_secret"):
+        study_database()
 
 
 def test_multi_objective_chooses_best_quality_within_the_latency_budget(tmp_path: Path) -> None:

@@ -257,10 +257,33 @@ class SimulateConfig(Section):
     seed: int = 11
 
 
+class TaskResources(Section):
+    """What one Kubeflow task asks of the cluster (Kubernetes quantities)."""
+
+    cpu_request: str = "1"
+    cpu_limit: str = "2"
+    memory_request: str = "2G"
+    memory_limit: str = "4G"
+
+
 class PipelineConfig(Section):
-    search_workers: int = 2  # dsl.ParallelFor fan-out
+    search_workers: int = 2  # Optuna workers: ParallelFor pods on the shared study, else processes in one search pod
     trials_per_worker: int = 5
     image: str = "ghcr.io/fusionrec/fusionrec"  # tag = package version
+    study_secret: str = ""  # Kubernetes Secret holding the shared study's database URL; empty = the search runs in one pod
+    study_secret_key: str = "study-url"  # the key of study_secret that holds the URL (as in the Secret fusionrec-db)
+    retries: int = 2  # a failed task is retried this many times (pod evicted, node lost)
+    retry_backoff: str = "60s"  # wait before the first retry (doubles each time)
+    resources: dict[str, TaskResources] = {  # per step; "default" for steps not named
+        "default": TaskResources(),
+        "featurize": TaskResources(cpu_request="2", cpu_limit="4", memory_request="4G", memory_limit="8G"),
+        "search": TaskResources(cpu_request="2", cpu_limit="4", memory_request="4G", memory_limit="8G"),
+        "train": TaskResources(cpu_request="2", cpu_limit="4", memory_request="4G", memory_limit="8G"),
+    }
+
+    def task_resources(self, step: str) -> TaskResources:
+        """The resources of one step: its own entry, else "default"."""
+        return self.resources.get(step) or self.resources.get("default") or TaskResources()
 
 
 class Params(Section):

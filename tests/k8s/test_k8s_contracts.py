@@ -54,12 +54,16 @@ def test_workload_images_and_tags(rendered: dict[str, list[Doc]], overlay: str) 
 
 def test_dockerfile_builds_the_pipeline_image_as_documented() -> None:
     instructions = _dockerfile_instructions()
-    (base,) = [args for op, args in instructions if op == "FROM"]
-    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base), f"pinned python:3.11.x-slim expected, got {base}"
+    bases = [args.split()[0] for op, args in instructions if op == "FROM"]
+    for base in bases:
+        assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base), f"pinned python:3.11.x-slim expected, got {base}"
     runs = [args for op, args in instructions if op == "RUN"]
-    lock = next(i for i, r in enumerate(runs) if "-r requirements.lock" in r)
-    package = next(i for i, r in enumerate(runs) if "--no-deps ." in r)
-    assert lock < package, "install requirements.lock first, then the package with --no-deps"
+    wheel = next(i for i, r in enumerate(runs) if "pip wheel" in r and "--no-deps" in r)
+    lock = next(i for i, r in enumerate(runs) if "-r /tmp/requirements.lock" in r)
+    package = next(i for i, r in enumerate(runs) if "--no-deps /tmp/dist/*.whl" in r)
+    assert wheel < lock < package, "build the wheel, install requirements.lock, then the wheel with --no-deps"
+    envs = " ".join(args for op, args in instructions if op == "ENV")
+    assert "PYTHONPATH" not in envs, "a pod runs the installed wheel, never source folders on PYTHONPATH"
     assert not re.search(r"snapshot_download|hf_hub_download|huggingface-cli|torch\.hub|wget |curl ",
                          DOCKERFILE.read_text()), "model weights come from packages, never a download"
     (version,) = [args.split("=", 1)[1] for op, args in instructions if op == "ARG" and args.startswith("VERSION=")]
@@ -71,7 +75,7 @@ def test_dockerfile_builds_the_pipeline_image_as_documented() -> None:
 def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
     ignore = (REPO / "components" / "Dockerfile.dockerignore").read_text().splitlines()
     for op, args in _dockerfile_instructions():
-        if op != "COPY":
+        if op != "COPY" or "--from=" in args:
             continue
         *sources, _ = [a for a in args.split() if not a.startswith("--")]
         for source in sources:
@@ -83,10 +87,11 @@ def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
 
 
 def test_image_carries_the_compiled_pipeline() -> None:
-    """`fusionrec monitor --trigger kfp` submits pipelines/compiled/training.yaml from inside the image."""
+    """`fusionrec monitor --trigger kfp` submits the compiled pipeline from inside the image (wheel data)."""
     assert (REPO / "pipelines" / "compiled" / "training.yaml").is_file(), (
-        "pipelines/compiled/training.yaml missing (pipelines room: `fusionrec pipeline compile`)"
+        "pipelines/compiled/training.yaml missing: `fusionrec pipeline compile`"
     )
+    assert "compiled/*.yaml" in (REPO / "pyproject.toml").read_text(), "the wheel must ship the compiled pipeline"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -59,7 +59,8 @@ def test_one_run(tmp_path: Path) -> None:
     package = tmp_path / "training.yaml"
     package.write_text("{}")
     out = submit("http://kfp:8888", {"data_uri": "s3://b/d"}, package, experiment="exp", make_client=FakeClient)
-    assert out == {"kind": "run", "id": "run-123", "host": "http://kfp:8888"}
+    assert out == {"kind": "run", "id": "run-123", "host": "http://kfp:8888",
+                   "url": "http://kfp:8888/#/runs/details/run-123"}
     (client,) = FakeClient.made
     assert client.options == {"host": "http://kfp:8888"}
     (call,) = client.calls
@@ -76,6 +77,7 @@ def test_recurring_run_in_a_pod_uses_the_token_and_namespace(tmp_path: Path, mon
     monkeypatch.setenv("KFP_NAMESPACE", "team-recs")
     out = submit("http://kfp:8888", {"data_uri": "s3://b/d"}, package, recurring="0 0 3 * * 1", make_client=FakeClient)
     assert out["kind"] == "recurring" and out["id"] == "rec-9"
+    assert out["url"] == "http://kfp:8888/#/recurringrun/details/rec-9"
     (client,) = FakeClient.made
     assert client.options["namespace"] == "team-recs"
     assert type(client.options["credentials"]).__name__ == "ServiceAccountTokenVolumeCredentials"
@@ -109,21 +111,46 @@ def test_cli_arguments_are_the_compiled_pipelines_parameters() -> None:
     assert all(v is not None for v in args["train_cfg"].values()), "kfp parameters cannot hold None"
 
 
-def test_cli_submit_calls_submit_with_the_study_db(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("study_secret", ["", "fusionrec-study-db"])
+def test_cli_submit_compiles_from_params_and_prints_the_run_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                study_secret: str) -> None:
+    """No database URL among the run's parameters; the search's shape follows params.yaml."""
     import pipelines.submit
     from typer.testing import CliRunner
 
     from fusionrec.cli import app
 
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"pipeline": {"study_secret": study_secret, "search_workers": 3}}))
     seen: dict[str, Any] = {}
 
-    def fake_submit(host: str, arguments: dict[str, Any], **kwargs: Any) -> dict[str, str]:
-        seen.update(host=host, arguments=arguments, **kwargs)
-        return {"kind": "recurring", "id": "x", "host": host}
+    def fake_submit(host: str, arguments: dict[str, Any], pipeline_file: Path, **kwargs: Any) -> dict[str, str]:
+        seen.update(host=host, arguments=arguments, spec=yaml.safe_load_all(Path(pipeline_file).read_text()), **kwargs)
+        seen["spec"] = list(seen["spec"])
+        return {"kind": "run", "id": "r-1", "host": host, "url": f"{host}/#/runs/details/r-1"}
 
     monkeypatch.setattr(pipelines.submit, "submit", fake_submit)
     result = CliRunner().invoke(app, ["pipeline", "submit", "--host", "http://kfp:8888", "--data-uri", "s3://b/d",
-                                      "--study-db", "postgresql://db/optuna", "--recurring", "0 0 3 * * *",
-                                      "--params", str(ROOT / "params.yaml")])
+                                      "--params", str(params)])
     assert result.exit_code == 0, result.output
-    assert seen["arguments"]["study_db"] == "postgresql://db/optuna" and seen["recurring"] == "0 0 3 * * *"
+    assert "http://kfp:8888/#/runs/details/r-1" in result.output.splitlines()
+    assert not [k for k in seen["arguments"] if "db" in k or "storage" in k]
+    assert seen["arguments"]["search_cfg"].get("storage", "") == ""
+    pipeline, *platform = seen["spec"]
+    loops = [t for t in pipeline["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
+    if study_secret:
+        assert loops and "3 search pods" in result.output
+        secrets = platform[0]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        assert all(e["secretAsEnv"][0]["keyToEnv"] == [{"envVar": "FUSIONREC_STUDY_DB", "secretKey": "study-url"}]
+                   for e in secrets.values())
+    else:
+        assert not loops and not platform and "one search pod with 3 worker processes" in result.output
+
+
+def test_submit_rejects_an_unknown_option(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fusionrec.cli import app
+
+    result = CliRunner().invoke(app, ["pipeline", "submit", "--host", "h", "--data-uri", "d", "--study-db", "x"])
+    assert result.exit_code == 2, "database URLs are not run parameters"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from fusionrec.automl.search import run_search, summarise
 from fusionrec.automl.space import config_from_params, default_params, fit_space, suggest_config
-from fusionrec.automl.study import local_storage, local_study_storage, open_study
+from fusionrec.automl.study import STUDY_DB_ENV, local_storage, open_study, study_database
 
 __all__ = [
-    "config_from_params", "default_params", "fit_space", "local_storage", "local_study_storage", "open_study",
-    "run_search", "suggest_config", "summarise",
+    "STUDY_DB_ENV", "config_from_params", "default_params", "fit_space", "local_storage", "open_study",
+    "run_search", "study_database", "suggest_config", "summarise",
 ]

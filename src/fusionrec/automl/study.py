@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Objective = Callable[["optuna.Trial"], "float | tuple[float, float]"]
+STUDY_DB_ENV = "FUSIONREC_STUDY_DB"  # a shared study's database URL (from a Secret on a cluster)
 METRIC = "ndcg@20"  # the objective (validation) and the pruning signal (per epoch)
 CAUGHT = (ValueError, RuntimeError, ArithmeticError)  # a trial raising these fails; the search goes on
 
@@ -42,15 +42,20 @@ def local_storage(out_dir: Path) -> str:
     return f"sqlite:///{Path(out_dir).resolve() / 'study.db'}"
 
 
-def local_study_storage(run_id: str) -> str:
-    """A SQLite study shared by the tasks of one local pipeline run (one file system).
+def study_database() -> str:
+    """The shared study's database URL from $FUSIONREC_STUDY_DB (set from a Secret on a cluster).
 
-    The folder is $FUSIONREC_STUDY_DIR, else <tmp>/fusionrec-studies; it is created here.
+    Raises:
+        RuntimeError: when it is unset: workers that do not share a database lose each other's trials.
     """
-    folder = Path(os.environ.get("FUSIONREC_STUDY_DIR") or Path(tempfile.gettempdir()) / "fusionrec-studies")
-    folder.mkdir(parents=True, exist_ok=True)
-    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in run_id) or "run"
-    return f"sqlite:///{folder.resolve() / safe}.db"
+    url = os.environ.get(STUDY_DB_ENV, "").strip()
+    if not url:
+        raise RuntimeError(
+            f"${STUDY_DB_ENV} is empty: the search workers of this pipeline share one study only through a "
+            "database. Create the Kubernetes Secret named by params.yaml `pipeline.study_secret` (key "
+            "`pipeline.study_secret_key`) holding a PostgreSQL URL, or compile the pipeline without "
+            "`pipeline.study_secret` to run the search in one pod")
+    return url
 
 
 def make_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:

@@ -1,0 +1,132 @@
+"""The compiled pipeline, run as a cluster runs it.
+
+Every task starts from an interpreter that has only the fusionrec wheel and the locked
+dependencies, in an empty folder of its own with its own HOME and TMPDIR, with the image's
+env and the Secrets the compiled pipeline declares (test values), and nothing else to read
+but its input artifacts (pipelines.local.run_local). The search fans out to two workers that
+share one Optuna study in a real PostgreSQL, reached only through the Secret.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from tests.components.component_tasks import TINY_EVALUATE, TINY_FEATURIZE, TINY_SEARCH, TINY_TRAIN, as_params
+from tests.wheel_env import REPO, WheelEnv, image_env
+
+from fusionrec.config import IngestConfig, PackageConfig, SplitConfig, TrainConfig, load_config_file
+from fusionrec.io import read_json
+
+STUDY_SECRET = "fusionrec-db"
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore:Task .* have no effect in the current local runner:UserWarning"),
+]
+
+
+def tiny_arguments() -> dict:
+    """Run arguments that keep every step cheap (tf-idf + colour, 1 trial per worker, 2 epochs)."""
+    return {
+        "ingest_cfg": as_params(IngestConfig()), "split_cfg": as_params(SplitConfig()),
+        "featurize_cfg": as_params(TINY_FEATURIZE), "search_cfg": as_params(TINY_SEARCH),
+        "train_cfg": as_params(TINY_TRAIN), "evaluate_cfg": as_params(TINY_EVALUATE),
+        "package_cfg": as_params(PackageConfig(model_name="fusionrec-e2e")), "trials_per_worker": 1,
+    }
+
+
+def only(root: Path, pattern: str) -> Path:
+    found = sorted(root.glob(pattern))
+    assert len(found) == 1, f"expected one {pattern} under {root}, found {found}"
+    return found[0]
+
+
+def task(run: SimpleNamespace, name: str) -> list[Path]:
+    return [t for t in run.tasks if t.name.split("-", 1)[1] == name]
+
+
+@pytest.fixture(scope="module")
+def cluster_run(demo_dir: Path, wheel_env: WheelEnv, postgres, tmp_path_factory: pytest.TempPathFactory):
+    """One run of the pipeline compiled for a shared study, every task isolated as a pod."""
+    from pipelines.compile import compile_pipeline
+    from pipelines.local import run_local
+
+    tmp = tmp_path_factory.mktemp("cluster")
+    params = tmp / "params.yaml"
+    params.write_text(yaml.safe_dump({"pipeline": {"study_secret": STUDY_SECRET, "search_workers": 2}}))
+    compiled = compile_pipeline(tmp / "training.yaml", params)
+    url = postgres.new_database("study")
+    result = run_local(demo_dir, tmp / "kfp", pipeline_file=compiled, python=str(wheel_env.python),
+                       env=image_env(), secrets={STUDY_SECRET: {"study-url": url}}, **tiny_arguments())
+    return SimpleNamespace(root=Path(result["pipeline_root"]), tasks=[Path(t) for t in result["tasks"]], url=url,
+                           compiled=compiled)
+
+
+def test_search_workers_share_one_postgresql_study(cluster_run: SimpleNamespace) -> None:
+    assert len(task(cluster_run, "search")) == 3, "two workers and the summary"
+    summary = read_json(only(cluster_run.root, "*/search-2/study/summary.json"))
+    assert summary["n_trials"] == 2, "two workers x one trial each should add two trials to one study"
+    assert summary["storage"].startswith("postgresql"), summary["storage"]
+    engine = sa.create_engine(cluster_run.url)
+    try:
+        with engine.connect() as conn:
+            states = conn.exec_driver_sql("SELECT state FROM trials").scalars().all()
+    finally:
+        engine.dispose()
+    assert sorted(map(str, states)) == ["COMPLETE", "COMPLETE"], states
+    for folder in cluster_run.tasks:
+        assert not list(folder.rglob("*.db")), f"{folder.name} kept a local study file"
+    best = load_config_file(only(cluster_run.root, "*/search-2/study/best.yaml"), TrainConfig)
+    assert best.text_encoder == "tfidf"
+
+
+def test_each_task_had_its_own_folders_and_the_image_env(cluster_run: SimpleNamespace) -> None:
+    names = [t.name.split("-", 1)[1] for t in cluster_run.tasks]
+    assert {"ingest", "split", "featurize", "search", "train", "evaluate", "package"} <= set(names)
+    assert len({t / "home" for t in cluster_run.tasks}) == len(cluster_run.tasks)
+    for folder in cluster_run.tasks:
+        assert (folder / "log.txt").is_file()
+    (package,) = task(cluster_run, "package")
+    # BentoML's store is under the pod's HOME: nothing of this machine's ~/bentoml is seen or written
+    assert (package / "home" / "bentoml" / "models" / "fusionrec-e2e").is_dir()
+
+
+def test_the_promoted_model_is_evaluated_and_packaged(cluster_run: SimpleNamespace) -> None:
+    metrics = read_json(only(cluster_run.root, "*/evaluate/evaluation/metrics.json"))
+    assert 0.0 <= metrics["model"]["test"]["ndcg@20"] <= 1.0
+    assert read_json(only(cluster_run.root, "*/evaluate/evaluation/promotion.json"))["promote"] is True
+    assert list(only(cluster_run.root, "*/package/packaged").glob("*.bentomodel")), "the promoted model was not packaged"
+
+
+def test_without_the_secret_the_search_pod_does_not_start(cluster_run: SimpleNamespace) -> None:
+    from pipelines.local import TaskStartError, resolve_secrets, secret_env
+
+    wanted = secret_env(cluster_run.compiled)
+    assert set(wanted) == {"search"}, "only the search reads the study database"
+    assert resolve_secrets(wanted["search"], {STUDY_SECRET: {"study-url": "postgresql://x"}}, "search") == {
+        "FUSIONREC_STUDY_DB": "postgresql://x"}
+    with pytest.raises(TaskStartError, match=STUDY_SECRET):
+        resolve_secrets(wanted["search"], {}, "search")
+
+
+def test_package_cli_from_the_wheel_in_an_empty_folder(cluster_run: SimpleNamespace, wheel_env: WheelEnv,
+                                                       tmp_path: Path) -> None:
+    model = only(cluster_run.root, "*/train/model")
+    promotion = only(cluster_run.root, "*/evaluate/evaluation/promotion.json")
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir(), home.mkdir()
+    env = {"PATH": f"{wheel_env.bin}:/usr/bin:/bin", "HOME": str(home), **image_env(),
+           **{k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}}
+    done = subprocess.run(["fusionrec", "package", str(model), str(tmp_path / "out"), "--promotion", str(promotion)],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert read_json(tmp_path / "out" / "package.json")["tag"].startswith("fusionrec:")
+    assert (home / "bentoml" / "models" / "fusionrec").is_dir()
+    assert not list(work.iterdir()), "the command wrote into its working folder"
+    assert str(REPO) not in done.stdout + done.stderr
