@@ -20,8 +20,8 @@ def featurize(
 ) -> None:
     """Embed every item with the configured text and image encoders (cached by content hash)."""
     from fusionrec.config import ConfigError, FeaturizeConfig, load_section
+    from fusionrec.features.encoder import EncoderError
     from fusionrec.features.pipeline import run_featurize
-    from fusionrec.features.registry import EncoderError
 
     try:
         cfg = load_section(params, "featurize")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fusionrec.features.registry import Encoder, EncoderError, file_digest, prepare_torch
+from fusionrec.features.encoder import Encoder, EncoderError, file_digest, prepare_torch
 
 if TYPE_CHECKING:
     from PIL import Image

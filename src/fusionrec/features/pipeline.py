@@ -22,8 +22,9 @@ import pandas as pd
 
 from fusionrec.config import FeaturizeConfig
 from fusionrec.features.cache import EmbeddingCache, image_hash, text_hash
+from fusionrec.features.encoder import ENCODER_JSON, Encoder
 from fusionrec.features.quality import label_matrix, neighbour_label_share
-from fusionrec.features.registry import ENCODER_JSON, Encoder, get_encoder, split_spec
+from fusionrec.features.registry import get_encoder, split_spec
 from fusionrec.features.store import FeatureMatrix, feature_key, save_feature, slugify, write_manifest
 from fusionrec.features.vectors import align_vectors
 from fusionrec.io import StepResult, write_json

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fusionrec.features.registry import Encoder, EncoderError, file_digest, prepare_torch
+from fusionrec.features.encoder import Encoder, EncoderError, file_digest, prepare_torch
 
 if TYPE_CHECKING:
     from fusionrec.config import FeaturizeConfig
