@@ -112,7 +112,8 @@ def run_cold(ingested: Path, features: Path, work: Path) -> dict[str, Any]:
     """cold-items split: a fifth of the items never in training, ranked among themselves."""
     from fusionrec.config import SplitConfig, TrainConfig
     from fusionrec.data.splits import run_split
-    from fusionrec.training import TrainData, train
+    from fusionrec.data.train_data import TrainData
+    from fusionrec.training import train
 
     split = work / "split-cold-items"
     if not (split / "train.parquet").is_file():
@@ -137,8 +138,9 @@ def run_temporal(ingested: Path, features: Path, work: Path) -> dict[str, Any]:
     """temporal-loo: ours vs EASE, per-user bootstrap intervals of the means and of the difference."""
     from fusionrec.config import SplitConfig, TrainConfig
     from fusionrec.data.splits import run_split
+    from fusionrec.data.train_data import TrainData
     from fusionrec.models.baselines import make_baseline
-    from fusionrec.training import TrainData, train
+    from fusionrec.training import train
 
     split = work / "split-temporal-loo"
     if not (split / "train.parquet").is_file():
@@ -165,7 +167,8 @@ def run_scale(demo: Path, interactions: int = 1_000_000) -> dict[str, Any]:
     from fusionrec import schema
     from fusionrec.config import DemoConfig, TrainConfig
     from fusionrec.data.demo import run_demo_data
-    from fusionrec.training import TrainData, train
+    from fusionrec.data.train_data import TrainData
+    from fusionrec.training import train
 
     if not (demo / "interactions.csv").is_file():
         run_demo_data(demo, DemoConfig(users=20_000, items=3_000, interactions=interactions, image_size=16))
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quality benchmark skipped: {args.data} not found")
         return 0
     torch.set_num_threads(1)
-    from fusionrec.training import TrainData
+    from fusionrec.data.train_data import TrainData
 
     ingested, features, split, _ = prepare(args.data, args.work)
     data = TrainData.from_dirs(ingested, features, split)

@@ -86,8 +86,9 @@ def code_version() -> str:
 
 def valid_and_test(ingested: Path, features: Path, split: Path, cfg: TrainConfig) -> dict[str, float]:
     """Retrain a config and score it: validation and test NDCG@20 / Recall@20 (full ranking)."""
+    from fusionrec.data.train_data import TrainData
     from fusionrec.evaluation.metrics import evaluate_scores
-    from fusionrec.training import TrainData, train
+    from fusionrec.training import train
 
     data = TrainData.from_dirs(ingested, features, split)
     start = time.perf_counter()

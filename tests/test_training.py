@@ -9,7 +9,8 @@ import pytest
 from tests.models.model_samples import FAST, colour_data
 
 from fusionrec.config import TrainConfig
-from fusionrec.training import TrainData, run_train, train
+from fusionrec.data.train_data import TrainData
+from fusionrec.training import run_train, train
 
 QUICK = FAST.with_overrides(epochs=3, patience=3)
 

@@ -1,7 +1,8 @@
-"""Training: data assembly, the fit loop with early stopping, the EASE blend, `run_train`.
+"""Training: the fit loop with early stopping, the EASE blend, `run_train`.
 
 `train(data, cfg, callback)` knows nothing of optuna: the AutoML search passes a
-callback that reports each epoch's validation metrics and may raise to prune.
+callback that reports each epoch's validation metrics and may raise to prune. The data it
+reads is a `fusionrec.data.train_data.TrainData`.
 """
 
 from __future__ import annotations
@@ -9,16 +10,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from fusionrec import schema
 from fusionrec.config import TrainConfig
+from fusionrec.data.train_data import TrainData
 from fusionrec.io import StepResult
 
 if TYPE_CHECKING:
@@ -32,104 +33,12 @@ EVAL_KS = (10, 20)
 
 
 @dataclass
-class TrainData:
-    """Everything training needs, in memory: interactions as index frames and matrices,
-    item features by key ("text:minilm": (values (n, d), mask (n,))), and the id maps."""
-
-    train: pd.DataFrame  # user_idx, item_idx[, context columns]
-    valid: sp.csr_matrix  # (n_users, n_items)
-    test: sp.csr_matrix | None
-    features: dict[str, tuple[np.ndarray, np.ndarray]]
-    item_ids: list[str]
-    user_ids: list[str]
-    titles: list[str] | None = None
-    cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    fingerprint: str = ""
-    negatives: pd.DataFrame | None = None  # user_idx, item_idx[, timestamp]: negative events (never positives)
-
-    @property
-    def n_users(self) -> int:
-        return len(self.user_ids)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.item_ids)
-
-    def matrix(self, frame: pd.DataFrame) -> sp.csr_matrix:
-        """Binary (n_users, n_items) matrix of an interaction frame."""
-        rows, cols = frame[schema.USER_IDX].to_numpy(np.int64), frame[schema.ITEM_IDX].to_numpy(np.int64)
-        m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(self.n_users, self.n_items))
-        m.sum_duplicates()
-        m.data[:] = 1.0
-        return m
-
-    @property
-    def train_matrix(self) -> sp.csr_matrix:
-        return self.matrix(self.train)
-
-    def negative_matrix(self) -> sp.csr_matrix | None:
-        """Binary (n_users, n_items) matrix of the negative events (dislike, skip); None if there are none."""
-        if self.negatives is None or self.negatives.empty:
-            return None
-        return self.matrix(self.negatives)
-
-    def recency_matrix(self, half_life: float) -> sp.csr_matrix:
-        """The train matrix with each user's interactions weighted by recency: 0.5^(newer / half_life).
-
-        `newer` counts the user's interactions after this one (by timestamp; file order without
-        one), so the newest weighs 1 whatever the time gaps; half_life <= 0 gives the binary matrix.
-        """
-        if half_life <= 0:
-            return self.train_matrix
-        frame = self.train
-        order = frame.sort_values(schema.TIMESTAMP, kind="stable") if schema.TIMESTAMP in frame.columns else frame
-        newer = order.groupby(schema.USER_IDX).cumcount(ascending=False).to_numpy(np.float64)
-        rows, cols = order[schema.USER_IDX].to_numpy(np.int64), order[schema.ITEM_IDX].to_numpy(np.int64)
-        m = sp.csr_matrix((0.5 ** (newer / half_life), (rows, cols)), shape=(self.n_users, self.n_items))
-        m.sum_duplicates()  # a pair met twice: both weights count
-        return m.astype(np.float32)
-
-    @classmethod
-    def from_dirs(cls, ingested_dir: Path | str, features_dir: Path | str, split_dir: Path | str) -> TrainData:
-        """Read an ingested folder, a features folder and a split folder (ours or external)."""
-        from fusionrec.data.loading import load_ingested, load_split
-        from fusionrec.features.store import load_features
-
-        ingested = load_ingested(ingested_dir)
-        split = load_split(split_dir, ingested)
-        feats = {k: (fm.values, fm.mask) for k, fm in load_features(features_dir).items()}
-        items = ingested.items
-        titles = items["title"].astype(str).tolist() if "title" in items.columns else None
-        train = split.train
-        negative = schema.is_negative(train)
-        data = cls(
-            train=train[~negative].reset_index(drop=True), negatives=train[negative].reset_index(drop=True),
-            valid=split.matrix("valid"), test=split.matrix("test"), features=feats,
-            item_ids=items[schema.ITEM_ID].astype(str).tolist(),
-            user_ids=ingested.users[schema.USER_ID].astype(str).tolist(), titles=titles,
-            cold_items=np.asarray(split.cold_items, dtype=np.int64),
-        )
-        data.fingerprint = fingerprint(data)
-        return data
-
-
-@dataclass
 class TrainResult:
     recommender: Recommender
     best_epoch: int
     valid_metrics: dict[str, float]
     history: list[dict[str, float]]
     seconds: float = 0.0
-
-
-def fingerprint(data: TrainData) -> str:
-    """A short hash of the training interactions and catalogue size (ties a model to its data)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    h.update(np.asarray([data.n_users, data.n_items]).tobytes())
-    h.update(data.train[[schema.USER_IDX, schema.ITEM_IDX]].to_numpy(np.int64).tobytes())
-    return h.hexdigest()[:16]
 
 
 def select_features(data: TrainData, cfg: TrainConfig) -> list[str]:

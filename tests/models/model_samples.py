@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from fusionrec import schema
 from fusionrec.config import TrainConfig
-from fusionrec.training import TrainData
+from fusionrec.data.train_data import TrainData
 
 N_COLOURS = 3
 ITEMS_PER_COLOUR = 20

@@ -12,8 +12,8 @@ from fusionrec.config import TrainConfig
 from fusionrec.models.recommender import Recommender
 
 if TYPE_CHECKING:
+    from fusionrec.data.train_data import TrainData
     from fusionrec.models.network import FusionNet
-    from fusionrec.training import TrainData
 
 BLEND_GRID = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 11))
 
