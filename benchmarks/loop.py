@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                          "model, other users, clicks and finds); the first seed's run is the one detailed")
     args = ap.parse_args(argv)
 
+    from serving.store import BentoStore
+
     from fusionrec.monitoring.loop import quick_params, run_loop
 
     params = load_params(args.params) if args.params else quick_params(load_params(None))
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         run_params = params.model_copy(update={"simulate": params.simulate.with_overrides(seed=seed)})
         with tempfile.TemporaryDirectory(prefix="fusionrec-loop-") as tmp:
             out = (args.out / f"seed{seed}") if args.out else Path(tmp)
-            result = run_loop(out, run_params, args.rounds_before, args.max_shifted, args.rounds_after)
+            result = run_loop(out, run_params, args.rounds_before, args.max_shifted, args.rounds_after,
+                              model_store=BentoStore())
             REPORTS.mkdir(parents=True, exist_ok=True)
             if n == 0 and (out / "ctr.png").is_file():
                 shutil.copy(out / "ctr.png", REPORTS / f"{name}_ctr.png")

@@ -16,13 +16,14 @@ def package(model: Input[Model], packaged: Output[Model], metrics: Output[Metric
     from pathlib import Path
 
     import bentoml
+    from serving.store import BentoStore
 
     from fusionrec.config import PackageConfig
     from fusionrec.io import read_json
     from fusionrec.steps import run_package
 
     out = Path(packaged.path)
-    result = run_package(Path(model.path), out, PackageConfig(**cfg))
+    result = run_package(Path(model.path), out, PackageConfig(**cfg), BentoStore())
     tag = bentoml.models.get(read_json(result.outputs["package"])["tag"]).tag
     bentoml.models.export_model(tag, str(out / f"{tag.name}-{tag.version}.bentomodel"))
     packaged.metadata["tag"] = str(tag)

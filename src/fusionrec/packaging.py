@@ -5,15 +5,16 @@ encoders/ state: no pickle) with its metadata (version, metrics, training data
 fingerprint, encoders) on the BentoML model, so `bentoml models get fusionrec:latest`
 answers "what is deployed" without loading anything. `serving/bentofile.yaml` then
 builds a bento from `serving/service.py`, which references `<model_name>:latest`.
-BentoML itself is reached only through the adapter `serving.store`: it is this step's storage backend.
+
+The store is an argument typed by the `ModelStore` protocol: the library never imports BentoML,
+the adapters pass `serving.store.BentoStore()` in.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fusionrec import __version__ as fusionrec_version
 from fusionrec.config import PackageConfig
@@ -25,6 +26,19 @@ PACKAGE_JSON = "package.json"  # written to the step's out dir: tag, store, meta
 
 class PackageError(ValueError):
     """A model folder that cannot be packaged; the message names the file."""
+
+
+class ModelStore(Protocol):
+    """Where packaged models go (`serving.store.BentoStore`: the BentoML model store)."""
+
+    @property
+    def location(self) -> str:
+        """Where the store lives (recorded in package.json), e.g. the BentoML home folder."""
+        ...
+
+    def put(self, model_dir: Path, name: str, labels: dict[str, str], metadata: dict[str, Any]) -> str:
+        """Copy model_dir byte for byte into the store as a new version of `name`; returns its tag."""
+        ...
 
 
 def _clean(value: Any) -> Any:
@@ -63,29 +77,30 @@ def model_metadata(model_dir: Path) -> dict[str, Any]:
     })
 
 
-def run_package(model_dir: Path, out_dir: Path, cfg: PackageConfig) -> StepResult:
-    """Store model_dir in the BentoML model store (under $BENTOML_HOME) as `<cfg.model_name>:<auto>`.
+def run_package(model_dir: Path, out_dir: Path, cfg: PackageConfig, store: ModelStore) -> StepResult:
+    """Put model_dir into `store` as `<cfg.model_name>:<auto>`.
 
+    Args:
+        store: the model store backend (`serving.store.BentoStore()` in the CLI and the kfp component).
     Returns:
         StepResult with metrics {size_mb, n_files} and outputs {"package": out_dir/package.json},
         which holds the tag, e.g. "fusionrec:k2xvq3..." (`fusionrec serve --model TAG`).
+    Raises:
+        PackageError: not a model folder, or it holds pickled files.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     meta = model_metadata(model_dir)
     pickles = [str(p) for p in model_dir.rglob("*") if p.suffix in (".pkl", ".pickle", ".pt", ".pth", ".joblib")]
     if pickles:
         raise PackageError(f"{model_dir}: refusing to package pickled files {pickles[:5]}")
-    from serving.store import store_model  # the BentoML adapter
-
     labels = {"framework": "fusionrec", "model_version": str(meta["version"])[:60],
               "fusion": str(meta.get("fusion", ""))}
-    tag = store_model(model_dir, cfg.model_name, labels, meta)
+    tag = store.put(model_dir, cfg.model_name, labels, meta)
     files = [p for p in model_dir.rglob("*") if p.is_file()]
     size_mb = sum(p.stat().st_size for p in files) / 1e6
-    store = os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))
-    path = write_json(out_dir / PACKAGE_JSON, {"tag": tag, "model_name": cfg.model_name,
-                                               "bentoml_home": store, "metadata": meta})
+    path = write_json(out_dir / PACKAGE_JSON, {"tag": tag, "model_name": cfg.model_name, "store": store.location,
+                                               "metadata": meta})
     return StepResult(metrics={"size_mb": round(size_mb, 3), "n_files": len(files)}, outputs={"package": path})
 
 
-__all__ = ["PACKAGE_JSON", "PackageError", "model_metadata", "run_package"]
+__all__ = ["PACKAGE_JSON", "ModelStore", "PackageError", "model_metadata", "run_package"]

@@ -20,12 +20,15 @@ TINY_LOOP = {
 @pytest.mark.integration
 @pytest.mark.slow
 def test_loop_detects_retrains_and_promotes(tmp_path: Path) -> None:
+    from serving.store import BentoStore
+
     from fusionrec.monitoring.loop import quick_params, run_loop
 
     params = quick_params(Params())
     params = params.model_copy(update={name: getattr(params, name).with_overrides(**fields)
                                        for name, fields in TINY_LOOP.items()})
-    result = run_loop(tmp_path / "loop", params, rounds_before=2, max_shifted=8, rounds_after=2)
+    result = run_loop(tmp_path / "loop", params, rounds_before=2, max_shifted=8, rounds_after=2,
+                      model_store=BentoStore())
     kinds = [e["kind"] for e in result["events"]]
     assert kinds[0] == "shift" and "drift_detected" in kinds, kinds
     n = result["numbers"]

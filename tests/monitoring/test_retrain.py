@@ -63,11 +63,13 @@ def test_gate_rejects_a_worse_challenger(data_copy: Path, model_dir: Path, taste
 
 def test_equal_challenger_is_promoted_and_packaged(data_copy: Path, model_dir: Path, taste_model, tmp_path: Path,  # noqa: ANN001, F811
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.store import BentoStore
+
     from fusionrec.monitoring.retrain import retrain
 
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     fb = _feedback(data_copy, taste_model, ts0=2e9, seed=1)
-    record = retrain(data_copy, fb, model_dir, tmp_path / "work", PARAMS,
+    record = retrain(data_copy, fb, model_dir, tmp_path / "work", PARAMS, model_store=BentoStore(),
                      trainer=lambda _d, run, _p: Path(shutil.copytree(model_dir, run / "model")))
     assert record["decision"]["promote"] is True
     assert record["promotion"].get("package", "").startswith("fusionrec:")
@@ -99,3 +101,88 @@ def test_challenger_params_lay_the_retrain_settings_over() -> None:
     assert params.split.protocol == "random-811" and params.train.recency_half_life == 0.0
     same = challenger_params(Params(monitor=MonitorConfig(retrain_split="", retrain_half_life=0.0)))
     assert same == Params(monitor=MonitorConfig(retrain_split="", retrain_half_life=0.0))
+
+
+def test_kfp_trigger_hands_the_challengers_settings_to_the_submitter(data_copy: Path, taste_model,  # noqa: ANN001
+                                                                      tmp_path: Path) -> None:
+    from fusionrec.monitoring.retrain import challenger_params, retrain
+
+    submitted: list[dict] = []
+
+    def submitter(arguments: dict) -> dict[str, str]:
+        submitted.append(arguments)
+        return {"kind": "run", "id": "run-7", "host": "http://kfp.example:8888"}
+
+    fb = _feedback(data_copy, taste_model, ts0=2e9)
+    record = retrain(data_copy, fb, None, tmp_path / "work", PARAMS, trigger="kfp", data_uri="s3://b/data",
+                     submitter=submitter, trainer=lambda *_: pytest.fail("the cluster trains, not this process"))
+    assert record["kfp"] == {"kind": "run", "id": "run-7", "host": "http://kfp.example:8888"}
+    (arguments,) = submitted
+    assert arguments["data_uri"] == "s3://b/data" and arguments["champion_metrics"] == {}
+    challenger = challenger_params(PARAMS)
+    assert arguments["split_cfg"] == challenger.split.model_dump(mode="json")
+    assert arguments["train_cfg"] == challenger.train.model_dump(mode="json")
+    assert record["decision"]["promote"] is None and record["merge"]["merged"] > 0
+
+
+def test_kfp_trigger_without_a_submitter_changes_nothing(data_copy: Path, model_dir: Path, taste_model,  # noqa: ANN001, F811
+                                                         tmp_path: Path) -> None:
+    from fusionrec.monitoring.merge import read_watermark
+    from fusionrec.monitoring.retrain import RetrainError, retrain
+
+    fb = _feedback(data_copy, taste_model, ts0=2e9)
+    with pytest.raises(RetrainError, match="submitter"):
+        retrain(data_copy, fb, model_dir, tmp_path / "work", PARAMS, trigger="kfp")
+    assert read_watermark(data_copy) == 0 and not (tmp_path / "work").exists()
+
+
+def _store_with(feedback: pd.DataFrame, path: Path) -> str:
+    from fusionrec.monitoring.store import FeedbackStore
+
+    url = f"sqlite:///{path}"
+    with FeedbackStore(url) as fs:
+        for row in feedback.itertuples():
+            fs.append_feedback(row.user_id, row.item_id, row.event, ts=row.ts)
+    return url
+
+
+def test_cli_kfp_trigger_submits_through_the_pipelines_adapter(data_copy: Path, taste_model, tmp_path: Path,  # noqa: ANN001
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import kfp
+    from typer.testing import CliRunner
+
+    from fusionrec.cli import app
+    from fusionrec.monitoring.merge import read_watermark
+
+    submitted: list[dict] = []
+
+    class FakeClient:
+        def __init__(self, host: str, **options: object) -> None:
+            self.host = host
+
+        def create_run_from_pipeline_package(self, package: str, arguments: dict, experiment_name: str,
+                                             namespace: str | None = None) -> object:
+            submitted.append({"host": self.host, "package": package, "arguments": arguments,
+                              "experiment": experiment_name})
+            return type("Run", (), {"run_id": "run-123"})()
+
+    monkeypatch.setattr(kfp, "Client", FakeClient)
+    monkeypatch.delenv("KFP_NAMESPACE", raising=False)
+    package = tmp_path / "training.yaml"
+    params = tmp_path / "params.yaml"
+    params.write_text(f"monitor: {{pipeline_package: {package}}}\n")
+    url = _store_with(_feedback(data_copy, taste_model, ts0=2e9, n_per_user=2), tmp_path / "fb.db")
+    argv = ["retrain", "--store", url, "--data", str(data_copy), "--work", str(tmp_path / "work"), "--trigger", "kfp",
+            "--kfp-host", "http://kfp.example:8888", "--data-uri", "s3://bucket/data", "--params", str(params)]
+    missing = CliRunner().invoke(app, argv)  # no compiled pipeline yet: fails before merging anything
+    assert missing.exit_code == 1 and "fusionrec pipeline compile" in missing.output
+    assert read_watermark(data_copy) == 0 and not submitted
+    package.write_text("pipelineSpec: {}\n")
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    (call,) = submitted
+    assert call["host"] == "http://kfp.example:8888" and call["package"] == str(package)
+    assert call["experiment"] == "fusionrec-retrain" and call["arguments"]["data_uri"] == "s3://bucket/data"
+    assert read_watermark(data_copy) > 0
+    (line,) = (tmp_path / "work" / "runs.jsonl").read_text().splitlines()
+    assert json.loads(line)["kfp"]["id"] == "run-123"

@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from fusionrec.cli import app
-from fusionrec.cli.serve import REPO_ROOT, serve_command
+from fusionrec.cli.serve import serve_command
+
+CLI = "from fusionrec.cli import main; main()"
 
 
 def test_serve_binds_loopback_by_default() -> None:
-    cmd = serve_command("127.0.0.1", 3000, REPO_ROOT)
+    cmd = serve_command("127.0.0.1", 3000)
     assert cmd[1:3] == ["serve", "serving.service:FusionRec"]
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "3000"
-    assert (REPO_ROOT / "serving" / "service.py").is_file()
+
+
+def test_serve_runs_bentoml_on_the_installed_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No source-tree path, no PYTHONPATH, no --working-dir: the service imports as installed."""
+    calls: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["serve", "--params", str(tmp_path / "none.yaml"), "--port", "3999"])
+    assert result.exit_code == 0, result.output
+    ((cmd, env),) = calls
+    assert "--working-dir" not in cmd and "PYTHONPATH" not in env
+    assert env["FUSIONREC_PARAMS"] == str(tmp_path / "none.yaml")
 
 
 def test_help_lists_both_commands() -> None:
@@ -27,3 +49,42 @@ def test_package_of_a_non_model_fails_cleanly(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["package", str(tmp_path), str(tmp_path / "out"),
                                       "--params", str(tmp_path / "none.yaml")])
     assert result.exit_code == 1 and "missing model.safetensors" in result.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.integration
+def test_serve_from_an_empty_folder_without_pythonpath(model_dir: Path, tmp_path: Path) -> None:
+    """`fusionrec serve` as a pod runs it: an empty working folder, no PYTHONPATH, the installed packages."""
+    port, cwd = _free_port(), tmp_path / "empty"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(BENTOML_HOME=str(tmp_path / "bentoml"), BENTOML_DO_NOT_TRACK="true", HF_HUB_OFFLINE="1",
+               FUSIONREC_FEEDBACK_URL=f"sqlite:///{tmp_path / 'feedback.db'}", FUSIONREC_TOKEN="t")
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 (closed once the process group is gone)
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "serve", "--model", str(model_dir), "--port", str(port),
+                             "--params", str(tmp_path / "none.yaml")], cwd=cwd, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, ready = time.monotonic() + 180, False
+        while time.monotonic() < deadline and proc.poll() is None and not ready:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+                    ready = resp.status == 200
+            except OSError:
+                time.sleep(1)
+        assert ready, (tmp_path / "serve.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        log.close()
+    assert list(cwd.iterdir()) == [], "serving wrote into the working folder"

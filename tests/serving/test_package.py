@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.serving.package_samples import FakeStore
 
 from fusionrec.config import PackageConfig
 from fusionrec.packaging import PackageError, model_metadata
@@ -41,8 +42,21 @@ def test_metadata_comes_from_the_model(model_dir: Path) -> None:
 def test_not_a_model_folder_is_refused(tmp_path: Path) -> None:
     from fusionrec.packaging import run_package
 
+    store = FakeStore()
     with pytest.raises(PackageError, match="missing model.safetensors"):
-        run_package(tmp_path, tmp_path / "out", PackageConfig())
+        run_package(tmp_path, tmp_path / "out", PackageConfig(), store)
+    assert store.puts == []
+
+
+def test_the_model_goes_to_the_store_it_is_given(model_dir: Path, tmp_path: Path) -> None:
+    from fusionrec.packaging import run_package
+
+    store = FakeStore()
+    result = run_package(model_dir, tmp_path / "out", PackageConfig(model_name="m"), store)
+    record = json.loads(result.outputs["package"].read_text())
+    assert record["tag"] == "m:v1" and record["store"] == "memory"
+    (_, name, labels, meta), = store.puts
+    assert name == "m" and labels["framework"] == "fusionrec" and meta["data_fingerprint"]
 
 
 def test_stored_model_has_metadata_and_no_pickle(packaged: dict, model_dir: Path) -> None:

@@ -6,12 +6,15 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from fusionrec.cli.app import ParamsOption, app
 from fusionrec.config import ConfigError, Params, load_params
+
+if TYPE_CHECKING:
+    from fusionrec.monitoring.retrain import RunSubmitter
 
 
 def _params(path: Path, **monitor_overrides: Any) -> Params:
@@ -29,19 +32,39 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _kfp_submitter(host: str, pipeline_file: Path) -> RunSubmitter:
+    """A RunSubmitter: `pipelines.submit.submit` bound to the endpoint and the compiled pipeline.
+
+    A missing pipeline package fails here, before retrain merges any feedback.
+    """
+    import functools
+
+    from pipelines.submit import submit
+
+    if not pipeline_file.is_file():
+        _fail(f"kfp pipeline package {pipeline_file} not found (monitor.pipeline_package); "
+              "run `fusionrec pipeline compile`")
+    return functools.partial(submit, host, pipeline_file=pipeline_file, experiment="fusionrec-retrain")
+
+
 def _retrain(store: str, data: Path, champion: Path | None, work: Path, params: Params, trigger: str,
              kfp_host: str, data_uri: str, reason: str) -> dict[str, Any]:
+    from serving.store import BentoStore
+
     from fusionrec.monitoring.merge import MergeError
     from fusionrec.monitoring.retrain import RetrainError, retrain
     from fusionrec.monitoring.store import FeedbackStore
 
-    if trigger == "kfp" and not kfp_host:
-        _fail("--trigger kfp needs --kfp-host URL (the Kubeflow Pipelines endpoint)")
+    submitter: RunSubmitter | None = None
+    if trigger == "kfp":
+        if not kfp_host:
+            _fail("--trigger kfp needs --kfp-host URL (the Kubeflow Pipelines endpoint)")
+        submitter = _kfp_submitter(kfp_host, Path(params.monitor.pipeline_package))
     with FeedbackStore(store) as fs:
         feedback, served = fs.read_feedback(), fs.read_served()
     try:
-        record = retrain(data, feedback, champion, work, params, trigger=trigger, reason=reason,
-                         kfp_host=kfp_host, data_uri=data_uri, served=served)
+        record = retrain(data, feedback, champion, work, params, trigger=trigger, reason=reason, data_uri=data_uri,
+                         served=served, submitter=submitter, model_store=BentoStore())
     except (MergeError, RetrainError, FileNotFoundError) as exc:
         _fail(f"retrain failed: {exc}")
     merge, decision = record["merge"], record.get("decision", {})
@@ -137,12 +160,15 @@ def loop(
     full: bool = typer.Option(False, "--full", help="params.yaml as it is (default: the small QUICK demo sizes)"),
 ) -> None:
     """The closed loop: serve -> simulate -> shift -> monitor detects -> retrain -> promote -> recovery."""
+    from serving.store import BentoStore
+
     from fusionrec.monitoring.loop import quick_params, run_loop
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     p = load_params(params)
-    result = run_loop(out, p if full else quick_params(p), rounds_before, max_shifted, rounds_after)
+    result = run_loop(out, p if full else quick_params(p), rounds_before, max_shifted, rounds_after,
+                      model_store=BentoStore())
     n = result["numbers"]
     typer.echo(f"ctr before shift {n['ctr_before_shift']}, after shift {n['ctr_after_shift']}, "
                f"after promotion {n['ctr_after_promotion']} (recovery {n['recovery']})")

@@ -14,8 +14,6 @@ import typer
 from fusionrec.cli.app import ParamsOption, app, step_config
 from fusionrec.config import PackageConfig, ServeConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[3]  # serving/ sits next to src/ in the repository
-
 
 @app.command()
 def package(
@@ -25,11 +23,13 @@ def package(
     model_name: str | None = typer.Option(None, help="BentoML model name (overrides params package.model_name)"),
 ) -> None:
     """Store a trained model in the BentoML model store ($BENTOML_HOME) with its metadata."""
+    from serving.store import BentoStore
+
     from fusionrec.packaging import PackageError, run_package
 
     cfg = step_config(params, "package", PackageConfig, model_name=model_name or None)
     try:
-        result = run_package(model_dir, out_dir, cfg)
+        result = run_package(model_dir, out_dir, cfg, BentoStore())
     except PackageError as exc:
         typer.secho(f"package failed: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None
@@ -37,11 +37,15 @@ def package(
     typer.echo(f"package: stored {tag} ({result.metrics['size_mb']} MB); outputs in {out_dir}")
 
 
-def serve_command(host: str, port: int, service_dir: Path) -> list[str]:
-    """The `bentoml serve` command line for the fusionrec service (the venv's bentoml first)."""
+def serve_command(host: str, port: int) -> list[str]:
+    """The `bentoml serve` command line for the fusionrec service (the venv's bentoml first).
+
+    No --working-dir: BentoML would chdir into it. `serving.service` and `fusionrec` import as
+    installed (a wheel, or the checkout's editable install), so the service runs in the caller's
+    own working folder, as it does in a pod, and needs no source tree or PYTHONPATH.
+    """
     bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or "bentoml"
-    return [bentoml, "serve", "serving.service:FusionRec", "--host", host, "--port", str(port),
-            "--working-dir", str(service_dir)]
+    return [bentoml, "serve", "serving.service:FusionRec", "--host", host, "--port", str(port)]
 
 
 @app.command()
@@ -58,9 +62,7 @@ def serve(
         env["FUSIONREC_MODEL"] = str(Path(model).resolve()) if Path(model).is_dir() else model
     env.setdefault("FUSIONREC_PARAMS", str(params.resolve()))
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
-    src = str(REPO_ROOT / "src")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-    cmd = serve_command(cfg.host, cfg.port, REPO_ROOT)
+    cmd = serve_command(cfg.host, cfg.port)
     typer.echo(f"serving on http://{cfg.host}:{cfg.port} ({' '.join(cmd)})")
     try:
         raise typer.Exit(subprocess.call(cmd, env=env))

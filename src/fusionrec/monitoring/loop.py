@@ -18,11 +18,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fusionrec.config import Params
 from fusionrec.io import write_json
 from fusionrec.monitoring.simulate import RoundStats, Simulator
+
+if TYPE_CHECKING:
+    from fusionrec.packaging import ModelStore
 
 logger = logging.getLogger(__name__)
 TOKEN_DEFAULT = "fusionrec-loop-token"
@@ -190,7 +193,7 @@ def _stats_row(stats: RoundStats, phase: str) -> dict[str, Any]:
 
 
 def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int = 14, rounds_after: int = 4,
-             token: str = TOKEN_DEFAULT) -> dict[str, Any]:
+             token: str = TOKEN_DEFAULT, *, model_store: ModelStore) -> dict[str, Any]:
     """The whole closed loop (see the module doc); returns the numbers written to loop.json.
 
     Args:
@@ -201,12 +204,15 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
         max_shifted: at most this many shifted rounds waiting for detection and a promoted
             challenger (a rejected one is recorded, and the next round's monitor may ask again).
         rounds_after: rounds after the promotion.
+        model_store: the model store the base model and promoted challengers are packaged into
+            (`serving.store.BentoStore()`: the service resolves its model there; it reads
+            $BENTOML_HOME, which this function points at `out/bentoml` first).
     """
     from fusionrec.data.demo import run_demo_data
     from fusionrec.monitoring.monitor import load_model_view, monitor_frames
     from fusionrec.monitoring.retrain import retrain, train_local
     from fusionrec.monitoring.store import FeedbackStore
-    from fusionrec.steps import run_package
+    from fusionrec.packaging import run_package
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +222,7 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
     state.numbers["base_train_wall_s"] = round(time.time() - t0, 1)
     # the service module resolves its BentoML model at import time: package the base model first
     os.environ["BENTOML_HOME"] = str(out / "bentoml")
-    run_package(model_dir, out / "base" / "package", params.package)
+    run_package(model_dir, out / "base" / "package", params.package, model_store)
     store_url, port = f"sqlite:///{out / 'feedback.db'}", free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start_service(model_dir, port, store_url, token, out / "bentoml", out / "service.log")
@@ -254,7 +260,7 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
             state.mark(r, "retrain", reasons=decision.reasons, events_since_shift=len(fb) - ref_events)
             with RequestProbe(url, sim.users[0]) as probe:
                 record = retrain(out / "data", fb, model_dir, out / "retrain", params, reason=",".join(decision.reasons),
-                                 trainer=train_local, served=served)
+                                 trainer=train_local, served=served, model_store=model_store)
             swaps = state.numbers.setdefault("swap_probe", {"ok": 0, "failed": 0})
             swaps["ok"], swaps["failed"] = swaps["ok"] + probe.ok, swaps["failed"] + probe.failed
             state.numbers.setdefault("retrains", []).append(

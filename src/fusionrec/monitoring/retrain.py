@@ -6,6 +6,10 @@ rest (the `run_<verb>` steps locally, or a Kubeflow run through the kfp client),
 champion and the challenger on that same holdout, ask `fusionrec.evaluation.gate.decide_promotion`,
 and on promotion package the challenger and ask the running service to reload it. Every run
 writes `record.json` in its folder and a line in `<work>/runs.jsonl`.
+
+The backends come in as arguments typed by small protocols: a `RunSubmitter` for the
+Kubeflow trigger (the CLI binds `pipelines.submit.submit` to a host and the compiled
+pipeline) and a `fusionrec.packaging.ModelStore` for the promotion (`serving.store.BentoStore`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -34,12 +38,24 @@ from fusionrec.monitoring.merge import (
 )
 from fusionrec.schema import INTERACTIONS_STEM, ITEM_ID, ITEMS_STEM, USER_ID
 
+if TYPE_CHECKING:
+    from fusionrec.packaging import ModelStore
+
 logger = logging.getLogger(__name__)
 RUNS_LOG = "runs.jsonl"
 
 
 class RetrainError(RuntimeError):
     """A retraining run that cannot go on; the message says which stage and why."""
+
+
+class RunSubmitter(Protocol):
+    """Submits one training-pipeline run to Kubeflow Pipelines (the host, namespace, credentials and
+    compiled pipeline are the implementation's: `functools.partial(pipelines.submit.submit, host, ...)`)."""
+
+    def __call__(self, arguments: dict[str, Any]) -> dict[str, str]:
+        """Create the run with these pipeline arguments; returns its record ({"kind", "id", "host"})."""
+        ...
 
 
 # --- the common holdout ---------------------------------------------------------------------
@@ -120,12 +136,8 @@ def train_local(data_dir: Path, work: Path, params: Params) -> Path:
     return work / "model"
 
 
-def submit_kfp(host: str, package: Path, data_uri: str, champion_metrics: dict[str, Any],
-               params: Params | None = None) -> dict[str, str]:
-    """Submit the compiled training pipeline as one Kubeflow run, through the pipelines adapter.
-
-    The library never talks to kfp itself: `pipelines.submit` owns the client (credentials,
-    namespace), as it does for `fusionrec pipeline submit`.
+def kfp_arguments(data_uri: str, champion_metrics: dict[str, Any], params: Params | None = None) -> dict[str, Any]:
+    """The training pipeline's arguments for a retraining run.
 
     Args:
         data_uri: where the cluster reads the merged dataset (the pipeline's `data_uri`).
@@ -133,14 +145,10 @@ def submit_kfp(host: str, package: Path, data_uri: str, champion_metrics: dict[s
         params: when given, its split and train sections go in as the run's `split_cfg` and
             `train_cfg` (the challenger's settings, see `challenger_params`).
     """
-    from pipelines.submit import submit
-
-    if not Path(package).is_file():
-        raise RetrainError(f"kfp pipeline package {package} not found; run `fusionrec pipeline compile`")
     arguments: dict[str, Any] = {"data_uri": data_uri, "champion_metrics": champion_metrics}
     if params is not None:
         arguments.update(split_cfg=params.split.model_dump(mode="json"), train_cfg=params.train.model_dump(mode="json"))
-    return submit(host, arguments, pipeline_file=Path(package), experiment="fusionrec-retrain")
+    return arguments
 
 
 def reload_service(url: str, model: str, token: str | None, timeout: float = 120.0) -> dict[str, Any]:
@@ -163,8 +171,9 @@ def _catalogue(data_dir: Path) -> list[str]:
 
 def retrain(
     data_dir: Path, feedback: pd.DataFrame, champion_dir: Path | None, work_dir: Path, params: Params,
-    trigger: str = "local", reason: str = "", kfp_host: str = "", data_uri: str = "",
+    trigger: str = "local", reason: str = "", data_uri: str = "",
     trainer: Callable[[Path, Path, Params], Path] = train_local, served: pd.DataFrame | None = None,
+    submitter: RunSubmitter | None = None, model_store: ModelStore | None = None,
 ) -> dict[str, Any]:
     """One retraining run (see the module doc); returns the record it writes.
 
@@ -178,7 +187,12 @@ def retrain(
         trainer: (train_data_dir, run_dir, params) -> model folder; the steps by default.
         served: the store's served rows; the holdout is then ranked among what users were shown
             (see `holdout_metrics`); None = full ranking.
+        submitter: submits the Kubeflow run (trigger "kfp" needs one).
+        model_store: where a promoted challenger is packaged; None = not packaged (the service
+            reloads the model folder).
     """
+    if trigger == "kfp" and submitter is None:  # before the merge: a run that cannot go on changes nothing
+        raise RetrainError("trigger 'kfp' needs a run submitter (the CLI builds one from --kfp-host)")
     cfg, started = params.monitor, time.time()
     run_dir = Path(work_dir) / "runs" / time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -194,8 +208,8 @@ def retrain(
     if trigger == "kfp":
         champ = json.loads((Path(champion_dir) / "holdout_metrics.json").read_text()) if champion_dir and (
             Path(champion_dir) / "holdout_metrics.json").is_file() else {}
-        record["kfp"] = submit_kfp(kfp_host, Path(cfg.pipeline_package), data_uri or str(data_dir), champ,
-                                   challenger_params(params))
+        assert submitter is not None
+        record["kfp"] = submitter(kfp_arguments(data_uri or str(data_dir), champ, challenger_params(params)))
         record["decision"] = {"promote": None, "reason": "submitted to Kubeflow; the pipeline's gate decides"}
         return _finish(record, run_dir, work_dir, started)
     holdout, organic = (cut_holdout(fresh, cfg.holdout_share, cfg.min_holdout) if new_ids.any()
@@ -213,7 +227,7 @@ def retrain(
     exposure = None if organic else _exposure(served, holdout)  # organic events: full ranking is fair
     record.update(_gate(data_dir, train_data, holdout, challenger_dir, champion_dir, params, exposure))
     if record["decision"]["promote"]:
-        record["promotion"] = _promote(challenger_dir, run_dir, params)
+        record["promotion"] = _promote(challenger_dir, run_dir, params, model_store)
     return _finish(record, run_dir, work_dir, started)
 
 
@@ -281,17 +295,21 @@ def _gate(data_dir: Path, train_data: Path, holdout: pd.DataFrame, challenger: P
             "challenger_metrics": chal, "champion_metrics": champ, "decision": decision.to_dict()}
 
 
-def _promote(model_dir: Path, run_dir: Path, params: Params) -> dict[str, Any]:
-    """Package the challenger and ask the running service (if configured) to reload it."""
-    from fusionrec.steps import run_package
+def _promote(model_dir: Path, run_dir: Path, params: Params, store: ModelStore | None) -> dict[str, Any]:
+    """Package the challenger (when a store is given) and ask the running service (if configured) to reload it.
+
+    The challenger already passed this run's gate, so run_package gets no promotion.json.
+    """
+    from fusionrec.packaging import run_package
 
     out: dict[str, Any] = {}
-    try:
-        pkg = run_package(model_dir, run_dir / "package", params.package)
-        out["package"] = json.loads(Path(pkg.outputs["package"]).read_text()).get("tag")
-    except Exception as exc:  # packaging needs BentoML's store; the folder still serves
-        logger.warning("packaging failed, the service will load the folder: %s", exc)
-        out["package_error"] = str(exc)
+    if store is not None:
+        try:
+            pkg = run_package(model_dir, run_dir / "package", params.package, store)
+            out["package"] = json.loads(Path(pkg.outputs["package"]).read_text()).get("tag")
+        except Exception as exc:  # a store that fails (disk, BentoML): the folder still serves
+            logger.warning("packaging failed, the service will load the folder: %s", exc)
+            out["package_error"] = str(exc)
     url = params.monitor.service_url
     if url:
         out["reload"] = reload_service(url, str(Path(model_dir).resolve()), os.environ.get(params.monitor.token_env))
