@@ -7,25 +7,34 @@ answers "what is deployed" without loading anything. `serving/bentofile.yaml` th
 builds a bento from `serving/service.py`, which references `<model_name>:latest`.
 
 The store is an argument typed by the `ModelStore` protocol: the library never imports BentoML,
-the adapters pass `serving.store.BentoStore()` in.
+the adapters pass `serving.store.BentoStore()` in. Before anything is stored, the promotion gate
+is read: a model that `fusionrec evaluate` rejected (promotion.json says promote=false) is
+refused unless forced, so `fusionrec package`, the DVC stage and the kfp component gate alike.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, Protocol
 
 from fusionrec import __version__ as fusionrec_version
 from fusionrec.config import PackageConfig
+from fusionrec.evaluation.gate import PROMOTION_FILE, Decision, load_decision
 from fusionrec.io import StepResult, read_json, write_json
 from fusionrec.schema import MODEL_CONFIG, MODEL_ITEMS, MODEL_USERS, MODEL_WEIGHTS
 
-PACKAGE_JSON = "package.json"  # written to the step's out dir: tag, store, metadata
+logger = logging.getLogger(__name__)
+PACKAGE_JSON = "package.json"  # written to the step's out dir: tag, store, metadata, promotion
 
 
 class PackageError(ValueError):
     """A model folder that cannot be packaged; the message names the file."""
+
+
+class PromotionRejected(PackageError):
+    """The promotion gate said no; the message gives the gate's numbers."""
 
 
 class ModelStore(Protocol):
@@ -77,18 +86,52 @@ def model_metadata(model_dir: Path) -> dict[str, Any]:
     })
 
 
-def run_package(model_dir: Path, out_dir: Path, cfg: PackageConfig, store: ModelStore) -> StepResult:
-    """Put model_dir into `store` as `<cfg.model_name>:<auto>`.
+def check_promotion(promotion: Path, force: bool = False) -> Decision:
+    """Read the gate's verdict (promotion.json from `fusionrec evaluate`) and refuse a rejected model.
+
+    Args:
+        promotion: promotion.json, or the evaluate output folder that holds it.
+        force: package a rejected model anyway (the verdict is still returned and recorded).
+    Returns:
+        The gate's Decision.
+    Raises:
+        PromotionRejected: promote is false and not forced; the message names the challenger's
+            and the champion's numbers and the tolerance.
+        PackageError: the file is missing or was not written by the gate.
+    """
+    path = Path(promotion)
+    path = path / PROMOTION_FILE if path.is_dir() else path
+    try:
+        decision = load_decision(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise PackageError(str(exc)) from None
+    if decision.promote:
+        return decision
+    if force:
+        logger.warning("packaging a model the promotion gate rejected (forced): %s", decision.summary())
+        return decision
+    raise PromotionRejected(f"{path}: the promotion gate rejected this model: {decision.summary()}. "
+                            "Package it anyway with --force (kfp: force=True).")
+
+
+def run_package(model_dir: Path, out_dir: Path, cfg: PackageConfig, store: ModelStore,
+                promotion: Path | None = None, force: bool = False) -> StepResult:
+    """Put model_dir into `store` as `<cfg.model_name>:<auto>`, once the promotion gate allows it.
 
     Args:
         store: the model store backend (`serving.store.BentoStore()` in the CLI and the kfp component).
+        promotion: promotion.json of the model's evaluation (or its folder); None = no gate (a model
+            promoted by a retraining run's own gate, or packaged by hand).
+        force: package even when promotion.json rejected the model.
     Returns:
         StepResult with metrics {size_mb, n_files} and outputs {"package": out_dir/package.json},
         which holds the tag, e.g. "fusionrec:k2xvq3..." (`fusionrec serve --model TAG`).
     Raises:
+        PromotionRejected: the gate rejected the model and force is False; nothing was stored.
         PackageError: not a model folder, or it holds pickled files.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    decision = check_promotion(promotion, force) if promotion is not None else None
     meta = model_metadata(model_dir)
     pickles = [str(p) for p in model_dir.rglob("*") if p.suffix in (".pkl", ".pickle", ".pt", ".pth", ".joblib")]
     if pickles:
@@ -98,9 +141,13 @@ def run_package(model_dir: Path, out_dir: Path, cfg: PackageConfig, store: Model
     tag = store.put(model_dir, cfg.model_name, labels, meta)
     files = [p for p in model_dir.rglob("*") if p.is_file()]
     size_mb = sum(p.stat().st_size for p in files) / 1e6
+    gate = None if decision is None else {**decision.to_dict(), "forced": not decision.promote}
     path = write_json(out_dir / PACKAGE_JSON, {"tag": tag, "model_name": cfg.model_name, "store": store.location,
-                                               "metadata": meta})
+                                               "metadata": meta, "promotion": gate})
     return StepResult(metrics={"size_mb": round(size_mb, 3), "n_files": len(files)}, outputs={"package": path})
 
 
-__all__ = ["PACKAGE_JSON", "ModelStore", "PackageError", "model_metadata", "run_package"]
+__all__ = [
+    "PACKAGE_JSON", "ModelStore", "PackageError", "PromotionRejected", "check_promotion", "model_metadata",
+    "run_package",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ from tests.components.component_tasks import (
 
 from components import COMPONENTS, evaluate, featurize, ingest, package, search, split, train
 from fusionrec.config import IngestConfig, SplitConfig
+from fusionrec.io import read_json
 from fusionrec.steps import STEPS
 
 pytestmark = [
@@ -71,21 +73,47 @@ def test_featurize(run_component, demo_dir: Path, ingested_dir: Path) -> None:
 
 
 def test_search_worker_then_summary_share_one_study(run_component, ingested_dir: Path, features_dir: Path,
-                                                    split_dir: Path, tmp_path: Path,
+                                                    split_dir: Path, db_url: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fan-out shape: workers and the summary meet in the database named by $FUSIONREC_STUDY_DB."""
     from fusionrec.config import TrainConfig, load_config_file
 
-    monkeypatch.setenv("FUSIONREC_STUDY_DIR", str(tmp_path / "studies"))  # storage "": SQLite named by the study
+    monkeypatch.setenv("FUSIONREC_STUDY_DB", db_url)  # the task subprocess inherits it (a Secret on a cluster)
     inputs = {"ingested": (ingested_dir, Dataset), "features": (features_dir, Dataset), "split_data": (split_dir, Dataset)}
-    common = dict(cfg=as_params(TINY_SEARCH), base=as_params(TINY_TRAIN), storage="", study_name="run-1")
-    worker = run_component(search, inputs, n_trials=1, **common)
+    common = dict(cfg=as_params(TINY_SEARCH), base=as_params(TINY_TRAIN), study_name="run-1", workers=1,
+                  shared_study=True)
+    worker = run_component(search, inputs, trials_per_worker=1, **common)
     assert worker.metrics()["n_complete"] == 1
-    summary = run_component(search, inputs, n_trials=0, **common)  # reads the study the worker filled
+    summary = run_component(search, inputs, trials_per_worker=0, **common)  # reads the study the worker filled
     assert summary.metrics()["n_trials"] == 1
-    assert (tmp_path / "studies" / "run-1.db").is_file()
+    assert read_json(summary.output("study") / "summary.json")["storage"] == db_url
     best = load_config_file(summary.output("study") / "best.yaml", TrainConfig)
     assert (best.text_encoder, best.image_encoder) == ("tfidf", "color")
     assert summary.output("report").read_text().lstrip().startswith("<")
+
+
+def test_search_in_one_pod_runs_its_workers_on_a_study_of_its_own(run_component, ingested_dir: Path,
+                                                                  features_dir: Path, split_dir: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FUSIONREC_STUDY_DB", raising=False)
+    inputs = {"ingested": (ingested_dir, Dataset), "features": (features_dir, Dataset), "split_data": (split_dir, Dataset)}
+    task = run_component(search, inputs, cfg=as_params(TINY_SEARCH), base=as_params(TINY_TRAIN), study_name="one-pod",
+                         trials_per_worker=1, workers=2, shared_study=False)
+    assert task.metrics()["n_trials"] == 2, "two worker processes x one trial each"
+    assert (task.output("study") / "study.db").is_file(), "the study lives in the task's own output"
+
+
+def test_a_shared_search_without_its_database_fails_and_says_what_to_set(run_component, ingested_dir: Path,
+                                                                         features_dir: Path, split_dir: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         capfd: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("FUSIONREC_STUDY_DB", raising=False)
+    inputs = {"ingested": (ingested_dir, Dataset), "features": (features_dir, Dataset), "split_data": (split_dir, Dataset)}
+    with pytest.raises(RuntimeError):
+        run_component(search, inputs, cfg=as_params(TINY_SEARCH), base=as_params(TINY_TRAIN), study_name="x",
+                      trials_per_worker=1, workers=1, shared_study=True)
+    out = capfd.readouterr().out
+    assert "FUSIONREC_STUDY_DB is empty" in out and "pipeline.study_secret" in out
 
 
 def test_train(run_component, ingested_dir: Path, features_dir: Path, split_dir: Path, study_dir: Path) -> None:
@@ -119,12 +147,38 @@ def test_evaluate_gate_promotes_only_a_model_as_good_as_the_champion(
     assert read_json(second.output("evaluation") / "promotion.json")["promote"] is False
 
 
+def _promotion(folder: Path, promote: bool) -> Path:
+    """An evaluate output folder holding only the gate's verdict (all that `package` reads of it)."""
+    from fusionrec.evaluation.gate import Decision
+
+    folder.mkdir(parents=True)
+    decision = Decision(promote, "test verdict", "ndcg@20", 0.1234, 0.1961, 0.005, {"ndcg@20": -0.0727})
+    (folder / "promotion.json").write_text(json.dumps(decision.to_dict()))
+    return folder
+
+
 def test_package(run_component, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fusionrec.config import PackageConfig
 
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))  # the task subprocess inherits it
-    task = run_component(package, {"model": (model_dir, Model)}, cfg=as_params(PackageConfig(model_name="fusionrec-test")))
+    inputs = {"model": (model_dir, Model), "evaluation": (_promotion(tmp_path / "evaluation", True), Dataset)}
+    task = run_component(package, inputs, cfg=as_params(PackageConfig(model_name="fusionrec-test")))
     (exported,) = task.output("packaged").glob("fusionrec-test-*.bentomodel")  # survives the pod's store
     assert exported.stat().st_size > 0
     assert (tmp_path / "bentoml" / "models" / "fusionrec-test").is_dir()
     assert task.metrics()["n_files"] > 0
+
+
+def test_package_refuses_a_rejected_model_unless_forced(run_component, model_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from fusionrec.config import PackageConfig
+
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    inputs = {"model": (model_dir, Model), "evaluation": (_promotion(tmp_path / "evaluation", False), Dataset)}
+    cfg = as_params(PackageConfig(model_name="fusionrec-test"))
+    with pytest.raises(RuntimeError):  # kfp.local: the task failed (PromotionRejected)
+        run_component(package, inputs, cfg=cfg)
+    assert not (tmp_path / "bentoml" / "models" / "fusionrec-test").exists()
+    forced = run_component(package, inputs, cfg=cfg, force=True)
+    assert list(forced.output("packaged").glob("fusionrec-test-*.bentomodel"))
+    assert (tmp_path / "bentoml" / "models" / "fusionrec-test").is_dir()

@@ -1,7 +1,8 @@
-"""The serve and package commands: arguments and the bentoml command line they run."""
+"""The serve and package commands: arguments, the bentoml command line they run, the promotion gate."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tests.serving.package_samples import rejected_promotion
 from typer.testing import CliRunner
 
 from fusionrec.cli import app
@@ -42,13 +44,38 @@ def test_serve_runs_bentoml_on_the_installed_packages(tmp_path: Path, monkeypatc
 def test_help_lists_both_commands() -> None:
     runner = CliRunner()
     assert "model" in runner.invoke(app, ["serve", "--help"]).output
-    assert "model_dir" in runner.invoke(app, ["package", "--help"]).output.lower()
+    help_text = runner.invoke(app, ["package", "--help"]).output.lower()
+    assert "model_dir" in help_text and "--promotion" in help_text and "--force" in help_text
 
 
 def test_package_of_a_non_model_fails_cleanly(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["package", str(tmp_path), str(tmp_path / "out"),
                                       "--params", str(tmp_path / "none.yaml")])
     assert result.exit_code == 1 and "missing model.safetensors" in result.output
+
+
+def test_package_refuses_a_model_the_gate_rejected(model_dir: Path, tmp_path: Path) -> None:
+    promotion = rejected_promotion(tmp_path / "evaluation")
+    result = CliRunner().invoke(app, ["package", str(model_dir), str(tmp_path / "out"),
+                                      "--params", str(tmp_path / "none.yaml"), "--promotion", str(promotion)])
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())  # rich may wrap the line
+    for number in ("ndcg@20", "0.1234", "0.1961", "tolerance 0.005", "--force"):
+        assert number in message, message
+    assert not (tmp_path / "out").exists()
+
+
+def test_package_force_stores_a_rejected_model(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    promotion = rejected_promotion(tmp_path / "evaluation")
+    result = CliRunner().invoke(app, ["package", str(model_dir), str(tmp_path / "out"), "--params",
+                                      str(tmp_path / "none.yaml"), "--promotion", str(promotion), "--force"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "package.json").read_text())
+    assert record["tag"].startswith("fusionrec:") and record["promotion"]["forced"] is True
+    import bentoml
+
+    assert Path(bentoml.models.get(record["tag"]).path, "model.safetensors").is_file()
 
 
 def _free_port() -> int:

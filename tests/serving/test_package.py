@@ -1,6 +1,7 @@
 """The package step: the model folder lands in the BentoML model store with its metadata, no
 pickle, loadable as is; the bentofile builds a bento offline. Each runs in a subprocess with
-its own BENTOML_HOME (BentoML fixes its home when first imported)."""
+its own BENTOML_HOME (BentoML fixes its home when first imported). The promotion gate is
+checked against an in-memory store: a rejected model never reaches it unless forced."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.serving.package_samples import FakeStore
+from tests.serving.package_samples import FakeStore, rejected_promotion
 
 from fusionrec.config import PackageConfig
-from fusionrec.packaging import PackageError, model_metadata
+from fusionrec.evaluation.gate import Decision
+from fusionrec.packaging import PackageError, PromotionRejected, model_metadata
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = "from fusionrec.cli import main; main()"
@@ -54,9 +56,58 @@ def test_the_model_goes_to_the_store_it_is_given(model_dir: Path, tmp_path: Path
     store = FakeStore()
     result = run_package(model_dir, tmp_path / "out", PackageConfig(model_name="m"), store)
     record = json.loads(result.outputs["package"].read_text())
-    assert record["tag"] == "m:v1" and record["store"] == "memory"
+    assert record["tag"] == "m:v1" and record["store"] == "memory" and record["promotion"] is None
     (_, name, labels, meta), = store.puts
     assert name == "m" and labels["framework"] == "fusionrec" and meta["data_fingerprint"]
+
+
+def test_a_rejected_model_is_refused_with_the_gates_numbers(model_dir: Path, tmp_path: Path) -> None:
+    from fusionrec.packaging import run_package
+
+    store = FakeStore()
+    promotion = rejected_promotion(tmp_path / "evaluation")
+    with pytest.raises(PromotionRejected) as err:
+        run_package(model_dir, tmp_path / "out", PackageConfig(), store, promotion=promotion)
+    for number in ("ndcg@20", "0.1234", "0.1961", "0.005", "-0.0727", "--force"):
+        assert number in str(err.value)
+    assert store.puts == [] and not (tmp_path / "out").exists()
+
+
+def test_force_packages_a_rejected_model_and_says_so(model_dir: Path, tmp_path: Path) -> None:
+    from fusionrec.packaging import run_package
+
+    store = FakeStore()
+    evaluation = rejected_promotion(tmp_path / "evaluation").parent  # the evaluate folder works too
+    result = run_package(model_dir, tmp_path / "out", PackageConfig(), store, promotion=evaluation, force=True)
+    record = json.loads(result.outputs["package"].read_text())
+    assert record["tag"] == "fusionrec:v1" and record["store"] == "memory"
+    assert record["promotion"]["promote"] is False and record["promotion"]["forced"] is True
+    assert len(store.puts) == 1
+
+
+def test_a_promoted_model_is_packaged(model_dir: Path, tmp_path: Path) -> None:
+    from fusionrec.packaging import run_package
+
+    store = FakeStore()
+    promotion = tmp_path / "promotion.json"
+    promotion.write_text(json.dumps(Decision(True, "no champion yet", "ndcg@20", 0.2, None, 0.005).to_dict()))
+    result = run_package(model_dir, tmp_path / "out", PackageConfig(model_name="m"), store, promotion=promotion)
+    record = json.loads(result.outputs["package"].read_text())
+    assert record["tag"] == "m:v1" and record["promotion"]["promote"] is True
+    assert record["promotion"]["forced"] is False and len(store.puts) == 1
+
+
+@pytest.mark.parametrize("content", [None, "not json", json.dumps({"reason": "no verdict"})])
+def test_a_missing_or_foreign_promotion_file_is_an_error(model_dir: Path, tmp_path: Path, content: str | None) -> None:
+    from fusionrec.packaging import run_package
+
+    promotion = tmp_path / "promotion.json"
+    if content is not None:
+        promotion.write_text(content)
+    store = FakeStore()
+    with pytest.raises(PackageError, match="promotion"):
+        run_package(model_dir, tmp_path / "out", PackageConfig(), store, promotion=promotion, force=True)
+    assert store.puts == []
 
 
 def test_stored_model_has_metadata_and_no_pickle(packaged: dict, model_dir: Path) -> None:

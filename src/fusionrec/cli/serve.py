@@ -21,15 +21,18 @@ def package(
     out_dir: Path = typer.Argument(..., help="where package.json (the stored tag + metadata) is written"),
     params: Path = ParamsOption,
     model_name: str | None = typer.Option(None, help="BentoML model name (overrides params package.model_name)"),
+    promotion: Path | None = typer.Option(None, "--promotion", help="promotion.json written by `fusionrec evaluate`: "
+                                          "a model it rejected is refused (exit 1)"),
+    force: bool = typer.Option(False, "--force", help="package even when --promotion rejected the model"),
 ) -> None:
-    """Store a trained model in the BentoML model store ($BENTOML_HOME) with its metadata."""
+    """Store a trained model in the BentoML model store ($BENTOML_HOME) with its metadata, if the gate allows."""
     from serving.store import BentoStore
 
     from fusionrec.packaging import PackageError, run_package
 
     cfg = step_config(params, "package", PackageConfig, model_name=model_name or None)
     try:
-        result = run_package(model_dir, out_dir, cfg, BentoStore())
+        result = run_package(model_dir, out_dir, cfg, BentoStore(), promotion=promotion, force=force)
     except PackageError as exc:
         typer.secho(f"package failed: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None

@@ -4,11 +4,14 @@ The challenger may be worse than the champion by at most `promote_tolerance` (ab
 `promote_metric` and on every `guard_metrics` entry. Two metric dicts that carry a `holdout`
 fingerprint must carry the same one: numbers from different test sets are not comparable, so
 the gate refuses rather than guessing (re-evaluate the champion on the new holdout first).
+
+`run_evaluate` writes the verdict to promotion.json; `load_decision` reads it back for the
+`package` step, which refuses a rejected model (fusionrec.packaging.check_promotion).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from fusionrec.io import read_json
 HOLDOUT = "holdout"  # key of the holdout fingerprint in a metric dict
 METRICS_FILE = "metrics.json"
 RUN_FILE = "evaluation.json"
+PROMOTION_FILE = "promotion.json"  # the verdict, next to metrics.json
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,38 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def summary(self) -> str:
+        """The verdict in one line with its numbers: challenger vs champion, tolerance, deltas, reason."""
+        chal = "n/a" if self.challenger is None else f"{self.challenger:.4f}"
+        champ = "none" if self.champion is None else f"{self.champion:.4f}"
+        deltas = ", ".join(f"{m} {d:+.4f}" for m, d in self.deltas.items())
+        return (f"challenger {self.metric} {chal} vs champion {champ}, tolerance {self.tolerance}"
+                + (f" (challenger - champion: {deltas})" if deltas else "") + f"; {self.reason}")
+
+
+def load_decision(path: Path | str) -> Decision:
+    """The gate's verdict that `run_evaluate` wrote to promotion.json.
+
+    Raises:
+        FileNotFoundError: there is no such file (evaluate writes it only when it scored a model).
+        ValueError: the file is not a verdict (not JSON, or without promote/metric/tolerance...).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: `fusionrec evaluate` writes the promotion gate's verdict "
+                                "there when it evaluates a model; run it first")
+    try:
+        data = read_json(path)
+    except ValueError as exc:  # json.JSONDecodeError
+        raise ValueError(f"{path}: not JSON ({exc}); it is written by `fusionrec evaluate`") from None
+    required = [f.name for f in fields(Decision) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if not isinstance(data, dict) or name not in data]
+    if missing or not isinstance(data.get("promote"), bool):
+        raise ValueError(f"{path}: not a promotion verdict (missing or invalid: {missing or ['promote']}); "
+                         "it is written by `fusionrec evaluate`")
+    known = {f.name for f in fields(Decision)}
+    return Decision(**{k: v for k, v in data.items() if k in known})
 
 
 def _value(metrics: dict[str, Any], name: str, who: str) -> float:
