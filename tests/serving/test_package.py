@@ -124,10 +124,23 @@ def test_stored_model_has_metadata_and_no_pickle(packaged: dict, model_dir: Path
 
 
 @pytest.mark.integration
-def test_bentofile_builds_offline(packaged: dict) -> None:
+def test_bentofile_builds_offline_from_the_wheel(packaged: dict, tmp_path: Path) -> None:
+    """The bento carries the fusionrec wheel (as the pipeline image does), not the source folders."""
+    import shutil
+
+    from tests.wheel_env import build_wheel
+
+    context = tmp_path / "context"  # what `make wheel` leaves: the files the bentofile names, and dist/
+    (context / "serving").mkdir(parents=True)
+    shutil.copy(REPO / "serving" / "bentofile.yaml", context / "serving")
+    for name in ("params.yaml", "requirements.lock"):
+        shutil.copy(REPO / name, context)
+    wheel = build_wheel(context / "dist")
     bentoml = Path(sys.executable).parent / "bentoml"
-    out = subprocess.run([str(bentoml), "build", "-f", "serving/bentofile.yaml", "."], cwd=REPO,
+    out = subprocess.run([str(bentoml), "build", "-f", "serving/bentofile.yaml", "."], cwd=context,
                          env=_env(packaged["home"]), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    bento = next((packaged["home"] / "bentos" / "fusionrec-serving").glob("*/bento.yaml")).read_text()
-    assert packaged["package"]["tag"] in bento
+    (bento,) = (packaged["home"] / "bentos" / "fusionrec-serving").glob("*/bento.yaml")
+    assert packaged["package"]["tag"] in bento.read_text()
+    assert (bento.parent / "env" / "python" / "wheels" / wheel.name).is_file()
+    assert not list((bento.parent / "src").rglob("*.py")), "source files in the bento: the wheel holds the code"
