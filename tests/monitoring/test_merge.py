@@ -139,7 +139,10 @@ def test_holdout_prefers_organic_events_and_needs_min_rows() -> None:
 
 
 def test_kfp_trigger_merges_then_submits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+
     import kfp
+    from pipelines.submit import submit
 
     from fusionrec.config import MonitorConfig, Params
     from fusionrec.monitoring.retrain import retrain
@@ -160,10 +163,12 @@ def test_kfp_trigger_merges_then_submits(tmp_path: Path, monkeypatch: pytest.Mon
     package.write_text("pipelineSpec: {}\n")
     data = _dataset(tmp_path)
     params = Params(monitor=MonitorConfig(pipeline_package=str(package)))
+    submitter = functools.partial(submit, "http://kfp.example:8888", pipeline_file=package)
     record = retrain(data, _feedback(1, FIRST), None, tmp_path / "work", params, trigger="kfp",
-                     kfp_host="http://kfp.example:8888", data_uri="s3://bucket/data")
-    assert record["kfp"] == {"kind": "run", "id": "run-123", "host": "http://kfp.example:8888"}
+                     data_uri="s3://bucket/data", submitter=submitter)
+    assert record["kfp"] == {"kind": "run", "id": "run-123", "host": "http://kfp.example:8888",
+                             "url": "http://kfp.example:8888/#/runs/details/run-123"}
     assert submitted[0]["arguments"]["data_uri"] == "s3://bucket/data"
     assert submitted[0]["arguments"]["split_cfg"]["protocol"] == params.monitor.retrain_split  # the challenger's split
     assert record["merge"]["merged"] == 3 and read_watermark(data) == 4
-    assert (tmp_path / "work" / "runs.jsonl").read_text().count("run-123") == 1
+    assert (tmp_path / "work" / "runs.jsonl").read_text().count('"id": "run-123"') == 1
