@@ -4,11 +4,16 @@ Every room's tests can ask for `demo_dir` (the raw dataset + truth/), `ingested_
 `split_dir` (random-811), `tiny_demo_cfg`, `taste_model` and `ml100k_dir` (skips when
 ../shared/datasets/ml100k-mm is absent). The session fixtures are read-only: a test
 that needs to modify a dataset copies it to its own tmp_path first.
+
+Databases: `postgres` is a real PostgreSQL server of the session (tests/postgres.py; started
+on first use, never skipped), and `db_url` runs a test once on SQLite and once on a fresh
+PostgreSQL database.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +26,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 ML100K = Path(os.environ.get("FUSIONREC_ML100K", REPO.parent / "shared" / "datasets" / "ml100k-mm"))
+
+from tests.postgres import LocalPostgres, start_in_session  # noqa: E402
 
 from fusionrec.config import DemoConfig, IngestConfig, SplitConfig  # noqa: E402
 
@@ -80,3 +87,23 @@ def ml100k_dir() -> Path:
     if not (ML100K / "interactions.csv").is_file():
         pytest.skip(f"ml100k-mm not found at {ML100K}")
     return ML100K
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    """A PostgreSQL 18 server for this session on 127.0.0.1 (`.new_database(prefix)` -> URL, `.admin_url`).
+
+    A server that cannot start fails the tests that need it, with its log: never a skip.
+    """
+    server = start_in_session(tmp_path_factory)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A SQLAlchemy URL of an empty database: a SQLite file under tmp_path, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    server: LocalPostgres = request.getfixturevalue("postgres")
+    return server.new_database(request.node.name)

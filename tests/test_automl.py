@@ -1,15 +1,19 @@
-"""AutoML: the search space, a tiny real search, resume after a kill, and two workers on one study."""
+"""AutoML: the search space, a tiny real search, and the study on SQLite and PostgreSQL: resume after a
+kill, workers racing to open a new database, dropped connections, two workers on one study."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+import sqlalchemy as sa
+from tests.postgres import LocalPostgres
 
 from fusionrec.automl import config_from_params, default_params, fit_space, run_search, suggest_config
 from fusionrec.automl.outputs import choose_trial
@@ -90,8 +94,8 @@ def test_a_shared_study_needs_its_database_url(monkeypatch: pytest.MonkeyPatch) 
         study_database()
 
 
-def test_multi_objective_chooses_best_quality_within_the_latency_budget(tmp_path: Path) -> None:
-    study = open_study(SearchConfig(multi_objective=True), local_storage(tmp_path), 10)
+def test_multi_objective_chooses_best_quality_within_the_latency_budget(db_url: str) -> None:
+    study = open_study(SearchConfig(multi_objective=True), db_url, 10)
     for ndcg, ms in [(0.30, 9.0), (0.25, 4.0), (0.20, 1.0), (0.10, 3.0)]:
         study.add_trial(optuna.trial.create_trial(values=[ndcg, ms]))
     assert choose_trial(study, latency_budget_ms=5.0).values == [0.25, 4.0]
@@ -114,8 +118,8 @@ def _numbers(url: str, name: str) -> list[int]:
     return [t.number for t in optuna.load_study(study_name=name, storage=url).trials]
 
 
-def test_kill_and_restart_continues_the_same_study(tmp_path: Path) -> None:
-    url, cfg = local_storage(tmp_path), SearchConfig(n_trials=1000, heartbeat_s=1, study_name="resume")
+def test_kill_and_restart_continues_the_same_study(db_url: str) -> None:
+    url, cfg = db_url, SearchConfig(n_trials=1000, heartbeat_s=1, study_name="resume")
     open_study(cfg, url, 10)
     proc = mp.get_context("spawn").Process(target=run_workers, args=(cfg, url, fake_objective, 10))
     proc.start()
@@ -141,8 +145,45 @@ def test_kill_and_restart_continues_the_same_study(tmp_path: Path) -> None:
     assert len(running) <= 1 and not any(t.params for t in running)
 
 
-def test_two_worker_processes_both_contribute(tmp_path: Path) -> None:
-    url = local_storage(tmp_path)
+def test_workers_opening_an_empty_database_together_share_one_study(db_url: str) -> None:
+    """Workers that start at once on a new database race to create its tables and the study (threads
+    here, each with its own connections, like pods)."""
+    cfg, n = SearchConfig(study_name="race"), 4
+    barrier, errors = threading.Barrier(n), []
+
+    def worker() -> None:
+        try:
+            barrier.wait(timeout=30)
+            open_study(cfg, db_url, 10).optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=1)
+        except Exception as exc:  # reported below, with the others
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert optuna.get_all_study_names(db_url) == ["race"]
+    assert len(optuna.load_study(study_name="race", storage=db_url).trials) == n
+
+
+def test_a_worker_outlives_a_dropped_database_connection(postgres: LocalPostgres) -> None:
+    """A server restart or an idle timeout in between drops the pooled connections of a training worker."""
+    url = postgres.new_database("dropped")
+    study = open_study(SearchConfig(study_name="dropped"), url, 10)
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=1)
+    admin = sa.create_engine(postgres.admin_url, poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        dropped = conn.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                       "WHERE datname = :db"), {"db": sa.engine.make_url(url).database}).scalar()
+    assert dropped
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=1)
+    assert len(study.trials) == 2
+
+
+def test_two_worker_processes_both_contribute(db_url: str) -> None:
+    url = db_url
     cfg = SearchConfig(n_trials=6, workers=2, study_name="shared")
     assert run_workers(cfg, url, fake_objective, 10) == 6
     study = optuna.load_study(study_name="shared", storage=url)

@@ -59,11 +59,15 @@ def study_database() -> str:
 
 
 def make_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats, so the trial of a killed worker is failed and retried once."""
+    """An RDB storage with heartbeats, so the trial of a killed worker is failed and retried once.
+
+    A database server's connections are checked before use: one that the server, a proxy or a NAT
+    dropped while a trial trained (restart, idle timeout) is replaced instead of failing the worker.
+    """
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, heartbeat_s),

@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -29,12 +30,16 @@ from fusionrec.schema import FEEDBACK_TABLE, SERVED_TABLE
 SERVED_COLUMNS = ("request_id", "user_id", "item_id", "position", "score", "model_version", "ts")
 FEEDBACK_COLUMNS = ("id", "request_id", "user_id", "item_id", "event", "ts", "position", "score", "model_version")
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+_CREATE_LOCK = zlib.crc32(b"fusionrec feedback store tables")  # PostgreSQL advisory lock key
 logger = logging.getLogger(__name__)
 
+# 64-bit ids: `served` grows by k rows per request, which passes 2**31 within weeks at a few hundred
+# requests per second. SQLite keeps INTEGER, its only autoincrementing (rowid) key type, 64-bit anyway.
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _metadata = sa.MetaData()
 served_table = sa.Table(
     SERVED_TABLE, _metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
     sa.Column("request_id", sa.String(64), nullable=False, index=True),
     sa.Column("user_id", sa.String(256), nullable=False),
     sa.Column("item_id", sa.String(256), nullable=False),
@@ -45,7 +50,7 @@ served_table = sa.Table(
 )
 feedback_table = sa.Table(
     FEEDBACK_TABLE, _metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
     sa.Column("request_id", sa.String(64), nullable=True, index=True),
     sa.Column("user_id", sa.String(256), nullable=False),
     sa.Column("item_id", sa.String(256), nullable=False),
@@ -90,7 +95,7 @@ class FeedbackStore:
         self.is_sqlite = self.url.startswith("sqlite")
         self.engine = self._make_engine(synchronous.upper())
         try:
-            _metadata.create_all(self.engine)
+            self._create_tables()
         except sa.exc.SQLAlchemyError as exc:
             raise FeedbackStoreError(f"cannot open feedback store {self._safe_url()}: {exc}") from None
         self._queue: queue.Queue[list[dict[str, Any]] | None] | None = None
@@ -131,6 +136,19 @@ class FeedbackStore:
 
     def _write(self) -> Any:
         return self.engine.connect().execution_options(fusionrec_write=True)
+
+    def _create_tables(self) -> None:
+        """Create missing tables, one process at a time: replicas that start together on a new
+        database would otherwise all see no table and all try to create it."""
+        if self.is_sqlite:
+            with self._write() as conn, conn.begin():  # BEGIN IMMEDIATE takes the write lock
+                _metadata.create_all(conn)
+        elif self.engine.dialect.name == "postgresql":
+            with self.engine.begin() as conn:  # DDL is transactional: the lock is held until commit
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_CREATE_LOCK)))
+                _metadata.create_all(conn)
+        else:
+            _metadata.create_all(self.engine)
 
     # --- writes --------------------------------------------------------------------
     def record_served(
@@ -192,13 +210,17 @@ class FeedbackStore:
         """Append one feedback event; it is committed (durable) when this returns.
 
         Where `request_id` is given and position/score are not, they are joined from the
-        `served` row of that request and item (None when the item was not served there).
+        `served` row of that request and item (None when the item was not served there); rows
+        still queued by this store's background writer are written first.
 
         Returns:
             The event's id in the feedback table.
         """
         if request_id is not None and position is None:
             found = self.lookup_served(request_id, item_id)
+            if found is None and self._queue is not None:  # the response may still wait in our queue
+                self.flush()
+                found = self.lookup_served(request_id, item_id)
             if found is not None:
                 position, score, model_version = found[0], found[1], model_version or found[2]
         row = {"request_id": request_id, "user_id": user_id, "item_id": item_id, "event": event,
