@@ -208,7 +208,7 @@ class PackageConfig(Section):
 class ServeConfig(Section):
     host: str = "127.0.0.1"  # `fusionrec serve` binds here; 0.0.0.0 only inside a container
     port: int = 3000
-    workers: int = 1  # processes; >1 does not share items added at runtime between them
+    workers: int = 1  # processes; each one follows the shared state (items added at runtime, the champion)
     threads: int = 4  # request threads per worker (feedback waits on a disk sync)
     blas_threads: int = 1  # BLAS/torch threads per worker: one request's matrix-vector product is faster on 1
     access_log: bool = False  # BentoML's per-request access log line (costs CPU at high request rates)
@@ -219,6 +219,8 @@ class ServeConfig(Section):
     max_recent_items: int = 200
     feedback_url: str = ""  # SQLAlchemy URL; empty = sqlite:///$BENTOML_HOME/feedback.db (env FUSIONREC_FEEDBACK_URL wins)
     token_env: str = "FUSIONREC_TOKEN"  # env var holding the bearer token of write endpoints
+    poll_interval_s: float = 2.0  # how often a replica reads the database for new items and a new champion; 0 = never
+    model_cache: str = ""  # local folder for champions fetched from an object store; "" = $BENTOML_HOME/champions
 
 
 class MonitorConfig(Section):
@@ -242,6 +244,9 @@ class MonitorConfig(Section):
     pipeline_package: str = "pipelines/compiled/training.yaml"  # kfp pipeline submitted by --trigger kfp
     service_url: str = ""  # running service asked to reload after a promotion ("" = none)
     token_env: str = "FUSIONREC_TOKEN"  # env var with the bearer token of the service's reload endpoint
+    models_root: str = ""  # where a promoted model is copied for every replica (a shared path or an fsspec URI); "" = left where it was trained
+    served_retention_days: float = 30.0  # each monitor run deletes served impressions older than this (0 = keep all)
+    report_html_days: float = 7.0  # Evidently HTML (~4 MB a report) of older runs is deleted; JSON and decisions stay (0 = keep)
 
 
 class SimulateConfig(Section):

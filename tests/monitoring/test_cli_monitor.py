@@ -39,8 +39,11 @@ def test_monitor_command_writes_decision(store: tuple[str, object], tmp_path: Pa
                                       "--out", str(tmp_path / "out"), "--params", str(params)])
     assert result.exit_code == 0, result.output
     assert "retrain: True" in result.output
-    assert json.loads((tmp_path / "out" / "decision.json").read_text())["retrain"] is True
-    assert (tmp_path / "out" / "index.html").is_file()
+    (run,) = (tmp_path / "out" / "runs").iterdir()  # this run's own dated folder
+    assert json.loads((run / "decision.json").read_text())["retrain"] is True
+    assert (run / "index.html").is_file() and f"report: {run / 'index.html'}" in result.output
+    history = (tmp_path / "out" / "index.html").read_text()
+    assert f'href="runs/{run.name}/index.html"' in history and "RETRAIN" in history
 
 
 def test_trigger_needs_data(store: tuple[str, object], tmp_path: Path) -> None:
@@ -51,3 +54,7 @@ def test_trigger_needs_data(store: tuple[str, object], tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["monitor", "--store", url, "--model-dir", str(tmp_path), "--out",
                                    str(tmp_path / "o"), "--trigger", "cron"])
     assert bad.exit_code == 1 and "expected none, local or kfp" in bad.output
+    no_uri = CliRunner().invoke(app, ["monitor", "--store", url, "--model-dir", str(tmp_path), "--out",
+                                      str(tmp_path / "o"), "--trigger", "kfp", "--data", str(tmp_path)])
+    assert no_uri.exit_code == 1 and "--data-uri" in no_uri.output
+    assert not (tmp_path / "o").exists(), "a command that cannot finish starts no run"

@@ -127,8 +127,13 @@ def test_run_monitor_reads_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyP
     cfg = MonitorConfig(reference_window=300, current_window=300, min_events=100)
     result = run_monitor(url, tmp_path / "model", tmp_path / "out", cfg)
     assert result.metrics["retrain"] == 1
-    assert result.outputs["decision"].exists()
+    assert result.outputs["decision"] == result.outputs["run"] / "decision.json"
+    assert result.outputs["run"].parent == tmp_path / "out" / "runs" and result.outputs["decision"].exists()
     assert 0 < result.metrics["ctr_current"] < result.metrics["ctr_reference"]
+    again = run_monitor(url, tmp_path / "model", tmp_path / "out", cfg)  # a second run keeps the first
+    assert again.outputs["run"] != result.outputs["run"] and result.outputs["decision"].exists()
+    assert again.metrics["ctr_current"] == result.metrics["ctr_current"]  # same windows (reference pinned)
+    assert len((tmp_path / "out" / "history.jsonl").read_text().splitlines()) == 2
 
 
 def test_retraining_waits_for_drift_in_consecutive_runs(tmp_path: Path) -> None:

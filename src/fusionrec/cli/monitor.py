@@ -32,7 +32,20 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _kfp_submitter(host: str, pipeline_file: Path) -> RunSubmitter:
+def _pipeline_package(configured: str) -> Path:
+    """The compiled pipeline `monitor.pipeline_package` names: a path as given, else (relative and
+    absent from the working directory, as in a pod) the same path inside the installed wheel, which
+    ships `pipelines/compiled/training.yaml` as package data."""
+    import pipelines
+
+    path = Path(configured)
+    if path.is_absolute() or path.is_file():
+        return path
+    installed = Path(pipelines.__file__).resolve().parent.parent / path
+    return installed if installed.is_file() else path
+
+
+def _kfp_submitter(host: str, configured: str) -> RunSubmitter:
     """A RunSubmitter: `pipelines.submit.submit` bound to the endpoint and the compiled pipeline.
 
     A missing pipeline package fails here, before retrain merges any feedback.
@@ -41,9 +54,10 @@ def _kfp_submitter(host: str, pipeline_file: Path) -> RunSubmitter:
 
     from pipelines.submit import submit
 
+    pipeline_file = _pipeline_package(configured)
     if not pipeline_file.is_file():
-        _fail(f"kfp pipeline package {pipeline_file} not found (monitor.pipeline_package); "
-              "run `fusionrec pipeline compile`")
+        _fail(f"kfp pipeline package {configured} not found in {Path.cwd()} nor in the installed wheel "
+              "(monitor.pipeline_package); run `fusionrec pipeline compile`")
     return functools.partial(submit, host, pipeline_file=pipeline_file, experiment="fusionrec-retrain")
 
 
@@ -54,14 +68,15 @@ def _retrain(store: str, data: Path, champion: Path | None, work: Path, params: 
     from fusionrec.monitoring.merge import MergeError
     from fusionrec.monitoring.retrain import RetrainError, retrain
     from fusionrec.monitoring.store import FeedbackStore
+    from fusionrec.monitoring.windows import retrain_rows
 
     submitter: RunSubmitter | None = None
     if trigger == "kfp":
         if not kfp_host:
             _fail("--trigger kfp needs --kfp-host URL (the Kubeflow Pipelines endpoint)")
-        submitter = _kfp_submitter(kfp_host, Path(params.monitor.pipeline_package))
-    with FeedbackStore(store) as fs:
-        feedback, served = fs.read_feedback(), fs.read_served()
+        submitter = _kfp_submitter(kfp_host, params.monitor.pipeline_package)
+    with FeedbackStore(store) as fs:  # what the merge needs: the rows after the dataset's watermarks
+        feedback, served = retrain_rows(fs.engine, data)
     try:
         record = retrain(data, feedback, champion, work, params, trigger=trigger, reason=reason, data_uri=data_uri,
                          served=served, submitter=submitter, model_store=BentoStore())
@@ -87,22 +102,34 @@ def monitor(
     data_uri: str = typer.Option("", "--data-uri", help="where the cluster reads the merged dataset (--trigger kfp)"),
     service_url: str | None = typer.Option(None, "--service-url", help="service to reload after a promotion"),
 ) -> None:
-    """Compare the feedback windows, write Evidently reports and decision.json; retrain when due."""
+    """Compare the feedback windows, write this run's reports into OUT/runs/<UTC time>/ and the
+    history page OUT/index.html; merge the feedback and retrain when due."""
+    from fusionrec.monitoring import history
     from fusionrec.monitoring.monitor import run_monitor
 
     if trigger not in ("none", "local", "kfp"):
         _fail(f"--trigger {trigger!r}: expected none, local or kfp")
     if trigger != "none" and data is None:
         _fail(f"--trigger {trigger} needs --data DIR (the dataset the feedback is merged into)")
+    if trigger == "kfp" and not data_uri:
+        _fail("--trigger kfp needs --data-uri URI (where the Kubeflow pods read the dataset --data holds)")
     cfg = _params(params, service_url=service_url)
     result = run_monitor(store, model_dir, out, cfg.monitor)
     decision = json.loads(Path(result.outputs["decision"]).read_text())
     typer.echo(f"retrain: {decision['retrain']} {decision['reasons'] or decision['detail'] or ''}")
-    typer.echo(f"reports: {result.outputs['index']}")
+    typer.echo(f"report: {result.outputs['report']}")
+    typer.echo(f"history: {result.outputs['index']}")
     if decision["retrain"] and trigger != "none":
         assert data is not None
-        _retrain(store, data, model_dir, work or out / "retrain", cfg, trigger, kfp_host, data_uri,
-                 ",".join(decision["reasons"]))
+        run = Path(result.outputs["run"]).relative_to(out).as_posix()
+        try:
+            record = _retrain(store, data, model_dir, work or out / "retrain", cfg, trigger, kfp_host, data_uri,
+                              ",".join(decision["reasons"]))
+        except typer.Exit:
+            history.record_retraining(out, run, {"error": "failed: see the monitor's log"})
+            raise
+        outcome = record.get("kfp") or record.get("decision") or {}
+        history.record_retraining(out, run, {**outcome, "merged": record["merge"]["merged"]})
 
 
 @app.command()

@@ -1,24 +1,30 @@
-"""`run_monitor`: read the feedback store, run the drift checks, write reports and decision.json.
+"""`run_monitor`: read the feedback windows, run the drift checks, write reports and decision.json.
 
 Windows: the reference window is the first `reference_window` feedback events after the
 current model was deployed (the first `served` row with its version), the current window the
 last `current_window` events after it (never overlapping the reference). The training data
 enters through the model: the popularity of interacted items is their training count, and new
 items are compared with the training catalogue's item vectors.
+
+`run_monitor` reads only those windows from the store (windows.py), deletes impressions past
+their retention, and keeps every run in its own dated folder with a history page (history.py);
+`monitor_frames` is the same judgement on whole tables held in memory (the demo loop, tests).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from fusionrec.config import MonitorConfig
 from fusionrec.io import StepResult
+from fusionrec.monitoring import history
 from fusionrec.monitoring.decision import (
     STREAK_FILE,
     Decision,
@@ -36,7 +42,17 @@ from fusionrec.monitoring.drift import (
     score_drift,
 )
 from fusionrec.monitoring.index import write_index
+from fusionrec.monitoring.windows import (
+    Windows,
+    drop_expired_served,
+    last_feedback_id,
+    read_windows,
+    retention_cutoff,
+)
 from fusionrec.schema import EVENT, ITEM_ID
+
+if TYPE_CHECKING:
+    from fusionrec.monitoring.store import FeedbackStore
 
 logger = logging.getLogger(__name__)
 REPORTS_DIR = "reports"
@@ -75,17 +91,6 @@ def load_model_view(model_dir: Path) -> ModelView:
         popularity=np.asarray(rec.popularity(), dtype=np.float64),
         vectors=np.asarray(rec.item_vectors(), dtype=np.float32),
     )
-
-
-@dataclass
-class Windows:
-    """Reference and current windows of feedback events and of served impressions."""
-
-    ref_events: pd.DataFrame
-    cur_events: pd.DataFrame
-    ref_served: pd.DataFrame
-    cur_served: pd.DataFrame
-    deployed_at: float | None
 
 
 def select_windows(feedback: pd.DataFrame, served: pd.DataFrame, version: str, cfg: MonitorConfig) -> Windows:
@@ -170,18 +175,17 @@ def write_reports(checks: dict[str, DriftCheck], out_dir: Path) -> dict[str, dic
     return reports
 
 
-def monitor_frames(
-    feedback: pd.DataFrame, served: pd.DataFrame, view: ModelView, out_dir: Path, cfg: MonitorConfig,
-    state_file: Path | None = None,
+def judge(
+    w: Windows, view: ModelView, out_dir: Path, cfg: MonitorConfig, state_file: Path,
+    numbers: dict[str, Any] | None = None,
 ) -> Decision:
-    """The monitor on in-memory store rows: windows, checks, reports, decision.json, index.html.
+    """Checks, reports, decision.json and index.html of one run's windows, into out_dir.
 
     Args:
-        state_file: where the drift streak of `monitor.persistence` is kept between runs
-            (default: out_dir/drift_streak.json, right when every run writes to the same out_dir).
+        state_file: where the drift streak of `monitor.persistence` is kept between runs.
+        numbers: more numbers for decision.json (e.g. the last feedback id, the retention).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    w = select_windows(feedback, served, view.version, cfg)
     if len(w.cur_events) < cfg.min_events:
         decision = insufficient(len(w.cur_events), cfg, view.version)
         reports: dict[str, dict[str, str]] = {}
@@ -189,16 +193,62 @@ def monitor_frames(
         checks = run_checks(w, view, cfg)
         decision = decide(checks, cfg, view.version)
         reports = write_reports(checks, out_dir)
-    decision = apply_persistence(decision, state_file or out_dir / STREAK_FILE, cfg)
+    decision = apply_persistence(decision, state_file, cfg)
     decision.numbers["windows"] = {
         "deployed_at": w.deployed_at,
         "reference_events": len(w.ref_events), "current_events": len(w.cur_events),
         "reference_impressions": len(w.ref_served), "current_impressions": len(w.cur_served),
-        "last_feedback_id": int(feedback["id"].max()) if len(feedback) and "id" in feedback.columns else None,
     }
+    for key, value in (numbers or {}).items():
+        if isinstance(value, dict) and isinstance(decision.numbers.get(key), dict):
+            decision.numbers[key].update(value)
+        else:
+            decision.numbers[key] = value
     write_decision(decision, out_dir)
     write_index(out_dir, decision, reports)
     return decision
+
+
+def monitor_frames(
+    feedback: pd.DataFrame, served: pd.DataFrame, view: ModelView, out_dir: Path, cfg: MonitorConfig,
+    state_file: Path | None = None,
+) -> Decision:
+    """The monitor on whole store tables held in memory: windows, checks, reports, decision.json, index.html.
+
+    Args:
+        state_file: where the drift streak of `monitor.persistence` is kept between runs
+            (default: out_dir/drift_streak.json, right when every run writes to the same out_dir).
+    """
+    w = select_windows(feedback, served, view.version, cfg)
+    last_id = int(feedback["id"].max()) if len(feedback) and "id" in feedback.columns else None
+    return judge(w, view, out_dir, cfg, state_file or out_dir / STREAK_FILE,
+                 {"windows": {"last_feedback_id": last_id}})
+
+
+def monitor_store(store: FeedbackStore, view: ModelView, root: Path, cfg: MonitorConfig,
+                  now: float | None = None) -> tuple[Decision, Path]:
+    """One monitor run on the store, reading only its windows, into root/runs/<UTC start>/.
+
+    Then impressions older than `monitor.served_retention_days` are deleted, the run's line is
+    added to root/history.jsonl and root/index.html (the trend and every run) is redrawn.
+
+    Returns:
+        (decision, the run's folder).
+    """
+    now = time.time() if now is None else now
+    root = Path(root)
+    state = root / history.STATE_DIR
+    w, marks = read_windows(store.engine, view.version, cfg, state)
+    cutoff = retention_cutoff(now, w, marks, cfg)
+    dropped = drop_expired_served(store.engine, cutoff) if cutoff is not None else 0
+    run_dir = history.run_folder(root, now)
+    numbers = {"windows": {"last_feedback_id": last_feedback_id(store.engine)},
+               "retention": {"served_dropped": dropped, "served_cutoff": cutoff}}
+    decision = judge(w, view, run_dir, cfg, state / STREAK_FILE, numbers)
+    history.append(root, history.entry(root, run_dir, decision, now))
+    history.prune_html(root, now, cfg.report_html_days)
+    history.write_page(root)
+    return decision, run_dir
 
 
 def run_monitor(store_url: str, model_dir: Path, out_dir: Path, cfg: MonitorConfig) -> StepResult:
@@ -207,16 +257,18 @@ def run_monitor(store_url: str, model_dir: Path, out_dir: Path, cfg: MonitorConf
     Args:
         store_url: the feedback store (SQLAlchemy URL or an SQLite file path).
         model_dir: the model the service runs (training popularity, item vectors, version).
-        out_dir: receives decision.json, index.html and reports/*.html|json.
+        out_dir: the reports folder: this run goes to out_dir/runs/<UTC start>/ (decision.json,
+            index.html, reports/*.html|json); out_dir/index.html shows every run (history.py).
 
     Returns:
-        StepResult with metrics (retrain 0/1, ctr_reference, ctr_current, drift scores) and outputs.
+        StepResult with metrics (retrain 0/1, ctr_reference, ctr_current, drift scores) and outputs
+        (decision, run: the run's folder, report: its page, index: the history page).
     """
     from fusionrec.monitoring.store import FeedbackStore
 
+    view = load_model_view(Path(model_dir))
     with FeedbackStore(store_url) as store:
-        feedback, served = store.read_feedback(), store.read_served()
-    decision = monitor_frames(feedback, served, load_model_view(Path(model_dir)), Path(out_dir), cfg)
+        decision, run_dir = monitor_store(store, view, Path(out_dir), cfg)
     metrics: dict[str, float | int] = {"retrain": int(decision.retrain), "n_reasons": len(decision.reasons)}
     fb = decision.numbers.get("feedback", {})
     for key in ("ctr_reference", "ctr_current", "share"):
@@ -226,6 +278,7 @@ def run_monitor(store_url: str, model_dir: Path, out_dir: Path, cfg: MonitorConf
         score = decision.numbers.get(name, {}).get("score")
         if score is not None:
             metrics[f"{name}_drift_score"] = float(score)
+    metrics["served_dropped"] = int(decision.numbers["retention"]["served_dropped"])
     logger.info("monitor: retrain=%s reasons=%s", decision.retrain, decision.reasons)
-    out = Path(out_dir)
-    return StepResult(metrics=metrics, outputs={"decision": out / "decision.json", "index": out / "index.html"})
+    return StepResult(metrics=metrics, outputs={"decision": run_dir / "decision.json", "run": run_dir,
+                                                "report": run_dir / "index.html", "index": Path(out_dir) / "index.html"})
