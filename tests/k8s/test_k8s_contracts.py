@@ -123,7 +123,7 @@ def test_serving_matches_the_bento(rendered: dict[str, list[Doc]], overlay: str)
     """The bento is `fusionrec-serving` (so `bentoml containerize` yields the image name), runs as
     BentoML's container user, and reads the settings the Deployment gives it."""
     if not BENTOFILE.exists():
-        pytest.skip("serving/bentofile.yaml not written yet (serving room)")
+        pytest.skip("serving/bentofile.yaml not written yet")
     bentofile = yaml.safe_load(BENTOFILE.read_text())
     assert bentofile.get("name") == SERVING_IMAGE.rsplit("/", 1)[1]
     bento_env = {e["name"]: str(e.get("value")) for e in bentofile.get("envs", [])}

@@ -26,6 +26,7 @@ from k8s_manifests import (
 SERVING = {"app.kubernetes.io/name": "fusionrec", "app.kubernetes.io/component": "serving"}
 MONITOR = {"app.kubernetes.io/name": "fusionrec", "app.kubernetes.io/component": "monitor"}
 DATABASE = {"app.kubernetes.io/name": "fusionrec", "app.kubernetes.io/component": "database"}
+REPORTS = {"app.kubernetes.io/name": "fusionrec", "app.kubernetes.io/component": "reports"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -156,6 +157,33 @@ def test_monitor_network_policy(rendered: dict[str, list[Doc]], overlay: str) ->
     assert policy["spec"]["podSelector"]["matchLabels"] == MONITOR
     assert not policy["spec"].get("ingress"), "the monitor accepts no connections"
     assert _egress_ports(policy) == [{53}, {5432}, {8888}], "DNS, database, KFP API only"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_reports_ui_reads_the_monitors_volume_and_opens_nothing(rendered: dict[str, list[Doc]], overlay: str) -> None:
+    docs = rendered[overlay]
+    ui, cronjob = one(docs, "Deployment", "fusionrec-reports"), one(docs, "CronJob", "fusionrec-monitor")
+    spec = pod_spec(ui)
+    (c,) = spec["containers"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    (mount,) = c["volumeMounts"]
+    claim = volumes[mount["name"]]["persistentVolumeClaim"]
+    assert mount["readOnly"] is True and claim["readOnly"] is True, "the UI never writes the reports"
+    monitor_claims = {v["persistentVolumeClaim"]["claimName"]: v["name"] for v in pod_spec(cronjob)["volumes"]
+                      if "persistentVolumeClaim" in v}
+    (monitor_c,) = pod_spec(cronjob)["containers"]
+    monitor_mounts = {m["name"]: m["mountPath"] for m in monitor_c["volumeMounts"]}
+    assert monitor_mounts[monitor_claims[claim["claimName"]]] == "/reports", "the volume the monitor writes"
+    assert c["args"][c["args"].index("--directory") + 1] == mount["mountPath"]
+    port = c["ports"][0]["containerPort"]
+    assert c["readinessProbe"]["httpGet"]["port"] == "http" and c["ports"][0]["name"] == "http"
+    service = one(docs, "Service", "fusionrec-reports")
+    assert service["spec"]["selector"] == REPORTS and service["spec"]["ports"][0]["targetPort"] == "http"
+    policy = one(docs, "NetworkPolicy", "fusionrec-reports")
+    assert policy["spec"]["podSelector"]["matchLabels"] == REPORTS
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": port, "protocol": "TCP"}] and not policy["spec"].get("egress")
+    assert one(docs, "ServiceAccount", "fusionrec-reports")["automountServiceAccountToken"] is False
 
 
 def test_dev_database_accepts_only_fusionrec_pods(rendered: dict[str, list[Doc]]) -> None:
