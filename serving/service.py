@@ -6,9 +6,10 @@ the response. Endpoints (all POST JSON, port 3000): /recommend, /similar, /add_i
 /add_item_upload (multipart), /feedback, /metadata, /reload; BentoML's own /healthz (= /livez),
 /readyz (ready once the model is loaded) and /metrics (Prometheus, incl. fusionrec_requests_total).
 
-Environment: FUSIONREC_MODEL (a model folder or a BentoML tag; default fusionrec:latest),
-FUSIONREC_PARAMS (params.yaml), FUSIONREC_TOKEN (bearer token of write endpoints),
-FUSIONREC_FEEDBACK_URL (feedback store URL).
+Environment: FUSIONREC_MODEL (a model folder or a BentoML tag; default fusionrec:latest; served
+until a champion is promoted), FUSIONREC_PARAMS (params.yaml), FUSIONREC_TOKEN (bearer token of
+write endpoints), FUSIONREC_FEEDBACK_URL (the database of feedback and of the state every replica
+shares: items added at runtime and the champion pointer, followed every serve.poll_interval_s).
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class FusionRec:
 
     def __is_ready__(self) -> bool:
         return self.engine.ready
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        """Graceful stop: end polling and commit the served impressions still queued."""
+        self.engine.close()
 
     def _reply(self, ctx: bentoml.Context, api: str, write: bool = False, **kwargs: Any) -> dict[str, Any]:
         status, body = self.engine.call(api, ctx.request.headers.get("authorization"), write, **kwargs)

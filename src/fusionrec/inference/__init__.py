@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 from fusionrec.inference.checks import EVENTS, ServeError, top_k
-from fusionrec.inference.engine import InferenceEngine, build_engine
+from fusionrec.inference.engine import InferenceEngine
 from fusionrec.inference.snapshot import Snapshot
+from fusionrec.inference.startup import build_engine
 
 __all__ = ["EVENTS", "InferenceEngine", "ServeError", "Snapshot", "build_engine", "top_k"]

@@ -5,6 +5,10 @@ HTTP onto it. The model lives in an immutable snapshot that each request reads o
 new item (copy-on-write) or a new model version (`reload`) is swapped in atomically while
 requests in flight finish on the snapshot they started with. Errors are `ServeError`s with
 an HTTP status and the name of the offending field, never a traceback.
+
+With a `ServingState` (the database every replica shares), an added item is stored before it
+is acknowledged, items other replicas added are applied by `sync_items`, and `follow_champion`
+loads the model the champion pointer names; `poll` does both (a `Poller` thread calls it).
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from fusionrec.inference.checks import (
     top_k,
 )
 from fusionrec.inference.explain import explain as explain_items
-from fusionrec.inference.snapshot import Snapshot, with_item
+from fusionrec.inference.slot import ModelSlot
+from fusionrec.inference.snapshot import NewItem, Snapshot
+from fusionrec.monitoring.state import Champion, ServingState
 
 Observer = Callable[[str, str], None]  # (api, outcome) -> None, e.g. a Prometheus counter
 
@@ -50,30 +56,40 @@ class InferenceEngine:
         store: a FeedbackStore; None disables `feedback` and the served log.
         ingest: how catalogue text columns were joined (add_item joins its fields the same way).
         observer: called as observer(api, outcome) for request counters.
+        state: the shared serving state (runtime items, champion pointer) on the store's database;
+            None keeps added items in this process only.
+        model_cache: where champions named by an object-store URI are fetched to.
     """
 
     def __init__(self, model_dir: Path | str, cfg: ServeConfig | None = None, store: Any = None,
-                 ingest: IngestConfig | None = None, observer: Observer | None = None) -> None:
+                 ingest: IngestConfig | None = None, observer: Observer | None = None,
+                 state: ServingState | None = None, model_cache: Path | None = None) -> None:
         self.cfg = cfg or ServeConfig()
         self.ingest = ingest or IngestConfig()
         self.store = store
         self.observer = observer
-        self._write_lock = threading.Lock()
+        self.state = state
         self._served: OrderedDict[str, dict[str, tuple[int, float]]] = OrderedDict()
         self._served_lock = threading.Lock()
-        self._added: list[dict[str, Any]] = []  # replayed onto a reloaded model
         self.resolver: Callable[[str], Path] | None = None  # model tag -> folder (set by the service)
-        self._snap = self._load(Path(model_dir))
-
-    @staticmethod
-    def _load(model_dir: Path) -> Snapshot:
-        from fusionrec.models.recommender import Recommender
-
-        return Snapshot.build(Recommender.load(model_dir), model_dir)
+        self.slot = ModelSlot(Path(model_dir), self.cfg, state, model_cache, self._observe)
 
     @property
     def snapshot(self) -> Snapshot:
-        return self._snap
+        return self.slot.snapshot
+
+    @property
+    def _snap(self) -> Snapshot:  # what every request reads once
+        return self.slot.snapshot
+
+    @_snap.setter
+    def _snap(self, snap: Snapshot) -> None:
+        self.slot.snapshot = snap
+
+    @property
+    def champion(self) -> Champion | None:
+        """The champion pointer being served (None: the model was given by hand)."""
+        return self.slot.champion
 
     @property
     def ready(self) -> bool:
@@ -220,13 +236,7 @@ class InferenceEngine:
         if not joined and pil is None:
             raise ServeError(400, "text", "an item needs text (text or fields) or an image")
         title = title or str((fields or {}).get("title", ""))
-        with self._write_lock:
-            snap = self._snap
-            if snap.rec.item_index(item_id) is not None:
-                raise ServeError(409, "item_id", f"item {item_id!r} already exists")
-            new, present = with_item(snap, item_id, joined, pil, title)
-            self._snap = new
-            self._added.append({"item_id": item_id, "text": joined, "image": image, "title": title})
+        new, present = self.slot.add(NewItem(item_id, joined, pil, title), fields, image or None)
         self._observe("add_item", "ok")
         return {"item_id": item_id, "item_idx": new.n_items - 1, "n_items": new.n_items,
                 "modalities": present, "model_version": new.version}
@@ -258,11 +268,13 @@ class InferenceEngine:
                 "metrics": meta.get("test_metrics") or meta.get("metrics") or {},
                 "valid_metrics": meta.get("valid_metrics") or {}, "data_fingerprint": meta.get("data_fingerprint"),
                 "encoders": meta.get("encoders") or {}, "modalities": list(snap.rec.modalities),
-                "n_items": snap.n_items, "n_users": snap.rec.n_users, "added_items": len(self._added),
-                "fusion": snap.rec.config.fusion, "model_dir": str(snap.model_dir)}
+                "n_items": snap.n_items, "n_users": snap.rec.n_users,
+                "added_items": snap.n_items - snap.base_items,
+                "fusion": snap.rec.config.fusion, "model_dir": str(snap.model_dir),
+                "champion": self.champion.to_dict() if self.champion is not None else None}
 
     def reload(self, model: str | Path) -> dict[str, Any]:
-        """Load another model version and swap it in atomically; items added since start are replayed.
+        """Load another model version and swap it in atomically; items added at runtime are replayed.
 
         Args:
             model: a model folder, or whatever `self.resolver` turns into one (a BentoML tag).
@@ -273,20 +285,18 @@ class InferenceEngine:
             raise ServeError(404, "model", f"no model folder or stored model {str(model)!r}") from None
         if not path.is_dir():
             raise ServeError(404, "model", f"no model folder {str(path)!r}")
-        try:
-            fresh = self._load(path)
-        except (OSError, ValueError) as exc:
-            raise ServeError(400, "model", f"cannot load {path}: {exc}") from None
-        with self._write_lock:
-            old = self._snap
-            for item in self._added:
-                if fresh.rec.item_index(item["item_id"]) is None:
-                    pil = open_image_checked(self.cfg, item["image"]) if item["image"] else None
-                    fresh, _ = with_item(fresh, item["item_id"], item["text"], pil, item["title"] or "")
-            self._snap = fresh
+        old, fresh = self.slot.swap(path)
         self._observe("reload", "ok")
         return {"previous_version": old.version, "model_version": fresh.version, "n_items": fresh.n_items,
                 "swapped_at": time.time()}
+
+    def poll(self) -> dict[str, Any]:
+        """One look at the shared state: new runtime items, then the champion (see `ModelSlot.poll`)."""
+        return self.slot.poll()
+
+    def start_polling(self, interval_s: float) -> None:
+        """Follow the shared state every interval_s seconds on a background thread."""
+        self.slot.start_polling(interval_s)
 
     def call(self, api: str, authorization: str | None = None, write: bool = False, **kwargs: Any
              ) -> tuple[int, dict[str, Any]]:
@@ -304,18 +314,10 @@ class InferenceEngine:
             return err.status, err.to_dict()
 
     def close(self) -> None:
-        """Drain the served log and close the feedback store."""
+        """Stop polling, write the queued served impressions and close the feedback store."""
+        self.slot.stop_polling()
         if self.store is not None:
             self.store.close()
-
-
-def default_feedback_url(cfg: ServeConfig) -> str:
-    """FUSIONREC_FEEDBACK_URL, else serve.feedback_url, else SQLite in the BentoML home."""
-    url = os.environ.get("FUSIONREC_FEEDBACK_URL") or cfg.feedback_url
-    if url:
-        return url
-    home = Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
-    return f"sqlite:///{home.resolve() / 'feedback.db'}"
 
 
 def limit_threads(n: int) -> None:
@@ -330,15 +332,3 @@ def limit_threads(n: int) -> None:
 
     threadpoolctl.threadpool_limits(limits=n)
     torch.set_num_threads(n)
-
-
-def build_engine(model_dir: Path | str, params: Path | str | None = None, observer: Observer | None = None
-                 ) -> InferenceEngine:
-    """The engine the service runs: config from params.yaml (FUSIONREC_PARAMS), store from the URL."""
-    from fusionrec.config import load_params
-    from fusionrec.monitoring.store import FeedbackStore
-
-    all_params = load_params(params or os.environ.get("FUSIONREC_PARAMS", "params.yaml"))
-    limit_threads(all_params.serve.blas_threads)
-    store = FeedbackStore(default_feedback_url(all_params.serve), background_served=True)
-    return InferenceEngine(model_dir, all_params.serve, store, all_params.ingest, observer)

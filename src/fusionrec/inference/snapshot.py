@@ -2,9 +2,9 @@
 
 A request reads `engine.snapshot` once and uses only it, so swapping in a new snapshot
 (a new item, a new model version) never changes what a request in flight sees.
-`with_item` embeds a new item with the encoders featurize used (rebuilt from the model's
-`encoders/` state via `fusionrec.features.registry.get_encoder`) and returns a new
-snapshot over a shallow copy of the Recommender that holds it.
+`with_items` embeds new items (one batch per modality) with the encoders featurize used
+(rebuilt from the model's `encoders/` state via `fusionrec.features.registry.get_encoder`)
+and returns a new snapshot over a shallow copy of the Recommender that holds them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fusionrec.monitoring.rollout import model_version
 
 
 @dataclass
@@ -27,17 +29,17 @@ class Snapshot:
     n_items: int
     popular: np.ndarray  # item indices, most popular first
     encoders: dict[str, Any] = field(default_factory=dict)  # shared by snapshots of one model
+    base_items: int = 0  # items of the model as trained; the rest were added while serving
     _modality: dict[str, np.ndarray] | None = None
 
     @classmethod
-    def build(cls, rec: Any, model_dir: Path, encoders: dict[str, Any] | None = None) -> Snapshot:
-        meta = rec.meta or {}
-        version = str(meta.get("version") or model_dir.name)
-        if meta.get("trained_at"):  # "version" alone may repeat across retrains
-            version = f"{version}+{meta['trained_at']}"
+    def build(cls, rec: Any, model_dir: Path, encoders: dict[str, Any] | None = None,
+              base_items: int | None = None) -> Snapshot:
+        version = model_version(rec.meta, model_dir.name)
         pop = np.asarray(rec.popularity(), dtype=np.float64)[: rec.n_items]
         popular = np.argsort(-pop, kind="stable")
-        return cls(rec, model_dir, version, rec.n_items, popular, encoders if encoders is not None else {})
+        return cls(rec, model_dir, version, rec.n_items, popular, encoders if encoders is not None else {},
+                   rec.n_items if base_items is None else base_items)
 
     def modality_vectors(self) -> dict[str, np.ndarray]:
         """Per-modality item vectors, computed once per snapshot (explanations only)."""
@@ -64,18 +66,47 @@ def encoder_for(snap: Snapshot, key: str) -> Any:
                                          state if state.is_dir() else None)
     return snap.encoders[key]
 
-def with_item(snap: Snapshot, item_id: str, text: str, pil: Any, title: str) -> tuple[Snapshot, dict[str, bool]]:
-    """Encode one item; return a new snapshot on a copy of the model that holds it (copy-on-write)."""
-    features, masks = {}, {}
+@dataclass(frozen=True)
+class NewItem:
+    """An item to embed: its id, joined text, decoded image (a PIL image or None) and title."""
+
+    item_id: str
+    text: str = ""
+    pil: Any = None
+    title: str = ""
+
+
+def with_items(snap: Snapshot, items: list[NewItem]) -> tuple[Snapshot, list[dict[str, bool]]]:
+    """Encode items in one batch per modality; return a new snapshot on a copy of the model that
+    holds them (copy-on-write), and per item which modalities it has."""
+    if not items:
+        return snap, []
+    b, features, masks = len(items), {}, {}
     for key in snap.rec.modalities:
         modality = key.split(":", 1)[0]
-        if modality == "text" and text:
-            features[key] = encoder_for(snap, key).encode_texts([text])
-            masks[key] = np.ones(1, bool)
-        elif modality == "image" and pil is not None:
-            features[key], masks[key] = encoder_for(snap, key).encode_images([pil])
+        rows = [n for n, it in enumerate(items) if (it.text if modality == "text" else it.pil is not None)]
+        if modality not in ("text", "image") or not rows:
+            continue
+        encoder = encoder_for(snap, key)
+        if modality == "text":
+            values, ok = encoder.encode_texts([items[n].text for n in rows]), np.ones(len(rows), bool)
+        else:
+            values, ok = encoder.encode_images([items[n].pil for n in rows])
+        features[key] = np.zeros((b, values.shape[1]), np.float32)  # (b, d): absent rows stay masked
+        masks[key] = np.zeros(b, bool)
+        features[key][rows], masks[key][rows] = values, ok
+    if not features:  # no modality of this model present: the items are served, fully masked
+        key = snap.rec.modalities[0]
+        features[key], masks[key] = np.zeros((b, snap.rec.arrays[f"feat::{key}"].shape[1]), np.float32), np.zeros(b, bool)
     rec = copy.copy(snap.rec)
     rec.arrays, rec.item_ids, rec.titles = dict(rec.arrays), list(rec.item_ids), list(rec.titles)
-    rec.add_items([item_id], features, masks, titles=[title or ""])
-    present = {key: bool(masks[key][0]) if key in masks else False for key in snap.rec.modalities}
-    return Snapshot.build(rec, snap.model_dir, snap.encoders), present
+    rec.add_items([it.item_id for it in items], features, masks, titles=[it.title or "" for it in items])
+    present = [{key: bool(masks[key][n]) if key in masks else False for key in snap.rec.modalities}
+               for n in range(b)]
+    return Snapshot.build(rec, snap.model_dir, snap.encoders, snap.base_items), present
+
+
+def with_item(snap: Snapshot, item_id: str, text: str, pil: Any, title: str) -> tuple[Snapshot, dict[str, bool]]:
+    """Encode one item; return a new snapshot on a copy of the model that holds it (copy-on-write)."""
+    new, (present,) = with_items(snap, [NewItem(item_id, text, pil, title)])
+    return new, present

@@ -1,0 +1,149 @@
+"""Model rollout: put a promoted model where every replica can read it, then move the champion pointer.
+
+The models root (monitor.models_root) is a folder every pod mounts (a shared volume, read-only in
+the serving pods) or an fsspec URI (s3://, gs://, ...; needs fsspec and its filesystem package).
+A model is published under a name made of its version and a hash of its weights, completely,
+before the pointer names it: a replica never sees half a model. On a local folder the copy is
+written next to its final name and renamed into place. A replica fetches a remote model into
+its own cache folder once, by the same atomic rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fusionrec.io import read_json
+from fusionrec.schema import MODEL_CONFIG, MODEL_WEIGHTS
+
+if TYPE_CHECKING:
+    from fusionrec.monitoring.state import Champion, ServingState
+
+
+class RolloutError(RuntimeError):
+    """A model that cannot be published or fetched; the message names the URI and what to do."""
+
+
+def model_version(meta: dict[str, Any] | None, folder_name: str) -> str:
+    """The version a served model reports: meta.version (else the folder's name), plus +trained_at
+    when known, since a version alone may repeat across retrains."""
+    meta = meta or {}
+    version = str(meta.get("version") or folder_name)
+    return f"{version}+{meta['trained_at']}" if meta.get("trained_at") else version
+
+
+def folder_version(model_dir: Path) -> str:
+    """`model_version` of a model folder, from its config.json."""
+    path = Path(model_dir) / MODEL_CONFIG
+    if not path.is_file():
+        raise RolloutError(f"{model_dir}: not a model folder (no {MODEL_CONFIG}); run `fusionrec train` first")
+    return model_version(read_json(path).get("meta"), Path(model_dir).name)
+
+
+def is_remote(uri: str) -> bool:
+    """True for an fsspec URI with a scheme other than file:// (a bare path is local)."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    return bool(scheme) and scheme != "file"
+
+
+def _local(uri: str) -> Path:
+    return Path(uri.removeprefix("file://"))
+
+
+def _filesystem(uri: str) -> tuple[Any, str]:
+    try:
+        import fsspec
+    except ImportError:
+        raise RolloutError(f"{uri}: an object-store URI needs the `fsspec` package (and the one for its "
+                           "scheme, e.g. s3fs); install it or use a shared folder as monitor.models_root") from None
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+    except (ImportError, ValueError) as exc:
+        raise RolloutError(f"{uri}: no filesystem for this URI ({exc})") from None
+    return fs, path
+
+
+def published_name(model_dir: Path) -> str:
+    """<version>-<first 10 hex of the weights' sha256>, with characters safe in any path or key."""
+    digest = hashlib.sha256()
+    with open(Path(model_dir) / MODEL_WEIGHTS, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", folder_version(model_dir)).strip("._") or "model"
+    return f"{safe[:120]}-{digest.hexdigest()[:10]}"
+
+
+def publish_model(model_dir: Path, models_root: str) -> str:
+    """Copy a model folder under the models root (once); returns the URI replicas load it from.
+
+    Args:
+        model_dir: a model folder written by `fusionrec train`.
+        models_root: a folder every replica mounts, or an fsspec URI; "" = the folder stays where
+            it is and its absolute path is the URI (one machine).
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / MODEL_WEIGHTS).is_file():
+        raise RolloutError(f"{model_dir}: not a model folder (no {MODEL_WEIGHTS}); run `fusionrec train` first")
+    if not models_root:
+        return str(model_dir.resolve())
+    name = published_name(model_dir)
+    if is_remote(models_root):
+        fs, root = _filesystem(models_root)
+        target = f"{root.rstrip('/')}/{name}"
+        if not fs.exists(f"{target}/{MODEL_WEIGHTS}"):
+            fs.put(str(model_dir), target, recursive=True)
+        return f"{models_root.rstrip('/')}/{name}"
+    root_dir = _local(models_root)
+    folder = root_dir / name
+    if not folder.is_dir():
+        try:
+            root_dir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=root_dir, prefix=f".{name}."))
+            shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
+            os.replace(tmp, folder)
+        except OSError as exc:
+            raise RolloutError(f"cannot publish {model_dir} to {models_root}: {exc} (monitor.models_root must be "
+                               "writable here and mounted by every serving replica)") from None
+    return str(folder.resolve())
+
+
+def fetch_model(uri: str, cache_dir: Path) -> Path:
+    """A local model folder for a champion URI: the path itself, or a copy in cache_dir (kept)."""
+    if not is_remote(uri):
+        path = _local(uri)
+        if not (path / MODEL_WEIGHTS).is_file():
+            raise RolloutError(f"champion {uri}: no model folder there (is the models volume mounted?)")
+        return path
+    fs, remote = _filesystem(uri)
+    target = Path(cache_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", remote.rstrip("/").rsplit("/", 1)[-1])
+    if (target / MODEL_WEIGHTS).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        fs.get(remote.rstrip("/") + "/", str(tmp), recursive=True)
+        if not (tmp / MODEL_WEIGHTS).is_file():
+            raise RolloutError(f"champion {uri}: fetched, but it holds no {MODEL_WEIGHTS}")
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def promote(model_dir: Path, state: ServingState, models_root: str = "", source: str = "") -> Champion:
+    """Publish a model under the models root and make it the champion of every replica.
+
+    Returns:
+        The new pointer (id, model_version, uri, promoted_at, source).
+    """
+    uri = publish_model(model_dir, models_root)
+    return state.set_champion(folder_version(Path(model_dir)), uri, source)
+
+
+__all__ = ["RolloutError", "fetch_model", "folder_version", "is_remote", "model_version", "promote",
+           "publish_model", "published_name"]

@@ -1,0 +1,181 @@
+"""Replicas in-process, each an InferenceEngine with its own store on one database (SQLite and a real
+PostgreSQL): items added on one are served by the others after a poll and after a restart, the
+champion pointer reaches every replica without a failed request, a champion that cannot load is
+refused, and closing an engine commits its queued served impressions."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusionrec.config import ServeConfig
+from fusionrec.inference import InferenceEngine
+from fusionrec.monitoring.rollout import promote
+from fusionrec.monitoring.state import ServingState
+from fusionrec.monitoring.store import FeedbackStore
+
+pytestmark = pytest.mark.usefixtures("token")
+AUTH = "Bearer test-token"
+
+
+def _png(color: tuple[int, int, int] = (20, 200, 40)) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class Replicas:
+    """Engines on one database, closed at the end of the test."""
+
+    def __init__(self, model_dir: Path, url: str, cache: Path) -> None:
+        self.model_dir, self.url, self.cache = model_dir, url, cache
+        self.engines: list[InferenceEngine] = []
+        self.outcomes: list[tuple[str, str]] = []
+
+    def start(self, background_served: bool = False) -> InferenceEngine:
+        store = FeedbackStore(self.url, background_served=background_served)
+        engine = InferenceEngine(self.model_dir, ServeConfig(), store, state=ServingState(store),
+                                 model_cache=self.cache, observer=lambda api, out: self.outcomes.append((api, out)))
+        self.engines.append(engine)
+        return engine
+
+    def close(self) -> None:
+        for engine in self.engines:
+            engine.close()
+
+
+@pytest.fixture
+def replicas(model_dir: Path, db_url: str, tmp_path: Path):
+    group = Replicas(model_dir, db_url, tmp_path / "cache")
+    yield group
+    group.close()
+
+
+def _new_version(model_dir: Path, out: Path, version: str) -> Path:
+    """A copy of the model that reports another version (what a retraining promotes)."""
+    copy = Path(shutil.copytree(model_dir, out))
+    config = json.loads((copy / "config.json").read_text())
+    config["meta"]["version"] = version
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+def test_an_item_added_on_one_replica_is_served_by_the_others(replicas: Replicas) -> None:
+    a, b = replicas.start(), replicas.start()
+    image = base64.b64encode(_png()).decode()
+    status, body = a.call("add_item", AUTH, True, item_id="shared-1", fields={"title": "Green", "overview": "leafy"},
+                          image_base64=image)
+    assert status == 200, body
+    assert b.snapshot.rec.item_index("shared-1") is None
+    assert b.poll() == {"items": 1, "champion": None}
+    out = b.recommend("someone", k=5, recent_items=["shared-1"])
+    assert out["path"] == "fold_in" and out["ignored_items"] == []
+    a_vec = a.snapshot.rec.item_vectors()[a.snapshot.rec.item_index("shared-1")]
+    b_vec = b.snapshot.rec.item_vectors()[b.snapshot.rec.item_index("shared-1")]
+    assert np.allclose(a_vec, b_vec, atol=1e-5)  # the same content, encoded alike on both
+    assert b.poll()["items"] == 0 and a.poll()["items"] == 0  # each item is applied once
+    assert b.metadata()["added_items"] == 1
+
+
+def test_one_id_is_added_once_across_replicas(replicas: Replicas) -> None:
+    a, b = replicas.start(), replicas.start()
+    assert a.call("add_item", AUTH, True, item_id="race", text="first")[0] == 200
+    status, body = b.call("add_item", AUTH, True, item_id="race", text="second")  # b has not polled yet
+    assert status == 409 and "already added" in body["error"]
+    b.poll()
+    assert b.call("add_item", AUTH, True, item_id="race", text="third")[0] == 409
+    assert b.snapshot.rec.item_index("race") is not None
+
+
+def test_a_restarted_replica_replays_every_runtime_item(replicas: Replicas) -> None:
+    a = replicas.start()
+    a.add_item("kept-1", text="a lamp", image=_png((200, 10, 10)))
+    a.add_item("kept-2", fields={"title": "Blue", "genres": "decor"})
+    fresh = replicas.start()  # a restart: nothing in memory, all from the database
+    rec = fresh.snapshot.rec
+    assert rec.item_index("kept-1") is not None and rec.item_index("kept-2") is not None
+    for item in ("kept-1", "kept-2"):
+        assert np.allclose(rec.item_vectors()[rec.item_index(item)],
+                           a.snapshot.rec.item_vectors()[a.snapshot.rec.item_index(item)], atol=1e-5)
+    assert fresh.metadata()["added_items"] == 2
+
+
+def test_a_promotion_reaches_every_replica_without_a_failed_request(replicas: Replicas, model_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    a, b = replicas.start(), replicas.start()
+    a.add_item("before-promotion", text="an item added before the new model")
+    b.poll()
+    v2 = _new_version(model_dir, tmp_path / "v2", "v2")
+    users = a.snapshot.rec.user_ids[:10]
+    failures: list[object] = []
+    count = [0]
+    stop = threading.Event()
+
+    def load(engine: InferenceEngine) -> None:
+        while not stop.is_set():
+            for user in users:
+                status, body = engine.call("recommend", user_id=user, k=10, recent_items=["before-promotion"])
+                count[0] += 1
+                if status != 200 or len(body["items"]) != 10:
+                    failures.append(body)
+
+    threads = [threading.Thread(target=load, args=(e,)) for e in (a, b, a, b)]
+    for th in threads:
+        th.start()
+    champ = promote(v2, ServingState(a.store), str(tmp_path / "models"), source="test")
+    before = count[0]
+    moved = [a.poll()["champion"], b.poll()["champion"]]
+    during = count[0] - before
+    stop.set()
+    for th in threads:
+        th.join()
+    assert moved == [champ.to_dict(), champ.to_dict()]
+    assert not failures and count[0] > 20 and during > 0
+    for engine in (a, b):
+        assert engine.snapshot.version == champ.model_version and engine.snapshot.version.startswith("v2+")
+        assert engine.metadata()["champion"]["id"] == champ.id
+        assert engine.snapshot.rec.item_index("before-promotion") is not None  # replayed onto the new model
+        assert engine.poll()["champion"] is None  # the pointer did not move again: nothing reloaded
+
+
+def test_a_champion_that_cannot_load_is_refused_and_serving_goes_on(replicas: Replicas, model_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    a = replicas.start()
+    version = a.snapshot.version
+    state = ServingState(a.store)
+    state.set_champion("broken", str(tmp_path / "no-such-model"))
+    assert a.poll()["champion"] is None and a.snapshot.version == version
+    assert ("champion", "refused") in replicas.outcomes
+    assert a.call("recommend", user_id="u", k=3)[0] == 200
+    good = state.set_champion("v3", str(_new_version(model_dir, tmp_path / "v3", "v3")))
+    assert a.poll()["champion"]["id"] == good.id and a.snapshot.version.startswith("v3+")
+
+
+def test_the_polling_thread_follows_the_state_on_its_own(replicas: Replicas) -> None:
+    a, b = replicas.start(), replicas.start()
+    b.start_polling(0.1)
+    a.add_item("by-thread", text="found without a call")
+    deadline = time.monotonic() + 5
+    while b.snapshot.rec.item_index("by-thread") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b.snapshot.rec.item_index("by-thread") is not None
+    b.close()
+    assert not [t for t in threading.enumerate() if t.name == "fusionrec-state-poller"], "close() stops polling"
+
+
+def test_close_commits_the_queued_served_impressions(replicas: Replicas, db_url: str) -> None:
+    engine = replicas.start(background_served=True)
+    shown = sum(len(engine.recommend(f"user-{n}", k=7, explain=False)["items"]) for n in range(60))
+    engine.close()
+    with FeedbackStore(db_url) as store:
+        assert store.count("served") == shown == 60 * 7
