@@ -47,7 +47,7 @@ test-all: setup
 
 # The wheel every image installs (components/Dockerfile builds the same in its first stage).
 wheel: setup
-	rm -rf dist && $(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation --wheel-dir dist .
+	rm -rf dist build && $(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation --wheel-dir dist .
 
 serve: setup
 	$(BIN)/fusionrec serve

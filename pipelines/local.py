@@ -53,8 +53,7 @@ def secret_env(pipeline_file: Path) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for executor, config in spec.items():
         args = executors.get(executor, {}).get("container", {}).get("args", [])
-        function = args[args.index("--function_to_execute") + 1] if "--function_to_execute" in args else executor
-        out.setdefault(function, []).extend(config.get("secretAsEnv", []))
+        out.setdefault(_function(args), []).extend(config.get("secretAsEnv", []))
     return out
 
 
@@ -68,7 +67,8 @@ def resolve_secrets(entries: list[dict[str, Any]], secrets: Secrets, function: s
     """The env a task gets from its secretAsEnv entries; a missing required Secret or key stops the task."""
     env: dict[str, str] = {}
     for entry in entries:
-        name, values = _secret_name(entry), secrets.get(_secret_name(entry))
+        name = _secret_name(entry)
+        values = secrets.get(name)
         for pair in entry.get("keyToEnv", []):
             key = pair["secretKey"]
             if values is not None and key in values:

@@ -41,11 +41,36 @@ class WheelEnv:
         return Path(out.stdout.strip())
 
 
+def wheel_sources(dockerfile: Path = REPO / "components" / "Dockerfile") -> list[str]:
+    """What the image's wheel stage copies from the checkout (the sources of its COPY lines)."""
+    import re
+
+    first_stage = re.split(r"(?m)^FROM\s", dockerfile.read_text())[1]
+    copies = [line.split()[1:-1] for line in first_stage.splitlines() if line.startswith("COPY ")]
+    return [source for sources in copies for source in sources]
+
+
 def build_wheel(out_dir: Path) -> Path:
-    """`pip wheel --no-deps .` of the checkout (the image's build stage); returns the .whl."""
+    """The wheel the image builds: `pip wheel --no-deps .` over a copy of what its wheel stage copies.
+
+    A copy, not the checkout itself: setuptools reuses the checkout's build/ folder, where a
+    module deleted from the source would still sit and end up in the wheel.
+    """
+    import shutil
+    import tempfile
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(out_dir), str(REPO)], check=True, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        context = Path(tmp) / "context"
+        context.mkdir()
+        for source in wheel_sources():
+            path = REPO / source
+            if path.is_dir():
+                shutil.copytree(path, context / source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            else:
+                shutil.copy(path, context / source)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--wheel-dir", str(out_dir), str(context)], check=True, capture_output=True, text=True)
     (wheel,) = out_dir.glob("fusionrec-*.whl")
     return wheel
 
