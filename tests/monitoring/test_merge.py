@@ -172,3 +172,64 @@ def test_kfp_trigger_merges_then_submits(tmp_path: Path, monkeypatch: pytest.Mon
     assert submitted[0]["arguments"]["split_cfg"]["protocol"] == params.monitor.retrain_split  # the challenger's split
     assert record["merge"]["merged"] == 3 and read_watermark(data) == 4
     assert (tmp_path / "work" / "runs.jsonl").read_text().count('"id": "run-123"') == 1
+
+
+def _png(color: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _runtime_items(tmp_path: Path) -> pd.DataFrame:
+    """What the serving state holds: items added on replicas, with their content."""
+    from fusionrec.monitoring.state import ServingState
+    from fusionrec.monitoring.store import FeedbackStore
+
+    with FeedbackStore(tmp_path / "state.db") as store:
+        state = ServingState(store)
+        state.add_item("n1", title="Red", text="Red. very red", fields={"title": "Red", "overview": "very red"},
+                       image=_png((250, 0, 0)))
+        state.add_item("n2", title="Lamp", text="a lamp that glows")
+        state.add_item("odd/id ?", title="Odd", text="an id that is no file name", image=_png((0, 0, 250)))
+        return state.items_frame()
+
+
+def test_items_added_while_serving_enter_the_catalogue_with_their_feedback(tmp_path: Path) -> None:
+    from fusionrec.config import IngestConfig
+    from fusionrec.data.ingest import run_ingest
+    from fusionrec.inference.checks import join_text_fields
+
+    data = _dataset(tmp_path)
+    fb = _feedback(1, [("u1", "n1", "click", 8000.0), ("u2", "n2", "like", 8100.0), ("u3", "odd/id ?", "click", 8200.0),
+                       ("u1", "zz", "click", 8300.0)])
+    result = merge_feedback(data, fb, runtime_items=_runtime_items(tmp_path))
+    assert (result.items_added, result.item_images, result.merged) == (3, 2, 3)
+    assert result.dropped == {"unknown_item": 1} and result.unknown_items == 1  # zz was never added anywhere
+    items = pd.read_csv(data / "items.csv", dtype=str, keep_default_na=False).set_index("item_id")
+    assert items.loc["n1", "overview"] == "very red" and items.loc["n2", "overview"] == "a lamp that glows"
+    assert items.loc["n2", "title"] == "Lamp" and items.loc["a", "title"] == "A"  # older rows untouched
+    assert (data / "images" / "n1.png").read_bytes() == _png((250, 0, 0))
+    odd = items.loc["odd/id ?", "image"]
+    assert odd.startswith("images/runtime-") and (data / odd).read_bytes() == _png((0, 0, 250))
+    again = merge_feedback(data, fb, runtime_items=_runtime_items(tmp_path / "again"))
+    assert again.items_added == 0 and again.new_events == 0 and len(pd.read_csv(data / "items.csv")) == 7
+    # ingest reads them like any item: the text the service encoded, the image the service saw
+    run_ingest(data, tmp_path / "ingested", IngestConfig(max_rejected_share=1.0))
+    ingested = pd.read_parquet(tmp_path / "ingested" / "items.parquet").set_index("item_id")
+    served_text = join_text_fields(None, {"title": "Red", "overview": "very red"}, IngestConfig(), 5000)
+    assert ingested.loc["n1", "text"] == served_text and ingested.loc["n1", "has_image"]
+    assert ingested.loc["odd/id ?", "has_image"] and ingested.loc["n2", "text"] == "Lamp. a lamp that glows"
+
+
+def test_events_the_merge_cannot_use_are_counted_by_reason(tmp_path: Path) -> None:
+    data = _dataset(tmp_path)
+    fb = _feedback(1, [("u1", "a", "click", 10.0), ("u3", "c", "click", 9000.0), ("u3", "c", "dislike", 9100.0),
+                       ("u4", "nope", "like", 9200.0)])
+    result = merge_feedback(data, fb)
+    assert result.dropped == {"duplicate": 1, "superseded": 1, "unknown_item": 1}
+    assert result.merged == 2 and result.new_events == 4  # u3-c (both events; the later one kept) merged
+    assert result.to_dict()["dropped"] == result.dropped

@@ -186,3 +186,40 @@ def test_cli_kfp_trigger_submits_through_the_pipelines_adapter(data_copy: Path, 
     assert read_watermark(data_copy) > 0
     (line,) = (tmp_path / "work" / "runs.jsonl").read_text().splitlines()
     assert json.loads(line)["kfp"]["id"] == "run-123"
+
+
+@pytest.mark.parametrize("given", ["argument", "env"])
+def test_promotion_publishes_the_model_and_moves_the_champion_pointer(  # noqa: ANN001
+        data_copy: Path, model_dir: Path, taste_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        given: str) -> None:
+    """The shared state brings the items added while serving (and their feedback) into the merge, and
+    a promotion copies the challenger under monitor.models_root and moves the pointer every replica follows."""
+    from fusionrec.monitoring.retrain import retrain
+    from fusionrec.monitoring.state import ServingState
+    from fusionrec.monitoring.store import FeedbackStore
+
+    url = f"sqlite:///{tmp_path / 'fb.db'}"
+    fb = _feedback(data_copy, taste_model, ts0=2e9, seed=2)
+    extra = pd.DataFrame({"id": len(fb) + np.arange(1, 6), "user_id": [str(u) for u in taste_model.user_ids[:5]],
+                          "item_id": "fresh-item", "event": "click", "ts": 2e9 + len(fb) + np.arange(5)})
+    fb = pd.concat([fb, extra], ignore_index=True)
+    params = PARAMS.model_copy(update={"monitor": PARAMS.monitor.with_overrides(models_root=str(tmp_path / "models"))})
+    with FeedbackStore(url) as store:
+        state = ServingState(store)
+        state.add_item("fresh-item", title="Fresh", text="a fresh red scarf")
+        if given == "env":
+            monkeypatch.setenv("FUSIONREC_FEEDBACK_URL", url)
+        record = retrain(data_copy, fb, model_dir, tmp_path / "work", params,
+                         trainer=lambda _d, run, _p: Path(shutil.copytree(model_dir, run / "model")),
+                         state=state if given == "argument" else None)
+        champ = state.champion()
+    assert record["decision"]["promote"] is True and champ is not None
+    assert record["promotion"]["champion"] == champ.to_dict() and champ.source == record["run_dir"]
+    published = Path(champ.uri)
+    assert published.parent == (tmp_path / "models").resolve()
+    assert (published / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
+    assert record["merge"]["items_added"] == 1 and "unknown_item" not in record["merge"]["dropped"]
+    items = pd.read_csv(data_copy / "items.csv", dtype=str)
+    assert "fresh-item" in set(items["item_id"])
+    inter = pd.read_csv(data_copy / "interactions.csv", dtype=str)
+    assert (inter["item_id"] == "fresh-item").sum() == 5  # its feedback was merged, not skipped

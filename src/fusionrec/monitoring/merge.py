@@ -7,6 +7,10 @@ the next merge sees the same events again and the (user, item, timestamp, event)
 them, so nothing is counted twice. Positive events become interactions with their event
 name; negative ones (schema.NEGATIVE_EVENTS) are kept with theirs. A (user, item) pair keeps
 its latest event, as ingest's `dedupe: last` would.
+
+Items added while serving (the shared state's runtime items) are written into the catalogue
+first (new_items.py), so their feedback merges like any other. An event the merge cannot use
+is never dropped silently: `MergeResult.dropped` counts each one under its reason.
 """
 
 from __future__ import annotations
@@ -15,14 +19,16 @@ import hashlib
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fusionrec.config import IngestConfig
 from fusionrec.io import find_table, read_json, read_table, write_json
+from fusionrec.monitoring.new_items import add_runtime_items
 from fusionrec.schema import (
     EVENT,
     INTERACTIONS_STEM,
@@ -57,6 +63,9 @@ class MergeResult:
     first_id: int | None
     last_id: int | None  # the new watermark
     fingerprint: str  # hash of the interactions after the merge
+    items_added: int = 0  # items added while serving, written into the catalogue by this merge
+    item_images: int = 0  # of which with an image
+    dropped: dict[str, int] = field(default_factory=dict)  # new events not merged, by reason (see merge_feedback)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,7 +147,8 @@ def skip_events(served: pd.DataFrame, feedback: pd.DataFrame, after_ts: float, m
 
 
 def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame | None = None,
-                   skip_after: int = 2) -> MergeResult:
+                   skip_after: int = 2, runtime_items: pd.DataFrame | None = None,
+                   text_columns: list[str] | None = None) -> MergeResult:
     """Merge the feedback events after the dataset's watermark into its interactions file.
 
     Args:
@@ -147,14 +157,22 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame 
         served: the store's served rows; items shown `skip_after` times or more to a user with
             no reaction merge as "skip" (see `skip_events`), but never over a pair the user has a
             positive event on. None: no skips.
+        runtime_items: items added while serving (`ServingState.items_frame()`); those the
+            catalogue lacks are written into it first, so their feedback is merged too.
+        text_columns: ingest's text columns (where a runtime item's text goes); IngestConfig's by default.
 
     Returns:
-        MergeResult; running it again with the same feedback merges nothing.
+        MergeResult; running it again with the same feedback merges nothing. `dropped` counts the
+        new events that were not merged: `unknown_item` (neither in the catalogue nor added while
+        serving), `duplicate` (merged before), `superseded` (a later event on the same user and
+        item in this merge wins).
     """
     data_dir = Path(data_dir)
     inter_path, items_path = find_table(data_dir, INTERACTIONS_STEM), find_table(data_dir, ITEMS_STEM)
     if inter_path is None or items_path is None:
         raise MergeError(f"{data_dir}: not a dataset folder (needs interactions and items tables)")
+    text_columns = IngestConfig().text_columns if text_columns is None else text_columns
+    added = add_runtime_items(data_dir, runtime_items, text_columns) if runtime_items is not None else None
     mark, served_mark = _watermarks(data_dir)
     new = feedback[pd.to_numeric(feedback["id"]) > mark].sort_values("id")
     inter = read_table(inter_path, dtype={USER_ID: str, ITEM_ID: str})
@@ -163,6 +181,7 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame 
     catalogue = set(read_table(items_path, dtype={ITEM_ID: str})[ITEM_ID].astype(str))
     known = new[ITEM_ID].astype(str).isin(catalogue)
     rows = feedback_rows(new[known], list(inter.columns))
+    n_events = len(rows)  # rows[:n_events] are feedback events, the rest skips
     skips = skip_events(served, feedback, served_mark, skip_after) if served is not None else None
     if skips is not None and len(skips):
         skips = skips[skips[ITEM_ID].astype(str).isin(catalogue)]
@@ -174,10 +193,14 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame 
     key = [USER_ID, ITEM_ID, TIMESTAMP, EVENT]
     existing = set(map(tuple, inter[key].astype(str).values))
     dup = np.array([tuple(r) in existing for r in rows[key].astype(str).values], dtype=bool)
-    rows = rows[~dup]
+    is_event = np.arange(len(rows)) < n_events
+    rows, is_event = rows[~dup], is_event[~dup]
     # a (user, item) pair keeps its latest event
     merged = pd.concat([inter, rows], ignore_index=True)
     merged = merged.sort_values(TIMESTAMP, kind="stable").drop_duplicates([USER_ID, ITEM_ID], keep="last")
+    kept = np.isin(np.arange(len(inter), len(inter) + len(rows)), merged.index.to_numpy())
+    dropped = {"unknown_item": int((~known).sum()), "duplicate": int(dup[:n_events].sum()),
+               "superseded": int((is_event & ~kept).sum())}
     negative = is_negative(rows)
     last_id = int(new["id"].max()) if len(new) else (mark or None)
     if len(rows):
@@ -190,6 +213,8 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame 
         skips=int((rows[EVENT] == "skip").sum()),
         unknown_items=int((~known).sum()), duplicates=int(dup.sum()), interactions=len(merged),
         first_id=int(new["id"].min()) if len(new) else None, last_id=last_id, fingerprint=fingerprint(merged),
+        items_added=added.added if added else 0, item_images=added.images if added else 0,
+        dropped={reason: n for reason, n in dropped.items() if n},
     )
 
 

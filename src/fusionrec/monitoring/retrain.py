@@ -4,8 +4,12 @@
 once (merge.py), cut a common holdout from the newest feedback, train a challenger on the
 rest (the `run_<verb>` steps locally, or a Kubeflow run through the kfp client), score the
 champion and the challenger on that same holdout, ask `fusionrec.evaluation.gate.decide_promotion`,
-and on promotion package the challenger and ask the running service to reload it. Every run
-writes `record.json` in its folder and a line in `<work>/runs.jsonl`.
+and on promotion package the challenger, copy it under monitor.models_root and move the champion
+pointer in the shared state (every serving replica follows it; rollout.py). Every run writes
+`record.json` in its folder and a line in `<work>/runs.jsonl`.
+
+The shared state (`ServingState`, on the feedback store's database) also brings the items added
+while serving into the merge, so they and their feedback enter the next model.
 
 The backends come in as arguments typed by small protocols: a `RunSubmitter` for the
 Kubeflow trigger (the CLI binds `pipelines.submit.submit` to a host and the compiled
@@ -39,6 +43,7 @@ from fusionrec.monitoring.merge import (
 from fusionrec.schema import INTERACTIONS_STEM, ITEM_ID, ITEMS_STEM, USER_ID
 
 if TYPE_CHECKING:
+    from fusionrec.monitoring.state import ServingState
     from fusionrec.packaging import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -174,6 +179,7 @@ def retrain(
     trigger: str = "local", reason: str = "", data_uri: str = "",
     trainer: Callable[[Path, Path, Params], Path] = train_local, served: pd.DataFrame | None = None,
     submitter: RunSubmitter | None = None, model_store: ModelStore | None = None,
+    state: ServingState | None = None,
 ) -> dict[str, Any]:
     """One retraining run (see the module doc); returns the record it writes.
 
@@ -190,10 +196,23 @@ def retrain(
         submitter: submits the Kubeflow run (trigger "kfp" needs one).
         model_store: where a promoted challenger is packaged; None = not packaged (the service
             reloads the model folder).
+        state: the serving state on the feedback store's database: its runtime items are merged
+            into the dataset, its champion pointer moves on promotion (and names the champion
+            when champion_dir is None). None = the state at FUSIONREC_FEEDBACK_URL or
+            serve.feedback_url when either is set, else none.
     """
     if trigger == "kfp" and submitter is None:  # before the merge: a run that cannot go on changes nothing
         raise RetrainError("trigger 'kfp' needs a run submitter (the CLI builds one from --kfp-host)")
+    if state is None and (url := os.environ.get("FUSIONREC_FEEDBACK_URL") or params.serve.feedback_url):
+        from fusionrec.monitoring.state import ServingState
+        from fusionrec.monitoring.store import FeedbackStore
+
+        with FeedbackStore(url) as store:
+            return retrain(data_dir, feedback, champion_dir, work_dir, params, trigger, reason, data_uri, trainer,
+                           served, submitter, model_store, ServingState(store))
     cfg, started = params.monitor, time.time()
+    if champion_dir is None and state is not None:
+        champion_dir = _pointed_champion(state)
     run_dir = Path(work_dir) / "runs" / time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
     run_dir.mkdir(parents=True, exist_ok=True)
     # holdout candidates: feedback on pairs the champion never trained on (a re-consumption of a
@@ -202,7 +221,9 @@ def retrain(
     pairs = zip(feedback[USER_ID].astype(str), feedback[ITEM_ID].astype(str), strict=True)
     fresh = feedback.loc[np.array([p not in old_pairs for p in pairs], dtype=bool)]
     new_ids = pd.to_numeric(feedback["id"]) > read_watermark(data_dir)
-    merge = merge_feedback(data_dir, feedback, served if cfg.skip_after > 0 else None, cfg.skip_after)
+    merge = merge_feedback(data_dir, feedback, served if cfg.skip_after > 0 else None, cfg.skip_after,
+                           runtime_items=state.items_frame() if state is not None else None,
+                           text_columns=params.ingest.text_columns)
     record: dict[str, Any] = {"started_at": started, "trigger": trigger, "reason": reason, "run_dir": str(run_dir),
                               "merge": merge.to_dict(), "data_fingerprint": merge.fingerprint}
     if trigger == "kfp":
@@ -227,7 +248,7 @@ def retrain(
     exposure = None if organic else _exposure(served, holdout)  # organic events: full ranking is fair
     record.update(_gate(data_dir, train_data, holdout, challenger_dir, champion_dir, params, exposure))
     if record["decision"]["promote"]:
-        record["promotion"] = _promote(challenger_dir, run_dir, params, model_store)
+        record["promotion"] = _promote(challenger_dir, run_dir, params, model_store, state)
     return _finish(record, run_dir, work_dir, started)
 
 
@@ -295,11 +316,26 @@ def _gate(data_dir: Path, train_data: Path, holdout: pd.DataFrame, challenger: P
             "challenger_metrics": chal, "champion_metrics": champ, "decision": decision.to_dict()}
 
 
-def _promote(model_dir: Path, run_dir: Path, params: Params, store: ModelStore | None) -> dict[str, Any]:
-    """Package the challenger (when a store is given) and ask the running service (if configured) to reload it.
+def _pointed_champion(state: ServingState) -> Path | None:
+    """The champion pointer's model folder when it is on a path this process reads, else None."""
+    from fusionrec.monitoring.rollout import is_remote
 
-    The challenger already passed this run's gate, so run_package gets no promotion.json.
+    champ = state.champion()
+    if champ is None or is_remote(champ.uri) or not Path(champ.uri).is_dir():
+        return None
+    return Path(champ.uri)
+
+
+def _promote(model_dir: Path, run_dir: Path, params: Params, store: ModelStore | None,
+             state: ServingState | None = None) -> dict[str, Any]:
+    """Package the challenger (when a store is given), publish it under monitor.models_root and move
+    the champion pointer (with a state), and ask the running service (if configured) to reload it.
+
+    The challenger already passed this run's gate, so run_package gets no promotion.json. A rollout
+    that fails is recorded (`champion_error`) and logged; the run's record is still written.
     """
+    from fusionrec.monitoring.rollout import RolloutError, promote
+    from fusionrec.monitoring.state import StateError
     from fusionrec.packaging import run_package
 
     out: dict[str, Any] = {}
@@ -310,6 +346,12 @@ def _promote(model_dir: Path, run_dir: Path, params: Params, store: ModelStore |
         except Exception as exc:  # a store that fails (disk, BentoML): the folder still serves
             logger.warning("packaging failed, the service will load the folder: %s", exc)
             out["package_error"] = str(exc)
+    if state is not None:
+        try:
+            out["champion"] = promote(model_dir, state, params.monitor.models_root, source=str(run_dir)).to_dict()
+        except (RolloutError, StateError) as exc:
+            logger.error("the challenger passed the gate but was not rolled out: %s", exc)
+            out["champion_error"] = str(exc)
     url = params.monitor.service_url
     if url:
         out["reload"] = reload_service(url, str(Path(model_dir).resolve()), os.environ.get(params.monitor.token_env))
