@@ -36,7 +36,7 @@ run: setup
 	@echo "  packaged model:                  work/demo/package (BentoML store: .bentoml); serve it with: make serve"
 
 lint: setup
-	$(BIN)/ruff check src tests serving components pipelines benchmarks
+	$(BIN)/ruff check src tests serving components pipelines harness benchmarks
 	$(BIN)/mypy
 
 test: lint

@@ -56,7 +56,7 @@ def markdown(n: dict[str, Any], name: str = "loop") -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", type=Path, default=None,
-                    help="params.yaml used as it is (default: fusionrec.monitoring.loop.QUICK sizes)")
+                    help="params.yaml used as it is (default: harness.loop.QUICK sizes)")
     ap.add_argument("--out", type=Path, default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--rounds-before", type=int, default=4)
     ap.add_argument("--max-shifted", type=int, default=14)
@@ -68,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                          "model, other users, clicks and finds); the first seed's run is the one detailed")
     args = ap.parse_args(argv)
 
+    from harness.loop import quick_params, run_loop
     from serving.store import BentoStore
-
-    from fusionrec.monitoring.loop import quick_params, run_loop
 
     params = load_params(args.params) if args.params else quick_params(load_params(None))
     name = "loop"

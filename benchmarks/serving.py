@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness.loop import stop_service
 
 from benchmarks.report import write_report
 from fusionrec.config import DemoConfig, FeaturizeConfig, SplitConfig, TrainConfig
-from fusionrec.monitoring.loop import stop_service
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (1_700, 20_000, 200_000)

@@ -46,7 +46,7 @@ def test_cli_help_imports_no_heavy_library() -> None:
     assert out == "", f"`fusionrec --help` imported {out}: heavy imports belong inside the functions"
 
 
-ADAPTERS = ("components", "pipelines", "serving")  # adapter packages next to src/: they import the library
+ADAPTERS = ("components", "pipelines", "serving", "harness")  # adapter packages next to src/: they import the library
 CLI = "cli"  # fusionrec.cli is itself an adapter: it wires the adapters to the library's steps
 
 

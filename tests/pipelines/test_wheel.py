@@ -13,7 +13,7 @@ from tests.wheel_env import REPO, WheelEnv, image_env
 
 pytestmark = pytest.mark.integration
 
-PACKAGES = ("fusionrec", "components", "pipelines", "serving")
+PACKAGES = ("fusionrec", "components", "pipelines", "serving", "harness")
 IMPORT_ALL = """
 import importlib, json, pkgutil, sys
 found = {}

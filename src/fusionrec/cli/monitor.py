@@ -163,8 +163,8 @@ def simulate(
     params: Path = ParamsOption,
 ) -> None:
     """Drive a running service with simulated demo users; report click-through per round."""
-    from fusionrec.monitoring.simulate import simulate as run_simulation
-    from fusionrec.monitoring.simulate import summarize
+    from harness.simulate import simulate as run_simulation
+    from harness.simulate import summarize
 
     p = load_params(params)
     cfg = p.simulate.with_overrides(rounds=rounds, users=users, shift_at=shift_at)
@@ -187,9 +187,8 @@ def loop(
     full: bool = typer.Option(False, "--full", help="params.yaml as it is (default: the small QUICK demo sizes)"),
 ) -> None:
     """The closed loop: serve -> simulate -> shift -> monitor detects -> retrain -> promote -> recovery."""
+    from harness.loop import quick_params, run_loop
     from serving.store import BentoStore
-
-    from fusionrec.monitoring.loop import quick_params, run_loop
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise

@@ -9,7 +9,7 @@ import pytest
 
 from fusionrec.config import Params
 
-# the demo loop's sizes (monitoring.loop.QUICK: the smallest world where the base model is clearly
+# the demo loop's sizes (harness.loop.QUICK: the smallest world where the base model is clearly
 # better than chance, so the taste shift shows in click-through) with fewer simulated users
 TINY_LOOP = {
     "simulate": {"users": 120, "k": 10, "concurrency": 3, "organic": 3},
@@ -20,9 +20,8 @@ TINY_LOOP = {
 @pytest.mark.integration
 @pytest.mark.slow
 def test_loop_detects_retrains_and_promotes(tmp_path: Path) -> None:
+    from harness.loop import quick_params, run_loop
     from serving.store import BentoStore
-
-    from fusionrec.monitoring.loop import quick_params, run_loop
 
     params = quick_params(Params())
     params = params.model_copy(update={name: getattr(params, name).with_overrides(**fields)

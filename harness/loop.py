@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from fusionrec.config import Params
 from fusionrec.io import write_json
-from fusionrec.monitoring.simulate import RoundStats, Simulator
+from harness.simulate import RoundStats, Simulator
 
 if TYPE_CHECKING:
     from fusionrec.packaging import ModelStore
@@ -55,14 +55,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def service_root() -> Path:
-    """The folder holding `serving/service.py` (the repository root of a source checkout)."""
-    for base in (Path.cwd(), *Path(__file__).resolve().parents):
-        if (base / "serving" / "service.py").is_file():
-            return base
-    raise FileNotFoundError("serving/service.py not found; run from the fusionrec repository root")
-
-
 def start_service(model_dir: Path, port: int, store_url: str, token: str, home: Path,
                   log_path: Path, ready_timeout: float = 180.0) -> subprocess.Popen[bytes]:
     """Start `bentoml serve serving.service:FusionRec` on 127.0.0.1:port and wait for /readyz.
@@ -76,7 +68,7 @@ def start_service(model_dir: Path, port: int, store_url: str, token: str, home: 
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:FusionRec", "--host", "127.0.0.1",
            "--port", str(port)]
     log = open(log_path, "ab")  # noqa: SIM115 (the child writes to it for its lifetime)
-    proc = subprocess.Popen(cmd, cwd=service_root(), env=env, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, cwd=Path(log_path).parent, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline = time.time() + ready_timeout
     while time.time() < deadline:

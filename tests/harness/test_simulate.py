@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from harness.simulate import Simulator, simulate, summarize
 
 from fusionrec.config import SimulateConfig
-from fusionrec.monitoring.simulate import Simulator, simulate, summarize
 
 
 class FakeService:
