@@ -58,3 +58,19 @@ def test_trigger_needs_data(store: tuple[str, object], tmp_path: Path) -> None:
                                       str(tmp_path / "o"), "--trigger", "kfp", "--data", str(tmp_path)])
     assert no_uri.exit_code == 1 and "--data-uri" in no_uri.output
     assert not (tmp_path / "o").exists(), "a command that cannot finish starts no run"
+
+
+def test_the_compiled_pipeline_is_found_in_the_installed_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pod's working directory is empty: monitor.pipeline_package's relative default resolves to the
+    copy the wheel ships (pipelines/compiled/training.yaml as package data)."""
+    from pipelines.compile import COMPILED
+
+    from fusionrec.cli.monitor import _pipeline_package
+    from fusionrec.config import MonitorConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert _pipeline_package(MonitorConfig().pipeline_package) == COMPILED
+    (tmp_path / "pipelines" / "compiled").mkdir(parents=True)
+    (tmp_path / "pipelines" / "compiled" / "training.yaml").write_text("{}")  # a working copy wins
+    assert _pipeline_package(MonitorConfig().pipeline_package) == Path("pipelines/compiled/training.yaml")
+    assert _pipeline_package(str(tmp_path / "absent.yaml")) == tmp_path / "absent.yaml"
