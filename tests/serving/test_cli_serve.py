@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from tests.serving.package_samples import rejected_promotion
+from tests.serving.servers import MARK, SESSION, Server
 from typer.testing import CliRunner
 
 from fusionrec.cli import app
@@ -31,12 +29,12 @@ def test_serve_binds_loopback_by_default() -> None:
 def test_serve_runs_bentoml_on_the_installed_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No source-tree path, no PYTHONPATH, no --working-dir: the service imports as installed."""
     calls: list[tuple[list[str], dict[str, str]]] = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(os, "execvpe", lambda file, cmd, env: calls.append((cmd, env)))
     monkeypatch.delenv("PYTHONPATH", raising=False)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["serve", "--params", str(tmp_path / "none.yaml"), "--port", "3999"])
     assert result.exit_code == 0, result.output
-    ((cmd, env),) = calls
+    ((cmd, env),) = calls  # the process becomes `bentoml serve`: a stop signal reaches BentoML itself
     assert "--working-dir" not in cmd and "PYTHONPATH" not in env
     assert env["FUSIONREC_PARAMS"] == str(tmp_path / "none.yaml")
 
@@ -92,26 +90,15 @@ def test_serve_from_an_empty_folder_without_pythonpath(model_dir: Path, tmp_path
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(BENTOML_HOME=str(tmp_path / "bentoml"), BENTOML_DO_NOT_TRACK="true", HF_HUB_OFFLINE="1",
                FUSIONREC_FEEDBACK_URL=f"sqlite:///{tmp_path / 'feedback.db'}", FUSIONREC_TOKEN="t")
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 (closed once the process group is gone)
-    proc = subprocess.Popen([sys.executable, "-c", CLI, "serve", "--model", str(model_dir), "--port", str(port),
-                             "--params", str(tmp_path / "none.yaml")], cwd=cwd, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    env[MARK] = SESSION  # the session-end check finds it, workers included, should it survive
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", CLI, "serve", "--model", str(model_dir), "--port",
+                                 str(port), "--params", str(tmp_path / "none.yaml")], cwd=cwd, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(proc, port, tmp_path / "serve.log")
     try:
-        deadline, ready = time.monotonic() + 180, False
-        while time.monotonic() < deadline and proc.poll() is None and not ready:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
-                    ready = resp.status == 200
-            except OSError:
-                time.sleep(1)
-        assert ready, (tmp_path / "serve.log").read_text()[-3000:]
+        server.wait_ready()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        log.close()
+        survivors = server.stop()  # SIGTERM to `fusionrec serve`; every process of its tree must end
+    assert survivors == [], f"still running after SIGTERM: {survivors}"
     assert list(cwd.iterdir()) == [], "serving wrote into the working folder"

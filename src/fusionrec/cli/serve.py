@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -58,7 +57,11 @@ def serve(
     host: str | None = typer.Option(None, help="bind address (default: params serve.host, 127.0.0.1)"),
     params: Path = ParamsOption,
 ) -> None:
-    """Run the BentoML service (recommend, similar, add_item, feedback, metadata, reload) until Ctrl-C."""
+    """Run the BentoML service (recommend, similar, add_item, feedback, metadata, reload) until Ctrl-C or SIGTERM.
+
+    The command becomes `bentoml serve` (exec), so a stop signal reaches BentoML itself and it
+    shuts its workers down gracefully; a parent that only waited would die and orphan them.
+    """
     cfg = step_config(params, "serve", ServeConfig, host=host, port=port)
     env = dict(os.environ)
     if model:
@@ -67,7 +70,5 @@ def serve(
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     cmd = serve_command(cfg.host, cfg.port)
     typer.echo(f"serving on http://{cfg.host}:{cfg.port} ({' '.join(cmd)})")
-    try:
-        raise typer.Exit(subprocess.call(cmd, env=env))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    sys.stdout.flush()
+    os.execvpe(cmd[0], cmd, env)

@@ -18,12 +18,17 @@ QUIET_S = 60.0  # while calls keep failing, one log line per this many seconds
 
 
 class Poller:
-    """Calls `poll()` every `interval_s` seconds on a daemon thread until `stop()`."""
+    """Calls `poll()` every `interval_s` seconds on a daemon thread until `stop()`.
 
-    def __init__(self, poll: Callable[[], Any], interval_s: float, name: str = "fusionrec-state-poller") -> None:
+    Args:
+        first: called once when the thread starts, before the first interval (e.g. a warm-up).
+    """
+
+    def __init__(self, poll: Callable[[], Any], interval_s: float, name: str = "fusionrec-state-poller",
+                 first: Callable[[], Any] | None = None) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0 seconds, got {interval_s}")
-        self.poll, self.interval_s = poll, interval_s
+        self.poll, self.interval_s, self.first = poll, interval_s, first
         self.calls = self.failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -39,6 +44,11 @@ class Poller:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        if self.first is not None:
+            try:
+                self.first()
+            except Exception:  # a failed warm-up costs the first request time, nothing more
+                logger.exception("poller warm-up failed")
         while not self._stop.wait(self.interval_s):
             self.calls += 1
             try:

@@ -20,7 +20,7 @@ from typing import Any
 from fusionrec.config import ServeConfig
 from fusionrec.inference.checks import ServeError, open_image_checked
 from fusionrec.inference.poller import Poller
-from fusionrec.inference.snapshot import NewItem, Snapshot, with_items
+from fusionrec.inference.snapshot import NewItem, Snapshot, warm, with_items
 from fusionrec.monitoring.rollout import RolloutError, fetch_model
 from fusionrec.monitoring.state import Champion, ItemExists, RuntimeItem, ServingState, StateError
 
@@ -119,6 +119,7 @@ class ModelSlot:
             fresh = load_snapshot(path)
         except (OSError, ValueError) as exc:
             raise ServeError(400, "model", f"cannot load {path}: {exc}") from None
+        warm(fresh)
         seen = 0
         if self.state is not None:
             fresh, seen = self._with_runtime_items(fresh, 0)
@@ -164,7 +165,7 @@ class ModelSlot:
     def start_polling(self, interval_s: float) -> None:
         """Call `poll` every interval_s seconds on a background thread (no-op without a shared state)."""
         if self.state is not None and interval_s > 0 and self._poller is None:
-            self._poller = Poller(self.poll, interval_s)
+            self._poller = Poller(self.poll, interval_s, first=lambda: warm(self.snapshot))
             self._poller.start()
 
     def stop_polling(self) -> None:

@@ -10,6 +10,7 @@ and returns a new snapshot over a shallow copy of the Recommender that holds the
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from fusionrec.monitoring.rollout import model_version
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,6 +68,17 @@ def encoder_for(snap: Snapshot, key: str) -> Any:
         snap.encoders[key] = get_encoder(spec, FeaturizeConfig(normalize=normalize),
                                          state if state.is_dir() else None)
     return snap.encoders[key]
+
+def warm(snap: Snapshot) -> None:
+    """Embed one throw-away item now, off the request path, so the first real one does not wait for
+    the encoders to load and run for the first time; a failure is logged and left to add_item to report."""
+    from PIL import Image
+
+    try:
+        with_items(snap, [NewItem("\0warm-up", "warm up", Image.new("RGB", (8, 8), (128, 128, 128)), "")])
+    except Exception as exc:  # noqa: BLE001  (reported again, to the caller, by add_item)
+        logger.warning("encoders of %s not ready: %s", snap.model_dir, exc)
+
 
 @dataclass(frozen=True)
 class NewItem:
