@@ -53,7 +53,7 @@ serve: setup
 	$(BIN)/fusionrec serve
 
 # Benchmarks write JSON + markdown to benchmarks/reports/ (minutes to an hour; ml100k-mm needed for most).
-BENCHMARKS := ingest featurize baselines quality search serving loop
+BENCHMARKS := ingest featurize baselines quality search serving loop monitor
 bench: setup
 	for b in $(BENCHMARKS); do $(BIN)/python -m benchmarks.$$b || exit 1; done
 
