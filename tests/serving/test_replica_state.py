@@ -179,3 +179,24 @@ def test_close_commits_the_queued_served_impressions(replicas: Replicas, db_url:
     engine.close()
     with FeedbackStore(db_url) as store:
         assert store.count("served") == shown == 60 * 7
+
+
+def test_replay_reads_the_runtime_items_a_page_at_a_time(replicas: Replicas, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fusionrec.inference import slot
+
+    a = replicas.start()
+    for n in range(7):
+        a.add_item(f"paged-{n}", text=f"item number {n}")
+    reads: list[int] = []
+    real = ServingState.items_since
+
+    def counting(self: ServingState, after_id: int = 0, limit: int | None = None) -> list:
+        rows = real(self, after_id, limit)
+        reads.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(slot, "REPLAY_PAGE", 3)
+    monkeypatch.setattr(ServingState, "items_since", counting)
+    fresh = replicas.start()
+    assert reads == [3, 3, 1] and fresh.metadata()["added_items"] == 7
+    assert all(fresh.snapshot.rec.item_index(f"paged-{n}") is not None for n in range(7))

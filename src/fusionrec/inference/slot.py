@@ -25,6 +25,7 @@ from fusionrec.monitoring.rollout import RolloutError, fetch_model
 from fusionrec.monitoring.state import Champion, ItemExists, RuntimeItem, ServingState, StateError
 
 logger = logging.getLogger(__name__)
+REPLAY_PAGE = 256  # runtime items read and embedded at a time
 
 
 def load_snapshot(model_dir: Path) -> Snapshot:
@@ -84,11 +85,18 @@ class ModelSlot:
         return new, present
 
     def _with_runtime_items(self, snap: Snapshot, after: int) -> tuple[Snapshot, int]:
-        """`snap` plus the runtime items with an id above `after` that it lacks; and the last id read."""
+        """`snap` plus the runtime items with an id above `after` that it lacks; and the last id read.
+
+        Read and embedded a page at a time, so replaying a large catalogue of added items (images
+        included) never holds more than one page of their content in memory.
+        """
         assert self.state is not None
-        rows = self.state.items_since(after)
-        snap, _ = with_items(snap, [self._decoded(r) for r in rows if snap.rec.item_index(r.item_id) is None])
-        return snap, rows[-1].id if rows else after
+        while rows := self.state.items_since(after, limit=REPLAY_PAGE):
+            snap, _ = with_items(snap, [self._decoded(r) for r in rows if snap.rec.item_index(r.item_id) is None])
+            after = rows[-1].id
+            if len(rows) < REPLAY_PAGE:
+                break
+        return snap, after
 
     def _decoded(self, item: RuntimeItem) -> NewItem:
         pil = None

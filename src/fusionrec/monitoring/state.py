@@ -134,8 +134,7 @@ class ServingState:
         return sa.engine.make_url(self.store.url).render_as_string(hide_password=True)
 
     def _write(self) -> sa.Connection:
-        # the store's switch: on SQLite a write transaction starts with BEGIN IMMEDIATE
-        return self.engine.connect().execution_options(fusionrec_write=True)
+        return self.store.write_connection()
 
     def _serialise(self, conn: sa.Connection, key: int) -> None:
         """Hold a PostgreSQL advisory lock until commit (SQLite writers are serial already)."""

@@ -134,14 +134,16 @@ class FeedbackStore:
 
         return engine
 
-    def _write(self) -> Any:
+    def write_connection(self) -> sa.Connection:
+        """A connection for a write transaction: on SQLite it begins IMMEDIATE (takes the write lock up
+        front). Tables kept next to the store's, like the serving state's, write through it too."""
         return self.engine.connect().execution_options(fusionrec_write=True)
 
     def _create_tables(self) -> None:
         """Create missing tables, one process at a time: replicas that start together on a new
         database would otherwise all see no table and all try to create it."""
         if self.is_sqlite:
-            with self._write() as conn, conn.begin():  # BEGIN IMMEDIATE takes the write lock
+            with self.write_connection() as conn, conn.begin():  # BEGIN IMMEDIATE takes the write lock
                 _metadata.create_all(conn)
         elif self.engine.dialect.name == "postgresql":
             with self.engine.begin() as conn:  # DDL is transactional: the lock is held until commit
@@ -173,7 +175,7 @@ class FeedbackStore:
         self._insert_served(rows)
 
     def _insert_served(self, rows: list[dict[str, Any]]) -> None:
-        with self._write() as conn, conn.begin():
+        with self.write_connection() as conn, conn.begin():
             conn.execute(served_table.insert(), rows)
 
     def _write_loop(self) -> None:
@@ -227,9 +229,10 @@ class FeedbackStore:
                "ts": time.time() if ts is None else ts, "position": position, "score": score,
                "model_version": model_version}
         try:
-            with self._write() as conn, conn.begin():
-                result = conn.execute(feedback_table.insert(), row)
-                return int(result.inserted_primary_key[0])
+            with self.write_connection() as conn, conn.begin():
+                key = conn.execute(feedback_table.insert(), row).inserted_primary_key
+                assert key is not None  # an INSERT always has one
+                return int(key[0])
         except sa.exc.SQLAlchemyError as exc:
             raise FeedbackStoreError(f"feedback not stored in {self._safe_url()}: {exc}") from None
 
