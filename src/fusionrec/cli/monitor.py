@@ -1,4 +1,4 @@
-"""CLI commands of the monitoring room: `monitor`, `retrain`, `simulate`, `loop` (thin over fusionrec.monitoring)."""
+"""CLI commands of monitoring: `monitor`, `retrain`, `simulate`, `loop` (thin over fusionrec.monitoring)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ that read both tables on every run would get slower and hungrier every hour. Eac
 has a WHERE on an indexed column (`ts`, the `id` key) and most have a LIMIT:
 
 - the deployment of the current model (the first `served` row with its version) is looked up
-  once, among the rows after the previous run's watermark, and then kept in the state folder;
+  once, among the rows after the previous run's watermark (a first run ever scans the table),
+  and then kept in the state folder;
 - the reference window is the first `reference_window` events after the deployment
   (`ts >= deployed_at ORDER BY ts, id LIMIT n`); once it is full it is pinned: its events and
   impressions are saved in the state folder and never queried again, so expired impressions can
@@ -14,7 +15,8 @@ has a WHERE on an indexed column (`ts`, the `id` key) and most have a LIMIT:
   (`ORDER BY ts DESC, id DESC LIMIT n + 1`), and its impressions the `served` rows of its time
   span;
 - `drop_expired_served` deletes impressions older than `monitor.served_retention_days` in
-  batches (the service keeps writing meanwhile), never those of an unpinned reference;
+  batches (the service keeps writing meanwhile), never those a window still reads from the store
+  (`retention_cutoff`);
 - `retrain_rows` reads what a merge needs: feedback after the dataset's watermark and the
   impressions served since the last merge.
 
@@ -24,7 +26,6 @@ The windows are the same as `monitor.select_windows` computes from whole in-memo
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,6 @@ from fusionrec.io import read_json, write_json
 from fusionrec.monitoring.merge import _watermarks as merge_watermarks
 from fusionrec.monitoring.store import FEEDBACK_COLUMNS, SERVED_COLUMNS, feedback_table, served_table
 
-logger = logging.getLogger(__name__)
-
 MARKS_FILE = "windows.json"
 REFERENCE_EVENTS = "reference_events.parquet"
 REFERENCE_SERVED = "reference_served.parquet"
@@ -46,6 +45,7 @@ WINDOW_SERVED_COLUMNS = ("item_id", "position", "score", "ts")  # what the drift
 DEPLOY_MARGIN_S = 3600.0  # replicas' clocks and the background writer may put a row this far before the mark
 PIN_AFTER_S = 60.0  # pin a full reference once the newest impression is this much later than its last event
 DELETE_BATCH = 50_000  # rows per DELETE: the service's writes wait for one batch at most
+ANSWER_MARGIN_S = 3600.0  # feedback this long before the served watermark may answer impressions after it
 
 
 @dataclass
@@ -242,9 +242,6 @@ def retention_cutoff(now: float, w: Windows, marks: Marks, cfg: MonitorConfig) -
         starts += [float(w.ref_events["ts"].min())] if len(w.ref_events) else []
         cutoff = min([cutoff, *starts])
     return cutoff
-
-
-ANSWER_MARGIN_S = 3600.0  # feedback this long before the served watermark may answer impressions after it
 
 
 def retrain_rows(engine: sa.Engine, data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
