@@ -200,3 +200,13 @@ def test_replay_reads_the_runtime_items_a_page_at_a_time(replicas: Replicas, mon
     fresh = replicas.start()
     assert reads == [3, 3, 1] and fresh.metadata()["added_items"] == 7
     assert all(fresh.snapshot.rec.item_index(f"paged-{n}") is not None for n in range(7))
+
+
+def test_a_champion_in_an_object_store_is_fetched_then_served(replicas: Replicas, model_dir: Path,
+                                                              tmp_path: Path) -> None:
+    pytest.importorskip("fsspec")
+    a = replicas.start()
+    v4 = _new_version(model_dir, tmp_path / "v4", "v4")
+    champ = promote(v4, ServingState(a.store), "memory://fusionrec-replicas/models")
+    assert champ.uri.startswith("memory://") and a.poll()["champion"]["id"] == champ.id
+    assert a.snapshot.version.startswith("v4+") and a.snapshot.model_dir.parent == replicas.cache
