@@ -45,6 +45,22 @@ def test_monitor_command_writes_decision(store: tuple[str, object], tmp_path: Pa
     history = (tmp_path / "out" / "index.html").read_text()
     assert f'href="runs/{run.name}/index.html"' in history and "RETRAIN" in history
 
+    # a retrain that fails (here: the Kubeflow API refuses) fails the command and shows in the history
+    from fusionrec.cli import monitor as cli_monitor
+
+    def refused(*_args: object) -> dict:
+        raise ConnectionRefusedError("ml-pipeline:8888 refused the connection")
+
+    monkeypatch.setattr(cli_monitor, "_retrain", refused)
+    failed = CliRunner().invoke(app, ["monitor", "--store", url, "--model-dir", str(tmp_path / "m"), "--out",
+                                      str(tmp_path / "out"), "--params", str(params), "--trigger", "kfp",
+                                      "--kfp-host", "http://ml-pipeline:8888", "--data", str(tmp_path),
+                                      "--data-uri", "s3://b/data"])
+    assert failed.exit_code == 1 and "ConnectionRefusedError: ml-pipeline:8888 refused" in failed.output
+    last = json.loads((tmp_path / "out" / "history.jsonl").read_text().splitlines()[-1])
+    assert last["retrain"] is True and "refused" in last["retraining"]["error"]
+    assert "refused the connection" in (tmp_path / "out" / "index.html").read_text()
+
 
 def test_trigger_needs_data(store: tuple[str, object], tmp_path: Path) -> None:
     url, _ = store

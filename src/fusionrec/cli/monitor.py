@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
@@ -27,7 +27,7 @@ def _params(path: Path, **monitor_overrides: Any) -> Params:
     return params.model_copy(update={"monitor": params.monitor.with_overrides(**overrides)}) if overrides else params
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(message, err=True, fg=typer.colors.RED)
     raise typer.Exit(1)
 
@@ -128,6 +128,9 @@ def monitor(
         except typer.Exit:
             history.record_retraining(out, run, {"error": "failed: see the monitor's log"})
             raise
+        except Exception as exc:  # e.g. the Kubeflow Pipelines API unreachable: the history says so too
+            history.record_retraining(out, run, {"error": f"{type(exc).__name__}: {exc}"[:500]})
+            _fail(f"retrain failed after this run's report ({result.outputs['report']}): {type(exc).__name__}: {exc}")
         outcome = record.get("kfp") or record.get("decision") or {}
         history.record_retraining(out, run, {**outcome, "merged": record["merge"]["merged"]})
 
