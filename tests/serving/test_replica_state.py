@@ -210,3 +210,15 @@ def test_a_champion_in_an_object_store_is_fetched_then_served(replicas: Replicas
     champ = promote(v4, ServingState(a.store), "memory://fusionrec-replicas/models")
     assert champ.uri.startswith("memory://") and a.poll()["champion"]["id"] == champ.id
     assert a.snapshot.version.startswith("v4+") and a.snapshot.model_dir.parent == replicas.cache
+
+
+def test_a_started_replica_reads_only_what_is_new(replicas: Replicas, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = replicas.start()
+    a.add_item("old-1", text="before the start")
+    b = replicas.start()  # replays old-1 at start
+    cursors: list[int] = []
+    real = ServingState.items_since
+    monkeypatch.setattr(ServingState, "items_since",
+                        lambda self, after_id=0, limit=None: cursors.append(after_id) or real(self, after_id, limit))
+    b.poll()
+    assert cursors and min(cursors) > 0, "a poll after the replay starts past the items already applied"

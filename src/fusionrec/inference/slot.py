@@ -12,6 +12,7 @@ this process and are replayed from memory.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -42,7 +43,7 @@ class ModelSlot:
         model_dir: the model to start with.
         cfg: the serve limits (an image stored by another replica is decoded under them).
         state: the shared serving state; None keeps added items in this process.
-        model_cache: where champions named by an object-store URI are fetched to.
+        model_cache: where champions named by an object-store URI are fetched to (default: the temp dir).
         observe: called as observe(api, outcome) when the champion is swapped in or refused.
     """
 
@@ -56,8 +57,9 @@ class ModelSlot:
         self._added: list[tuple[NewItem, bytes | None]] = []  # without a shared state: replayed on a reload
         self._cursor = 0  # with a shared state: the last runtime item id applied
         self._poller: Poller | None = None
-        snap = load_snapshot(Path(model_dir))
-        self.snapshot = self._with_runtime_items(snap, 0)[0] if state is not None else snap
+        self.snapshot = load_snapshot(Path(model_dir))
+        if state is not None:
+            self.snapshot, self._cursor = self._with_runtime_items(self.snapshot, 0)
 
     # --- items -----------------------------------------------------------------------------
     def add(self, item: NewItem, fields: Mapping[str, str] | None, image: bytes | None
@@ -151,7 +153,8 @@ class ModelSlot:
         if champ is None or champ.id == self.refused or (self.champion is not None and champ.id == self.champion.id):
             return None
         try:
-            old, new = self.swap(fetch_model(champ.uri, self.model_cache or Path("champions")))
+            cache = self.model_cache or Path(tempfile.gettempdir()) / "fusionrec-champions"
+            old, new = self.swap(fetch_model(champ.uri, cache))
         except (RolloutError, ServeError) as exc:
             self.refused = champ.id
             self.observe("champion", "refused")
