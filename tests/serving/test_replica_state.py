@@ -222,3 +222,23 @@ def test_a_started_replica_reads_only_what_is_new(replicas: Replicas, monkeypatc
                         lambda self, after_id=0, limit=None: cursors.append(after_id) or real(self, after_id, limit))
     b.poll()
     assert cursors and min(cursors) > 0, "a poll after the replay starts past the items already applied"
+
+
+def test_a_starting_replica_serves_the_champion_else_its_given_model(model_dir: Path, db_url: str,
+                                                                     tmp_path: Path) -> None:
+    from fusionrec.inference import build_engine
+
+    params = tmp_path / "params.yaml"
+    params.write_text(f"serve:\n  feedback_url: '{db_url}'\n  model_cache: '{tmp_path / 'cache'}'\n")
+    with FeedbackStore(db_url) as store:
+        state = ServingState(store)
+        broken = state.set_champion("gone", str(tmp_path / "no-such-model"))
+        engine = build_engine(model_dir, params, poll=False)  # a bad promotion must not keep a pod down
+        assert engine.champion is None and engine.snapshot.model_dir == model_dir
+        assert engine.poll()["champion"] is None, f"champion {broken.id} is not retried until the pointer moves"
+        engine.close()
+        good = state.set_champion("v5", str(_new_version(model_dir, tmp_path / "v5", "v5")))
+        engine = build_engine(model_dir, params, poll=False)
+        assert engine.champion == good and engine.snapshot.version.startswith("v5+")
+        assert engine.metadata()["champion"]["uri"] == good.uri
+        engine.close()
