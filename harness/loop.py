@@ -1,16 +1,17 @@
 """The closed loop end to end (`fusionrec loop`, `make loop`).
 
 demo data -> train -> serve (a real `bentoml serve` on 127.0.0.1) -> simulate -> tastes shift ->
-monitor after every round -> retrain on the merged feedback -> gate -> promote (the service
-reloads while a request loop keeps calling it) -> simulate on -> click-through recovers.
+monitor after every round -> retrain on the merged feedback -> gate -> promote (published under the
+models root and the champion pointer moved in the database; the service's poll swaps it in while a
+request loop keeps calling it) -> simulate on -> click-through recovers.
 Writes loop.json (every round, every event, the numbers) and ctr.png (CTR over time, events marked).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -84,16 +85,42 @@ def start_service(model_dir: Path, port: int, store_url: str, token: str, home: 
     raise TimeoutError(f"service not ready after {ready_timeout}s; see {log_path}")
 
 
-def stop_service(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the service's process group (started by us), then SIGKILL after 20 s."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
+def stop_service(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM every process of the service's tree (its workers have process groups of their own),
+    then SIGKILL what is still running after `timeout` seconds."""
+    import psutil
+
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=10)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
+
+
+def wait_for_version(url: str, version: str, timeout: float) -> float | None:
+    """Seconds until the service's /metadata reports `version` (it follows the champion pointer); None = never."""
+    import httpx
+
+    started = time.time()
+    while time.time() - started < timeout:
+        try:
+            meta = httpx.post(f"{url}/metadata", json={}, timeout=5).json()
+            if str(meta.get("model_version")) == version:
+                return round(time.time() - started, 2)
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.2)
+    return None
 
 
 class RequestProbe:
@@ -185,7 +212,7 @@ def _stats_row(stats: RoundStats, phase: str) -> dict[str, Any]:
 
 
 def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int = 14, rounds_after: int = 4,
-             token: str = TOKEN_DEFAULT, *, model_store: ModelStore) -> dict[str, Any]:
+             token: str = TOKEN_DEFAULT, *, model_store: ModelStore, swap_timeout: float = 120.0) -> dict[str, Any]:
     """The whole closed loop (see the module doc); returns the numbers written to loop.json.
 
     Args:
@@ -199,10 +226,12 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
         model_store: the model store the base model and promoted challengers are packaged into
             (`serving.store.BentoStore()`: the service resolves its model there; it reads
             $BENTOML_HOME, which this function points at `out/bentoml` first).
+        swap_timeout: seconds a promoted model may take to reach the service through the pointer.
     """
     from fusionrec.data.demo import run_demo_data
     from fusionrec.monitoring.monitor import load_model_view, monitor_frames
     from fusionrec.monitoring.retrain import retrain, train_local
+    from fusionrec.monitoring.state import ServingState
     from fusionrec.monitoring.store import FeedbackStore
     from fusionrec.packaging import run_package
 
@@ -218,7 +247,10 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
     store_url, port = f"sqlite:///{out / 'feedback.db'}", free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start_service(model_dir, port, store_url, token, out / "bentoml", out / "service.log")
-    params = params.model_copy(update={"monitor": params.monitor.with_overrides(service_url=url)})
+    # a promotion reaches the service the way it reaches every replica on a cluster: published under
+    # the models root, the champion pointer moved in the database, the service's poll swaps it in
+    params = params.model_copy(update={"monitor": params.monitor.with_overrides(
+        service_url="", models_root=str(out / "models"))})
     os.environ[params.monitor.token_env] = token
     sim = Simulator(url, out / "data", params.simulate, token)
     with RequestProbe(url, sim.users[0], max_requests=5) as warmup:  # first requests load lazily
@@ -250,9 +282,13 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
             if not decision.retrain:  # no drift, or not yet persistent (monitor.persistence)
                 continue
             state.mark(r, "retrain", reasons=decision.reasons, events_since_shift=len(fb) - ref_events)
-            with RequestProbe(url, sim.users[0]) as probe:
+            with RequestProbe(url, sim.users[0]) as probe, FeedbackStore(store_url) as store:
                 record = retrain(out / "data", fb, model_dir, out / "retrain", params, reason=",".join(decision.reasons),
-                                 trainer=train_local, served=served, model_store=model_store)
+                                 trainer=train_local, served=served, model_store=model_store,
+                                 state=ServingState(store))
+                champion = record.get("promotion", {}).get("champion")
+                if champion:  # wait for the service to follow the pointer, the probe still calling it
+                    state.numbers["swap_wait_s"] = wait_for_version(url, champion["model_version"], swap_timeout)
             swaps = state.numbers.setdefault("swap_probe", {"ok": 0, "failed": 0})
             swaps["ok"], swaps["failed"] = swaps["ok"] + probe.ok, swaps["failed"] + probe.failed
             state.numbers.setdefault("retrains", []).append(

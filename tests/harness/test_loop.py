@@ -46,3 +46,6 @@ def test_loop_detects_retrains_and_promotes(tmp_path: Path) -> None:
     assert json.loads(decisions[-1].read_text())["retrain"] is True
     records = list((tmp_path / "loop" / "retrain" / "runs").glob("*/record.json"))
     assert len(records) >= 1
+    promotion = json.loads(max(records).read_text())["promotion"]
+    assert "reload" not in promotion and promotion["champion"]["uri"].startswith(str(tmp_path / "loop" / "models"))
+    assert n["swap_wait_s"] is not None, "the service never followed the champion pointer"

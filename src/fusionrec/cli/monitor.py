@@ -202,5 +202,6 @@ def loop(
     typer.echo(f"ctr before shift {n['ctr_before_shift']}, after shift {n['ctr_after_shift']}, "
                f"after promotion {n['ctr_after_promotion']} (recovery {n['recovery']})")
     typer.echo(f"events until detection {n.get('events_until_detection')}, retrain {n.get('retrain_wall_s')} s, "
-               f"failed requests during the swap {n['failed_requests_swap']}, in all rounds {n['failed_requests_rounds']}")
+               f"service on the new champion after {n.get('swap_wait_s')} s, failed requests during the swap "
+               f"{n['failed_requests_swap']}, in all rounds {n['failed_requests_rounds']}")
     typer.echo(f"plot: {out / 'ctr.png'}; numbers: {out / 'loop.json'}")
