@@ -10,6 +10,10 @@ The store is an argument typed by the `ModelStore` protocol: the library never i
 the adapters pass `serving.store.BentoStore()` in. Before anything is stored, the promotion gate
 is read: a model that `fusionrec evaluate` rejected (promotion.json says promote=false) is
 refused unless forced, so `fusionrec package`, the DVC stage and the kfp component gate alike.
+
+With a `Rollout` (the training pipeline's promoted branch), the stored model is then published
+under the models root and the champion pointer moves, through the same `rollout.promote` a
+retraining run on one machine uses: what the cluster promotes reaches every serving replica.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fusionrec import __version__ as fusionrec_version
 from fusionrec.config import PackageConfig
 from fusionrec.evaluation.gate import PROMOTION_FILE, Decision, load_decision
 from fusionrec.io import StepResult, read_json, write_json
 from fusionrec.schema import MODEL_CONFIG, MODEL_ITEMS, MODEL_USERS, MODEL_WEIGHTS
+
+if TYPE_CHECKING:
+    from fusionrec.monitoring.rollout import Rollout
 
 logger = logging.getLogger(__name__)
 PACKAGE_JSON = "package.json"  # written to the step's out dir: tag, store, metadata, promotion
@@ -115,20 +122,27 @@ def check_promotion(promotion: Path, force: bool = False) -> Decision:
 
 
 def run_package(model_dir: Path, out_dir: Path, cfg: PackageConfig, store: ModelStore,
-                promotion: Path | None = None, force: bool = False) -> StepResult:
-    """Put model_dir into `store` as `<cfg.model_name>:<auto>`, once the promotion gate allows it.
+                promotion: Path | None = None, force: bool = False, rollout: Rollout | None = None,
+                source: str = "") -> StepResult:
+    """Put model_dir into `store` as `<cfg.model_name>:<auto>`, once the promotion gate allows it,
+    then (with a rollout) make it the champion every serving replica loads.
 
     Args:
         store: the model store backend (`serving.store.BentoStore()` in the CLI and the kfp component).
         promotion: promotion.json of the model's evaluation (or its folder); None = no gate (a model
             promoted by a retraining run's own gate, or packaged by hand).
         force: package even when promotion.json rejected the model.
+        rollout: publish the model under its models root and move the champion pointer of its
+            database (`fusionrec.monitoring.rollout.rollout_from_env`); None = package only.
+        source: what promoted the model, kept on the pointer (e.g. "kfp run <id>").
     Returns:
-        StepResult with metrics {size_mb, n_files} and outputs {"package": out_dir/package.json},
-        which holds the tag, e.g. "fusionrec:k2xvq3..." (`fusionrec serve --model TAG`).
+        StepResult with metrics {size_mb, n_files, rolled_out} and outputs {"package":
+        out_dir/package.json}, which holds the tag, e.g. "fusionrec:k2xvq3..." (`fusionrec serve
+        --model TAG`), and the new champion pointer (null without a rollout).
     Raises:
         PromotionRejected: the gate rejected the model and force is False; nothing was stored.
         PackageError: not a model folder, or it holds pickled files.
+        RolloutError, StateError: the model was stored but not published or the pointer not moved.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     decision = check_promotion(promotion, force) if promotion is not None else None
@@ -142,9 +156,11 @@ def run_package(model_dir: Path, out_dir: Path, cfg: PackageConfig, store: Model
     files = [p for p in model_dir.rglob("*") if p.is_file()]
     size_mb = sum(p.stat().st_size for p in files) / 1e6
     gate = None if decision is None else {**decision.to_dict(), "forced": not decision.promote}
+    champion = rollout.promote(model_dir, source).to_dict() if rollout is not None else None
     path = write_json(out_dir / PACKAGE_JSON, {"tag": tag, "model_name": cfg.model_name, "store": store.location,
-                                               "metadata": meta, "promotion": gate})
-    return StepResult(metrics={"size_mb": round(size_mb, 3), "n_files": len(files)}, outputs={"package": path})
+                                               "metadata": meta, "promotion": gate, "champion": champion})
+    return StepResult(metrics={"size_mb": round(size_mb, 3), "n_files": len(files), "rolled_out": int(bool(champion))},
+                      outputs={"package": path})
 
 
 __all__ = [

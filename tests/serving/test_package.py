@@ -144,3 +144,57 @@ def test_bentofile_builds_offline_from_the_wheel(packaged: dict, tmp_path: Path)
     assert packaged["package"]["tag"] in bento.read_text()
     assert (bento.parent / "env" / "python" / "wheels" / wheel.name).is_file()
     assert not list((bento.parent / "src").rglob("*.py")), "source files in the bento: the wheel holds the code"
+
+
+def test_with_a_rollout_the_packaged_model_becomes_the_champion(model_dir: Path, tmp_path: Path) -> None:
+    """The pipeline's promoted branch: stored, published under the models root, the pointer moved."""
+    from fusionrec.monitoring.rollout import Rollout, folder_version
+    from fusionrec.monitoring.state import ServingState
+    from fusionrec.monitoring.store import FeedbackStore
+    from fusionrec.packaging import run_package
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    result = run_package(model_dir, tmp_path / "out", PackageConfig(), FakeStore(),
+                         rollout=Rollout(str(tmp_path / "models"), url), source="kfp run r-1")
+    with FeedbackStore(url) as store:
+        champion = ServingState(store).champion()
+    assert champion is not None and champion.model_version == folder_version(model_dir)
+    assert champion.source == "kfp run r-1" and Path(champion.uri).parent == (tmp_path / "models").resolve()
+    assert (Path(champion.uri) / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
+    assert json.loads(result.outputs["package"].read_text())["champion"] == champion.to_dict()
+    assert result.metrics["rolled_out"] == 1
+
+
+def test_a_rejected_model_moves_no_pointer(model_dir: Path, tmp_path: Path) -> None:
+    from fusionrec.monitoring.rollout import Rollout
+    from fusionrec.packaging import run_package
+
+    store = FakeStore()
+    with pytest.raises(PromotionRejected):
+        run_package(model_dir, tmp_path / "out", PackageConfig(), store,
+                    promotion=rejected_promotion(tmp_path / "evaluation"),
+                    rollout=Rollout(str(tmp_path / "models"), f"sqlite:///{tmp_path / 'state.db'}"))
+    assert store.puts == [] and not (tmp_path / "models").exists() and not (tmp_path / "state.db").exists()
+
+
+def test_without_a_rollout_only_the_store_gets_the_model(model_dir: Path, tmp_path: Path) -> None:
+    from fusionrec.packaging import run_package
+
+    result = run_package(model_dir, tmp_path / "out", PackageConfig(), FakeStore())
+    assert json.loads(result.outputs["package"].read_text())["champion"] is None
+    assert result.metrics["rolled_out"] == 0
+
+
+def test_a_pipeline_task_rolls_out_only_with_the_state_database() -> None:
+    """The package task's env decides: no URL (a run on one machine) packages only; a URL without a
+    models root would point every replica at a folder inside the task, so it is refused."""
+    from fusionrec.monitoring.rollout import Rollout, RolloutError, rollout_from_env
+
+    assert rollout_from_env("/models", {}) is None
+    assert rollout_from_env("/models", {"FUSIONREC_FEEDBACK_URL": "  "}) is None
+    url = "postgresql+psycopg://fusionrec:secret@db:5432/fusionrec"
+    rollout = rollout_from_env("/models", {"FUSIONREC_FEEDBACK_URL": url})
+    assert rollout == Rollout("/models", url) and "secret" not in repr(rollout)
+    with pytest.raises(RolloutError, match="monitor.models_root") as err:
+        rollout_from_env("", {"FUSIONREC_FEEDBACK_URL": url})
+    assert "secret" not in str(err.value)

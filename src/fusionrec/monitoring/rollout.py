@@ -6,6 +6,10 @@ A model is published under a name made of its version and a hash of its weights,
 before the pointer names it: a replica never sees half a model. On a local folder the copy is
 written next to its final name and renamed into place. A replica fetches a remote model into
 its own cache folder once, by the same atomic rename.
+
+A retraining run promotes with the state it already holds (`promote`); the training pipeline's
+`package` task promotes with a `Rollout` built from its env (`rollout_from_env`): the database
+URL from a Kubernetes Secret, the models root from the run's `models_root` parameter.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +29,8 @@ from fusionrec.schema import MODEL_CONFIG, MODEL_WEIGHTS
 
 if TYPE_CHECKING:
     from fusionrec.monitoring.state import Champion, ServingState
+
+FEEDBACK_URL_ENV = "FUSIONREC_FEEDBACK_URL"  # the feedback store's database, which holds the champion pointer
 
 
 class RolloutError(RuntimeError):
@@ -145,5 +153,47 @@ def promote(model_dir: Path, state: ServingState, models_root: str = "", source:
     return state.set_champion(folder_version(Path(model_dir)), uri, source)
 
 
-__all__ = ["RolloutError", "fetch_model", "folder_version", "is_remote", "model_version", "promote",
-           "publish_model", "published_name"]
+@dataclass(frozen=True)
+class Rollout:
+    """Where a promotion goes when no state is open yet (a pipeline task): the models root every
+    replica reads and the database whose champion pointer they follow."""
+
+    models_root: str
+    state_url: str = field(repr=False)  # a database URL holds its password
+
+    def promote(self, model_dir: Path, source: str = "") -> Champion:
+        """`promote` the model on the state of `state_url`, opened for this call."""
+        from fusionrec.monitoring.state import ServingState
+        from fusionrec.monitoring.store import FeedbackStore
+
+        with FeedbackStore(self.state_url) as store:
+            return promote(model_dir, ServingState(store), self.models_root, source)
+
+
+def rollout_from_env(models_root: str, env: Mapping[str, str] | None = None) -> Rollout | None:
+    """The rollout of a model promoted inside a pipeline task, or None to package it only.
+
+    The database URL is $FUSIONREC_FEEDBACK_URL (on Kubeflow it comes from the Secret named by
+    pipeline.state_secret). Without it there is no pointer to move: a run on one machine, or a
+    pipeline compiled with pipeline.state_secret empty, packages the model and stops there.
+
+    Args:
+        models_root: where the task publishes (the run's `models_root` parameter).
+        env: the variables to read (default: this process's environment).
+    Raises:
+        RolloutError: the URL is set but models_root is empty: the pointer would name a folder
+            inside this task, which no serving replica can read.
+    """
+    url = ((os.environ if env is None else env).get(FEEDBACK_URL_ENV) or "").strip()
+    if not url:
+        return None
+    if not models_root:
+        raise RolloutError(f"${FEEDBACK_URL_ENV} is set, so this task would move the champion pointer, but "
+                           "models_root is empty and the model would stay inside this task where no serving "
+                           "replica reads it: set monitor.models_root to an object-store URI, or keep "
+                           "pipeline.models_pvc (the models volume, mounted at /models) and recompile")
+    return Rollout(models_root, url)
+
+
+__all__ = ["FEEDBACK_URL_ENV", "Rollout", "RolloutError", "fetch_model", "folder_version", "is_remote",
+           "model_version", "promote", "publish_model", "published_name", "rollout_from_env"]
