@@ -8,7 +8,11 @@ image that installs the fusionrec wheel. params.yaml decides, at compile time:
   study in the database whose URL that Kubernetes Secret holds; without, one search pod runs
   `pipeline.search_workers` processes on a study of its own;
 - every task's CPU/memory requests and limits and its retry policy (`pipeline.resources`,
-  `pipeline.retries`).
+  `pipeline.retries`);
+- the rollout of a promoted model: the package task reads the serving state's database URL from
+  the Secret `pipeline.state_secret` (optional: without it the model is packaged only) and mounts
+  the claim `pipeline.models_pvc` at /models, where the serving pods mount it; it publishes the
+  model under the run's `models_root` and moves the champion pointer every replica follows.
 Database URLs reach the tasks only from Secrets, never as run parameters.
 """
 
@@ -22,8 +26,10 @@ from kfp.dsl import Dataset
 from components import evaluate, featurize, ingest, package, search, split, train
 from fusionrec.automl.study import STUDY_DB_ENV
 from fusionrec.config import Params, PipelineConfig, load_params
+from fusionrec.monitoring.rollout import FEEDBACK_URL_ENV, is_remote
 
 PIPELINE_NAME = "fusionrec-training"
+MODELS_MOUNT = "/models"  # where the promoting task mounts pipeline.models_pvc (the serving pods' mount too)
 
 
 def without_nones(value: Any) -> Any:
@@ -65,6 +71,32 @@ def use_study_secret(task: Any, cfg: PipelineConfig) -> Any:
                                         secret_key_to_env={cfg.study_secret_key: STUDY_DB_ENV})
 
 
+def use_state_secret(task: Any, cfg: PipelineConfig) -> Any:
+    """The serving state's database URL as $FUSIONREC_FEEDBACK_URL, from the Secret when it exists
+    (optional: a task without it packages the model and moves no pointer)."""
+    from kfp import kubernetes
+
+    return kubernetes.use_secret_as_env(task, secret_name=cfg.state_secret,
+                                        secret_key_to_env={cfg.state_secret_key: FEEDBACK_URL_ENV}, optional=True)
+
+
+def mount_models(task: Any, cfg: PipelineConfig) -> Any:
+    """The models volume at /models, writable: the promoting task publishes there."""
+    from kfp import kubernetes
+
+    return kubernetes.mount_pvc(task, pvc_name=cfg.models_pvc, mount_path=MODELS_MOUNT)
+
+
+def default_models_root(params: Params) -> str:
+    """The run's `models_root` default: an object-store monitor.models_root as it is (every pod reaches
+    it); else, with pipeline.models_pvc, /models, the claim's mount in the promoting task and in the
+    serving pods (a path of the monitor's machine means nothing in a pod); else monitor.models_root."""
+    root = params.monitor.models_root
+    if is_remote(root) or not params.pipeline.models_pvc:
+        return root
+    return MODELS_MOUNT
+
+
 def build_pipeline(params_path: Path | str | None = "params.yaml") -> Any:
     """Define the pipeline from a params file (absent: every default)."""
     params = load_params(params_path)
@@ -75,6 +107,7 @@ def build_pipeline(params_path: Path | str | None = "params.yaml") -> Any:
     def training(
         data_uri: str,
         trials_per_worker: int = cfg.trials_per_worker,
+        models_root: str = default_models_root(params),
         champion_metrics: dict = {},  # noqa: B006 (kfp parameters are declared by their defaults)
         ingest_cfg: dict = p["ingest_cfg"],
         split_cfg: dict = p["split_cfg"],
@@ -107,6 +140,12 @@ def build_pipeline(params_path: Path | str | None = "params.yaml") -> Any:
         verdict = configure(evaluate(ingested=ingested, features=features, split_data=split_data, model=model,
                                      cfg=evaluate_cfg, champion_metrics=champion_metrics), "evaluate", cfg)
         with dsl.If(verdict.outputs["Output"] == True, name="promoted"):  # noqa: E712 (a kfp condition, not Python)
-            configure(package(model=model, evaluation=verdict.outputs["evaluation"], cfg=package_cfg), "package", cfg)
+            promote = configure(package(model=model, evaluation=verdict.outputs["evaluation"], cfg=package_cfg,
+                                        models_root=models_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                                "package", cfg)
+            if cfg.state_secret:
+                use_state_secret(promote, cfg)
+            if cfg.models_pvc:
+                mount_models(promote, cfg)
 
     return training

@@ -244,7 +244,7 @@ class MonitorConfig(Section):
     pipeline_package: str = "pipelines/compiled/training.yaml"  # kfp pipeline submitted by --trigger kfp
     service_url: str = ""  # running service asked to reload after a promotion ("" = none)
     token_env: str = "FUSIONREC_TOKEN"  # env var with the bearer token of the service's reload endpoint
-    models_root: str = ""  # where a promoted model is copied for every replica (a shared path or an fsspec URI); "" = left where it was trained
+    models_root: str = ""  # where a promotion publishes for every replica (shared path or fsspec URI); "" = left where it was trained (kfp: /models of pipeline.models_pvc)
     served_retention_days: float = 30.0  # each monitor run deletes served impressions older than this (0 = keep all)
     report_html_days: float = 7.0  # Evidently HTML (~4 MB a report) of older runs is deleted; JSON and decisions stay (0 = keep)
 
@@ -277,6 +277,9 @@ class PipelineConfig(Section):
     image: str = "ghcr.io/fusionrec/fusionrec"  # tag = package version
     study_secret: str = ""  # Kubernetes Secret holding the shared study's database URL; empty = the search runs in one pod
     study_secret_key: str = "study-url"  # the key of study_secret that holds the URL (as in the Secret fusionrec-db)
+    state_secret: str = "fusionrec-db"  # Secret with the serving state's database URL, read by the promoting task; "" = package only
+    state_secret_key: str = "feedback-url"  # the key of state_secret that holds the URL (the serving pods read the same)
+    models_pvc: str = "fusionrec-models"  # claim the promoting task mounts at /models (the serving pods' mount); "" = none
     retries: int = 2  # a failed task is retried this many times (pod evicted, node lost)
     retry_backoff: str = "60s"  # wait before the first retry (doubles each time)
     resources: dict[str, TaskResources] = {  # per step; "default" for steps not named

@@ -158,15 +158,25 @@ def _promotion(folder: Path, promote: bool) -> Path:
 
 
 def test_package(run_component, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stored, exported, and (the state's URL in the env, as the Secret gives it) the champion."""
     from fusionrec.config import PackageConfig
+    from fusionrec.monitoring.state import ServingState
+    from fusionrec.monitoring.store import FeedbackStore
 
-    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))  # the task subprocess inherits it
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))  # the task subprocess inherits them
+    monkeypatch.setenv("FUSIONREC_FEEDBACK_URL", url)
     inputs = {"model": (model_dir, Model), "evaluation": (_promotion(tmp_path / "evaluation", True), Dataset)}
-    task = run_component(package, inputs, cfg=as_params(PackageConfig(model_name="fusionrec-test")))
+    task = run_component(package, inputs, cfg=as_params(PackageConfig(model_name="fusionrec-test")),
+                         models_root=str(tmp_path / "models"), run_id="run-1")
     (exported,) = task.output("packaged").glob("fusionrec-test-*.bentomodel")  # survives the pod's store
     assert exported.stat().st_size > 0
     assert (tmp_path / "bentoml" / "models" / "fusionrec-test").is_dir()
-    assert task.metrics()["n_files"] > 0
+    assert task.metrics()["n_files"] > 0 and task.metrics()["rolled_out"] == 1
+    with FeedbackStore(url) as store:
+        champion = ServingState(store).champion()
+    assert champion is not None and champion.source == "kfp run run-1"
+    assert Path(champion.uri).parent == (tmp_path / "models").resolve() and (Path(champion.uri) / "model.safetensors").is_file()
 
 
 def test_package_refuses_a_rejected_model_unless_forced(run_component, model_dir: Path, tmp_path: Path,
@@ -174,6 +184,7 @@ def test_package_refuses_a_rejected_model_unless_forced(run_component, model_dir
     from fusionrec.config import PackageConfig
 
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    monkeypatch.delenv("FUSIONREC_FEEDBACK_URL", raising=False)  # no state: the forced model is packaged only
     inputs = {"model": (model_dir, Model), "evaluation": (_promotion(tmp_path / "evaluation", False), Dataset)}
     cfg = as_params(PackageConfig(model_name="fusionrec-test"))
     with pytest.raises(RuntimeError):  # kfp.local: the task failed (PromotionRejected)
@@ -181,4 +192,5 @@ def test_package_refuses_a_rejected_model_unless_forced(run_component, model_dir
     assert not (tmp_path / "bentoml" / "models" / "fusionrec-test").exists()
     forced = run_component(package, inputs, cfg=cfg, force=True)
     assert list(forced.output("packaged").glob("fusionrec-test-*.bentomodel"))
+    assert forced.metrics()["rolled_out"] == 0
     assert (tmp_path / "bentoml" / "models" / "fusionrec-test").is_dir()

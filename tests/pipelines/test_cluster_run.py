@@ -4,7 +4,10 @@ Every task starts from an interpreter that has only the fusionrec wheel and the 
 dependencies, in an empty folder of its own with its own HOME and TMPDIR, with the image's
 env and the Secrets the compiled pipeline declares (test values), and nothing else to read
 but its input artifacts (pipelines.local.run_local). The search fans out to two workers that
-share one Optuna study in a real PostgreSQL, reached only through the Secret.
+share one Optuna study in a real PostgreSQL, reached only through the Secret. The promoted model
+is rolled out as on a cluster: the package task reads the serving state's database from the same
+Secret, publishes the model under the run's models_root (the models volume a cluster mounts) and
+moves the champion pointer every serving replica follows.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from tests.wheel_env import REPO, WheelEnv, image_env
 
 from fusionrec.config import IngestConfig, PackageConfig, SplitConfig, TrainConfig, load_config_file
 from fusionrec.io import read_json
+from fusionrec.monitoring.state import ServingState
+from fusionrec.monitoring.store import FeedbackStore
 
-STUDY_SECRET = "fusionrec-db"
+STUDY_SECRET = "fusionrec-db"  # holds the study's URL and the serving state's (feedback-url), as on a cluster
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning"),
@@ -61,11 +66,14 @@ def cluster_run(demo_dir: Path, wheel_env: WheelEnv, postgres, tmp_path_factory:
     params = tmp / "params.yaml"
     params.write_text(yaml.safe_dump({"pipeline": {"study_secret": STUDY_SECRET, "search_workers": 2}}))
     compiled = compile_pipeline(tmp / "training.yaml", params)
-    url = postgres.new_database("study")
+    url, state_url = postgres.new_database("study"), postgres.new_database("state")
+    with FeedbackStore(state_url) as store:  # a champion serves already: the promotion must move the pointer
+        ServingState(store).set_champion("v0", str(tmp / "models" / "v0"), "manual")
+    secrets = {STUDY_SECRET: {"study-url": url, "feedback-url": state_url}}
     result = run_local(demo_dir, tmp / "kfp", pipeline_file=compiled, python=str(wheel_env.python),
-                       env=image_env(), secrets={STUDY_SECRET: {"study-url": url}}, **tiny_arguments())
+                       env=image_env(), secrets=secrets, models_root=str(tmp / "models"), **tiny_arguments())
     return SimpleNamespace(root=Path(result["pipeline_root"]), tasks=[Path(t) for t in result["tasks"]], url=url,
-                           compiled=compiled)
+                           compiled=compiled, state_url=state_url, models_root=tmp / "models")
 
 
 def test_search_workers_share_one_postgresql_study(cluster_run: SimpleNamespace) -> None:
@@ -104,15 +112,38 @@ def test_the_promoted_model_is_evaluated_and_packaged(cluster_run: SimpleNamespa
     assert list(only(cluster_run.root, "*/package/packaged").glob("*.bentomodel")), "the promoted model was not packaged"
 
 
+def test_the_promoted_model_reaches_serving_through_the_champion_pointer(cluster_run: SimpleNamespace) -> None:
+    """What a serving replica does on its next poll: read the pointer, load the folder it names."""
+    from fusionrec.models.recommender import Recommender
+    from fusionrec.monitoring.rollout import folder_version
+
+    model = only(cluster_run.root, "*/train/model")
+    with FeedbackStore(cluster_run.state_url) as store:
+        history = ServingState(store).champions()
+    assert [c.model_version for c in history[:-1]] == ["v0"], "the promotion adds one row to the pointer's log"
+    champion = history[-1]
+    assert champion.model_version == folder_version(model) and champion.source.startswith("kfp run ")
+    published = Path(champion.uri)
+    assert published.parent == cluster_run.models_root.resolve(), "published under the run's models_root"
+    assert (published / "model.safetensors").read_bytes() == (model / "model.safetensors").read_bytes()
+    assert Recommender.load(published).n_items == Recommender.load(model).n_items
+    record = read_json(only(cluster_run.root, "*/package/packaged/package.json"))
+    assert record["champion"] == champion.to_dict()
+
+
 def test_without_the_secret_the_search_pod_does_not_start(cluster_run: SimpleNamespace) -> None:
     from pipelines.local import TaskStartError, resolve_secrets, secret_env
 
     wanted = secret_env(cluster_run.compiled)
-    assert set(wanted) == {"search"}, "only the search reads the study database"
+    assert set(wanted) == {"search", "package"}, "the search reads the study, the promoting task the serving state"
     assert resolve_secrets(wanted["search"], {STUDY_SECRET: {"study-url": "postgresql://x"}}, "search") == {
         "FUSIONREC_STUDY_DB": "postgresql://x"}
     with pytest.raises(TaskStartError, match=STUDY_SECRET):
         resolve_secrets(wanted["search"], {}, "search")
+    # the serving state's Secret is optional: without it the package task starts and only packages
+    assert resolve_secrets(wanted["package"], {}, "package") == {}
+    assert resolve_secrets(wanted["package"], {STUDY_SECRET: {"feedback-url": "postgresql://y"}}, "package") == {
+        "FUSIONREC_FEEDBACK_URL": "postgresql://y"}
 
 
 def test_package_cli_from_the_wheel_in_an_empty_folder(cluster_run: SimpleNamespace, wheel_env: WheelEnv,

@@ -13,7 +13,7 @@ from fusionrec.config import PipelineConfig
 def test_compiled_pipeline_is_up_to_date(tmp_path: Path) -> None:
     fresh = compile_pipeline(tmp_path / "training.yaml", Path(__file__).resolve().parents[2] / "params.yaml")
     assert COMPILED.exists(), "run `fusionrec pipeline compile` and commit pipelines/compiled/training.yaml"
-    assert yaml.safe_load(fresh.read_text()) == yaml.safe_load(COMPILED.read_text()), (
+    assert list(yaml.safe_load_all(fresh.read_text())) == list(yaml.safe_load_all(COMPILED.read_text())), (
         "pipelines/compiled/training.yaml is out of date: run `fusionrec pipeline compile` and commit it"
     )
     assert fresh.read_text() == COMPILED.read_text(), "same spec, other bytes: recompile with `fusionrec pipeline compile`"
@@ -30,9 +30,15 @@ def _tasks(spec: dict) -> dict:
     return spec["root"]["dag"]["tasks"]
 
 
+def _compiled() -> tuple[dict, dict]:
+    """The committed pipeline spec and its Kubernetes executors (secrets, volumes)."""
+    spec, platform = yaml.safe_load_all(COMPILED.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
 def test_default_pipeline_searches_in_one_pod_and_gates_package() -> None:
     """Without a study database, the search's workers are processes of one pod (pods share no files)."""
-    spec = yaml.safe_load(COMPILED.read_text())
+    spec, _ = _compiled()
     assert not [t for t in _tasks(spec).values() if "parameterIterator" in t]
     search = _tasks(spec)["search"]["inputs"]["parameters"]
     assert search["shared_study"]["runtimeValue"]["constant"] is False
@@ -51,16 +57,16 @@ def test_with_a_study_secret_the_search_fans_out_on_the_shared_study(tmp_path: P
     (loop,) = [t for t in _tasks(spec).values() if "parameterIterator" in t]
     assert loop["parameterIterator"]["items"]["raw"] == "[0, 1, 2, 3]"
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(executors) == {"exec-search", "exec-search-2"}, "only the search (workers, summary) reads the study"
-    for executor in executors.values():
-        (secret,) = executor["secretAsEnv"]
+    assert set(executors) == {"exec-search", "exec-search-2", "exec-package"}
+    for name in ("exec-search", "exec-search-2"):  # only the search (workers, summary) reads the study
+        (secret,) = executors[name]["secretAsEnv"]
         assert secret["secretName"] == "team-study" and not secret["optional"]
         assert secret["keyToEnv"] == [{"envVar": "FUSIONREC_STUDY_DB", "secretKey": "study-url"}]
     assert "postgresql" not in compile_pipeline(tmp_path / "again.yaml", params).read_text()
 
 
 def test_every_task_has_requests_limits_and_retries() -> None:
-    spec = yaml.safe_load(COMPILED.read_text())
+    spec, _ = _compiled()
     cfg = PipelineConfig()
     for name, executor in spec["deploymentSpec"]["executors"].items():
         if "container" not in executor:
@@ -75,3 +81,39 @@ def test_every_task_has_requests_limits_and_retries() -> None:
             continue  # not a pod: the data import and the dsl.If group
         assert task["retryPolicy"]["maxRetryCount"] == cfg.retries, name
         assert task["retryPolicy"]["backoffDuration"] == cfg.retry_backoff, name
+
+
+def test_the_promoted_branch_rolls_the_model_out_to_serving() -> None:
+    """The package task reads the serving state's URL from the Secret the serving pods read (optional:
+    a run without it packages only), mounts the models volume where the serving pods mount it, and
+    publishes there by default."""
+    spec, executors = _compiled()
+    cfg = PipelineConfig()
+    (secret,) = executors["exec-package"]["secretAsEnv"]
+    assert secret["secretName"] == cfg.state_secret == "fusionrec-db" and secret["optional"] is True
+    assert secret["keyToEnv"] == [{"envVar": "FUSIONREC_FEEDBACK_URL", "secretKey": "feedback-url"}]
+    (mount,) = executors["exec-package"]["pvcMount"]
+    assert (mount["constant"], mount["mountPath"]) == (cfg.models_pvc, "/models") == ("fusionrec-models", "/models")
+    assert spec["root"]["inputDefinitions"]["parameters"]["models_root"]["defaultValue"] == "/models"
+    package = spec["components"]["comp-condition-1"]["dag"]["tasks"]["package"]["inputs"]["parameters"]
+    assert package["models_root"] == {"componentInputParameter": "pipelinechannel--models_root"}
+    assert package["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+
+
+def test_the_models_root_default_follows_the_params(tmp_path: Path) -> None:
+    """An object-store root is kept; a path of the monitor's machine gives way to the mounted volume;
+    without a volume and a state Secret, the package task only packages."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"monitor": {"models_root": "s3://models/fusionrec"},
+                                      "pipeline": {"models_pvc": ""}}))
+    spec, *platform = yaml.safe_load_all(compile_pipeline(tmp_path / "s3.yaml", params).read_text())
+    assert spec["root"]["inputDefinitions"]["parameters"]["models_root"]["defaultValue"] == "s3://models/fusionrec"
+    executors = platform[0]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert "pvcMount" not in executors["exec-package"] and executors["exec-package"]["secretAsEnv"]
+
+    params.write_text(yaml.safe_dump({"monitor": {"models_root": "/srv/fusionrec/models"}}))
+    spec, _ = yaml.safe_load_all(compile_pipeline(tmp_path / "pvc.yaml", params).read_text())
+    assert spec["root"]["inputDefinitions"]["parameters"]["models_root"]["defaultValue"] == "/models"
+
+    params.write_text(yaml.safe_dump({"pipeline": {"state_secret": "", "models_pvc": ""}}))
+    assert len(list(yaml.safe_load_all(compile_pipeline(tmp_path / "plain.yaml", params).read_text()))) == 1

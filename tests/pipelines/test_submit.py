@@ -104,7 +104,8 @@ def test_cli_arguments_are_the_compiled_pipelines_parameters() -> None:
     from fusionrec.cli.pipeline import _arguments
 
     args = _arguments(ROOT / "params.yaml", "s3://bucket/data")
-    declared = yaml.safe_load(COMPILED.read_text())["root"]["inputDefinitions"]["parameters"]
+    spec, *_platform = yaml.safe_load_all(COMPILED.read_text())
+    declared = spec["root"]["inputDefinitions"]["parameters"]
     assert set(args) <= set(declared), f"unknown pipeline parameters {set(args) - set(declared)}"
     assert args["data_uri"] == "s3://bucket/data"
     assert args["search_cfg"]["space"]["fusion"], "the search space travels inside search_cfg"
@@ -136,15 +137,20 @@ def test_cli_submit_compiles_from_params_and_prints_the_run_url(monkeypatch: pyt
     assert "http://kfp:8888/#/runs/details/r-1" in result.output.splitlines()
     assert not [k for k in seen["arguments"] if "db" in k or "storage" in k]
     assert seen["arguments"]["search_cfg"].get("storage", "") == ""
-    pipeline, *platform = seen["spec"]
+    pipeline, platform = seen["spec"]
     loops = [t for t in pipeline["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    searches = {name: e for name, e in executors.items() if name.startswith("exec-search")}
     if study_secret:
         assert loops and "3 search pods" in result.output
-        secrets = platform[0]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-        assert all(e["secretAsEnv"][0]["keyToEnv"] == [{"envVar": "FUSIONREC_STUDY_DB", "secretKey": "study-url"}]
-                   for e in secrets.values())
+        assert searches and all(
+            e["secretAsEnv"] == [{"keyToEnv": [{"envVar": "FUSIONREC_STUDY_DB", "secretKey": "study-url"}],
+                                  "optional": False, "secretName": study_secret,
+                                  "secretNameParameter": {"runtimeValue": {"constant": study_secret}}}]
+            for e in searches.values())
     else:
-        assert not loops and not platform and "one search pod with 3 worker processes" in result.output
+        assert not loops and not searches and "one search pod with 3 worker processes" in result.output
+    assert set(executors) - set(searches) == {"exec-package"}, "only the promoting task reads the serving state"
 
 
 def test_submit_rejects_an_unknown_option(tmp_path: Path) -> None:
