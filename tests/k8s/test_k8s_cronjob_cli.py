@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from fusionrec.cli import app
 
 EXPECTED_ARGS = [
-    "monitor", "--store", "$(FEEDBACK_URL)", "--model-dir", "/models/current", "--out", "/reports",
+    "monitor", "--store", "$(FUSIONREC_FEEDBACK_URL)", "--model-dir", "/models/current", "--out", "/reports",
     "--trigger", "kfp", "--kfp-host", "$(KFP_HOST)", "--data", "/data", "--data-uri", "$(DATA_URI)",
     "--params", "/etc/fusionrec/params.yaml",
 ]
@@ -59,7 +59,7 @@ def test_cronjob_command_parses_against_the_cli(rendered: dict[str, list[Doc]], 
     assert params_volume["configMap"]["name"].startswith("fusionrec-params")
 
     local = {
-        "$(FEEDBACK_URL)": "postgresql+psycopg://fusionrec:pw@fusionrec-postgres:5432/fusionrec",
+        "$(FUSIONREC_FEEDBACK_URL)": "postgresql+psycopg://fusionrec:pw@fusionrec-postgres:5432/fusionrec",
         "$(KFP_HOST)": "http://ml-pipeline.kubeflow.svc.cluster.local:8888",
         "$(DATA_URI)": "minio://mlpipeline/fusionrec/data",
         "/models/current": str(tmp_path / "models" / "current"),

@@ -103,6 +103,18 @@ def test_challenger_params_lay_the_retrain_settings_over() -> None:
     assert same == Params(monitor=MonitorConfig(retrain_split="", retrain_half_life=0.0))
 
 
+def test_a_run_publishes_under_an_object_store_root_only() -> None:
+    """A path of the monitor's machine is not a path in the pipeline's pods: their default stands."""
+    from fusionrec.monitoring.retrain import kfp_arguments
+
+    def root(models_root: str) -> str | None:
+        params = Params(monitor=MonitorConfig(models_root=models_root))
+        return kfp_arguments("s3://b/data", {}, params).get("models_root")
+
+    assert root("gs://models/fusionrec") == "gs://models/fusionrec"
+    assert root("/models") is None and root("file:///srv/models") is None and root("") is None
+
+
 def test_kfp_trigger_hands_the_challengers_settings_to_the_submitter(data_copy: Path, taste_model,  # noqa: ANN001
                                                                       tmp_path: Path) -> None:
     from fusionrec.monitoring.retrain import challenger_params, retrain
@@ -119,6 +131,7 @@ def test_kfp_trigger_hands_the_challengers_settings_to_the_submitter(data_copy: 
     assert record["kfp"] == {"kind": "run", "id": "run-7", "host": "http://kfp.example:8888"}
     (arguments,) = submitted
     assert arguments["data_uri"] == "s3://b/data" and arguments["champion_metrics"] == {}
+    assert "models_root" not in arguments, "no object-store root: the pipeline's own default stands"
     challenger = challenger_params(PARAMS)
     assert arguments["split_cfg"] == challenger.split.model_dump(mode="json")
     assert arguments["train_cfg"] == challenger.train.model_dump(mode="json")
@@ -166,12 +179,20 @@ def test_cli_kfp_trigger_submits_through_the_pipelines_adapter(data_copy: Path, 
                               "experiment": experiment_name})
             return type("Run", (), {"run_id": "run-123"})()
 
+    from fusionrec.monitoring.state import ServingState
+    from fusionrec.monitoring.store import FeedbackStore
+
     monkeypatch.setattr(kfp, "Client", FakeClient)
     monkeypatch.delenv("KFP_NAMESPACE", raising=False)
+    monkeypatch.delenv("FUSIONREC_FEEDBACK_URL", raising=False)  # as in the CronJob: the state is the --store's
     package = tmp_path / "training.yaml"
     params = tmp_path / "params.yaml"
-    params.write_text(f"monitor: {{pipeline_package: {package}}}\n")
-    url = _store_with(_feedback(data_copy, taste_model, ts0=2e9, n_per_user=2), tmp_path / "fb.db")
+    params.write_text(f"monitor: {{pipeline_package: {package}, models_root: 's3://models/fusionrec'}}\n")
+    feedback = _feedback(data_copy, taste_model, ts0=2e9, n_per_user=2)
+    url = _store_with(feedback, tmp_path / "fb.db")
+    with FeedbackStore(url) as store:  # an item added while serving, and a click on it
+        ServingState(store).add_item("fresh-item", title="Fresh", text="a fresh red scarf")
+        store.append_feedback(str(taste_model.user_ids[0]), "fresh-item", "click", ts=2e9 + len(feedback))
     argv = ["retrain", "--store", url, "--data", str(data_copy), "--work", str(tmp_path / "work"), "--trigger", "kfp",
             "--kfp-host", "http://kfp.example:8888", "--data-uri", "s3://bucket/data", "--params", str(params)]
     missing = CliRunner().invoke(app, argv)  # no compiled pipeline yet: fails before merging anything
@@ -183,9 +204,13 @@ def test_cli_kfp_trigger_submits_through_the_pipelines_adapter(data_copy: Path, 
     (call,) = submitted
     assert call["host"] == "http://kfp.example:8888" and call["package"] == str(package)
     assert call["experiment"] == "fusionrec-retrain" and call["arguments"]["data_uri"] == "s3://bucket/data"
+    assert call["arguments"]["models_root"] == "s3://models/fusionrec", "the run publishes where the monitor says"
     assert read_watermark(data_copy) > 0
     (line,) = (tmp_path / "work" / "runs.jsonl").read_text().splitlines()
-    assert json.loads(line)["kfp"]["id"] == "run-123"
+    record = json.loads(line)
+    assert record["kfp"]["id"] == "run-123"
+    assert record["merge"]["items_added"] == 1 and "unknown_item" not in record["merge"]["dropped"]
+    assert "fresh-item" in set(pd.read_csv(data_copy / "items.csv", dtype=str)["item_id"])
 
 
 @pytest.mark.parametrize("given", ["argument", "env"])

@@ -67,6 +67,7 @@ def _retrain(store: str, data: Path, champion: Path | None, work: Path, params: 
 
     from fusionrec.monitoring.merge import MergeError
     from fusionrec.monitoring.retrain import RetrainError, retrain
+    from fusionrec.monitoring.state import ServingState, StateError
     from fusionrec.monitoring.store import FeedbackStore
     from fusionrec.monitoring.windows import retrain_rows
 
@@ -75,13 +76,16 @@ def _retrain(store: str, data: Path, champion: Path | None, work: Path, params: 
         if not kfp_host:
             _fail("--trigger kfp needs --kfp-host URL (the Kubeflow Pipelines endpoint)")
         submitter = _kfp_submitter(kfp_host, params.monitor.pipeline_package)
-    with FeedbackStore(store) as fs:  # what the merge needs: the rows after the dataset's watermarks
-        feedback, served = retrain_rows(fs.engine, data)
-    try:
-        record = retrain(data, feedback, champion, work, params, trigger=trigger, reason=reason, data_uri=data_uri,
-                         served=served, submitter=submitter, model_store=BentoStore())
-    except (MergeError, RetrainError, FileNotFoundError) as exc:
-        _fail(f"retrain failed: {exc}")
+    # the store's database also holds the serving state: its runtime items join the merge and a
+    # promotion moves its champion pointer, the one every replica reading this database follows
+    with FeedbackStore(store) as fs:
+        feedback, served = retrain_rows(fs.engine, data)  # the rows after the dataset's watermarks
+        try:
+            record = retrain(data, feedback, champion, work, params, trigger=trigger, reason=reason,
+                             data_uri=data_uri, served=served, submitter=submitter, model_store=BentoStore(),
+                             state=ServingState(fs))
+        except (MergeError, RetrainError, StateError, FileNotFoundError) as exc:
+            _fail(f"retrain failed: {exc}")
     merge, decision = record["merge"], record.get("decision", {})
     typer.echo(f"merged {merge['merged']} feedback events ({merge['new_events']} new, watermark {merge['last_id']})")
     typer.echo(f"decision: promote={decision.get('promote')} ({decision.get('reason')})")

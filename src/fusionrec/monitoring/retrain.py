@@ -5,8 +5,10 @@ once (merge.py), cut a common holdout from the newest feedback, train a challeng
 rest (the `run_<verb>` steps locally, or a Kubeflow run through the kfp client), score the
 champion and the challenger on that same holdout, ask `fusionrec.evaluation.gate.decide_promotion`,
 and on promotion package the challenger, copy it under monitor.models_root and move the champion
-pointer in the shared state (every serving replica follows it; rollout.py). Every run writes
-`record.json` in its folder and a line in `<work>/runs.jsonl`.
+pointer in the shared state (every serving replica follows it; rollout.py). With the Kubeflow
+trigger the pipeline trains and gates on the cluster, and its `package` task publishes a promoted
+model and moves the same pointer (`fusionrec.packaging.run_package` with a rollout). Every run
+writes `record.json` in its folder and a line in `<work>/runs.jsonl`.
 
 The shared state (`ServingState`, on the feedback store's database) also brings the items added
 while serving into the merge, so they and their feedback enter the next model.
@@ -40,6 +42,7 @@ from fusionrec.monitoring.merge import (
     read_watermark,
     training_copy,
 )
+from fusionrec.monitoring.rollout import FEEDBACK_URL_ENV, is_remote
 from fusionrec.schema import INTERACTIONS_STEM, ITEM_ID, ITEMS_STEM, USER_ID
 
 if TYPE_CHECKING:
@@ -148,11 +151,16 @@ def kfp_arguments(data_uri: str, champion_metrics: dict[str, Any], params: Param
         data_uri: where the cluster reads the merged dataset (the pipeline's `data_uri`).
         champion_metrics: the champion's holdout metrics (the pipeline's promotion gate input).
         params: when given, its split and train sections go in as the run's `split_cfg` and
-            `train_cfg` (the challenger's settings, see `challenger_params`).
+            `train_cfg` (the challenger's settings, see `challenger_params`), and an object-store
+            monitor.models_root as `models_root` (where the run publishes what it promotes). A path
+            of this machine means nothing in the pipeline's pods: the compiled default stands (the
+            models volume the promoting task mounts at /models).
     """
     arguments: dict[str, Any] = {"data_uri": data_uri, "champion_metrics": champion_metrics}
     if params is not None:
         arguments.update(split_cfg=params.split.model_dump(mode="json"), train_cfg=params.train.model_dump(mode="json"))
+        if is_remote(params.monitor.models_root):
+            arguments["models_root"] = params.monitor.models_root
     return arguments
 
 
@@ -203,7 +211,7 @@ def retrain(
     """
     if trigger == "kfp" and submitter is None:  # before the merge: a run that cannot go on changes nothing
         raise RetrainError("trigger 'kfp' needs a run submitter (the CLI builds one from --kfp-host)")
-    if state is None and (url := os.environ.get("FUSIONREC_FEEDBACK_URL") or params.serve.feedback_url):
+    if state is None and (url := os.environ.get(FEEDBACK_URL_ENV) or params.serve.feedback_url):
         from fusionrec.monitoring.state import ServingState
         from fusionrec.monitoring.store import FeedbackStore
 
@@ -318,8 +326,6 @@ def _gate(data_dir: Path, train_data: Path, holdout: pd.DataFrame, challenger: P
 
 def _pointed_champion(state: ServingState) -> Path | None:
     """The champion pointer's model folder when it is on a path this process reads, else None."""
-    from fusionrec.monitoring.rollout import is_remote
-
     champ = state.champion()
     if champ is None or is_remote(champ.uri) or not Path(champ.uri).is_dir():
         return None
