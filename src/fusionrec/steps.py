@@ -1,7 +1,7 @@
 """Every pipeline step as one path-based function: `run_<verb>(inputs..., out_dir, cfg) -> StepResult`.
 
 This module is the index of the steps. The CLI, the DVC stages (through the CLI) and the kfp
-components call only these functions; the logic lives in the room each one names.
+components call only these functions; the logic lives in the module each one names.
 """
 
 from __future__ import annotations
