@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from fusionrec.cli import app
 
 EXPECTED_ARGS = [
-    "monitor", "--store", "$(FUSIONREC_FEEDBACK_URL)", "--model-dir", "/models/current", "--out", "/reports",
+    "monitor", "--store", "$(FUSIONREC_FEEDBACK_URL)", "--out", "/reports",
     "--trigger", "kfp", "--kfp-host", "$(KFP_HOST)", "--data", "/data", "--data-uri", "$(DATA_URI)",
     "--params", "/etc/fusionrec/params.yaml",
 ]
@@ -62,12 +62,11 @@ def test_cronjob_command_parses_against_the_cli(rendered: dict[str, list[Doc]], 
         "$(FUSIONREC_FEEDBACK_URL)": "postgresql+psycopg://fusionrec:pw@fusionrec-postgres:5432/fusionrec",
         "$(KFP_HOST)": "http://ml-pipeline.kubeflow.svc.cluster.local:8888",
         "$(DATA_URI)": "minio://mlpipeline/fusionrec/data",
-        "/models/current": str(tmp_path / "models" / "current"),
         "/reports": str(tmp_path / "reports"),
         "/data": str(tmp_path / "data"),
         "/etc/fusionrec/params.yaml": str(REPO / "params.yaml"),
     }
-    for path in ("models/current", "reports", "data"):
+    for path in ("reports", "data"):
         (tmp_path / path).mkdir(parents=True)
     args = [local.get(a, a) for a in container["args"]]
 

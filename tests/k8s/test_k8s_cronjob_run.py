@@ -41,6 +41,8 @@ from k8s_pod import TOKEN, LocalPod
 from fusionrec.config import MonitorConfig, load_params
 from fusionrec.monitoring.merge import WATERMARK
 from fusionrec.monitoring.monitor import ModelView, load_model_view
+from fusionrec.monitoring.rollout import promote
+from fusionrec.monitoring.state import ServingState
 from fusionrec.monitoring.store import FeedbackStore, feedback_table, served_table
 
 pytestmark = pytest.mark.integration
@@ -139,10 +141,11 @@ def cluster(rendered: dict[str, list[Doc]], postgres: Any, model_dir: Path, demo
             ("ConfigMap", "fusionrec-env", "DATA_URI"): "/data",  # the data volume, mapped like every mount
         })
         pod.materialize()
-        shutil.copytree(model_dir, pod.local("/models") / "current")
+        with FeedbackStore(store_url) as store:  # what serves: a promotion put it on the models volume
+            champion = promote(model_dir, ServingState(store), str(pod.local("/models")), source="test")
         shutil.copytree(demo_dir, pod.local("/data"), dirs_exist_ok=True)
         params = load_params(pod.local("/etc/fusionrec") / "params.yaml").monitor  # the rendered ConfigMap's
-        yield Cluster(pod, kfp_api, store_url, params, load_model_view(pod.local("/models") / "current"))
+        yield Cluster(pod, kfp_api, store_url, params, load_model_view(Path(champion.uri)))
 
 
 def _runs(reports: Path) -> list[Path]:

@@ -90,3 +90,28 @@ def test_the_compiled_pipeline_is_found_in_the_installed_wheel(tmp_path: Path, m
     (tmp_path / "pipelines" / "compiled" / "training.yaml").write_text("{}")  # a working copy wins
     assert _pipeline_package(MonitorConfig().pipeline_package) == Path("pipelines/compiled/training.yaml")
     assert _pipeline_package(str(tmp_path / "absent.yaml")) == tmp_path / "absent.yaml"
+
+
+def test_monitor_without_model_dir_follows_the_champion_pointer(store: tuple[str, object], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a cluster the monitor compares against what the replicas serve: the champion the store names."""
+    from fusionrec.monitoring import monitor
+    from fusionrec.monitoring.state import ServingState
+    from fusionrec.monitoring.store import FeedbackStore
+
+    url, view = store
+    seen: list[Path] = []
+    monkeypatch.setattr(monitor, "load_model_view", lambda d: seen.append(Path(d)) or view)
+    params = tmp_path / "params.yaml"
+    params.write_text("monitor: {reference_window: 250, current_window: 250, min_events: 100}\n")
+    args = ["monitor", "--store", url, "--out", str(tmp_path / "out"), "--params", str(params)]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1 and "no champion" in refused.output
+    champion = tmp_path / "models" / "v7"
+    champion.mkdir(parents=True)
+    (champion / "model.safetensors").write_bytes(b"weights")
+    with FeedbackStore(url) as fs:
+        ServingState(fs).set_champion("v7", str(champion), "test")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen == [champion]

@@ -198,3 +198,25 @@ def test_a_pipeline_task_rolls_out_only_with_the_state_database() -> None:
     with pytest.raises(RolloutError, match="monitor.models_root") as err:
         rollout_from_env("", {"FUSIONREC_FEEDBACK_URL": url})
     assert "secret" not in str(err.value)
+
+
+def test_package_roll_out_moves_the_champion_pointer(model_dir: Path, tmp_path: Path) -> None:
+    """`fusionrec package --roll-out URL --models-root DIR`: how a first champion is installed by hand."""
+    from fusionrec.monitoring.state import ServingState
+    from fusionrec.monitoring.store import FeedbackStore
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    out = subprocess.run([sys.executable, "-c", CLI, "package", str(model_dir), str(tmp_path / "out"),
+                          "--params", str(tmp_path / "absent.yaml"), "--roll-out", url,
+                          "--models-root", str(tmp_path / "models")],
+                         env=_env(tmp_path / "bentoml"), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with FeedbackStore(url) as store:
+        champion = ServingState(store).champion()
+    assert champion is not None and Path(champion.uri).parent == tmp_path / "models"
+    assert (Path(champion.uri) / "model.safetensors").is_file()
+    assert f"champion: {champion.model_version}" in out.stdout
+    refused = subprocess.run([sys.executable, "-c", CLI, "package", str(model_dir), str(tmp_path / "out2"),
+                              "--params", str(tmp_path / "absent.yaml"), "--roll-out", url],
+                             env=_env(tmp_path / "bentoml"), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert refused.returncode == 2 and "--models-root" in refused.stderr

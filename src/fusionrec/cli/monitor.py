@@ -61,6 +61,25 @@ def _kfp_submitter(host: str, configured: str) -> RunSubmitter:
     return functools.partial(submit, host, pipeline_file=pipeline_file, experiment="fusionrec-retrain")
 
 
+def _champion_dir(store: str, params: Params) -> Path:
+    """The folder of the model the champion pointer names (what every replica serves), fetched into
+    serve.model_cache when it lives in an object store; fails when nothing was promoted yet."""
+    from fusionrec.monitoring.rollout import RolloutError, fetch_model
+    from fusionrec.monitoring.state import ServingState
+    from fusionrec.monitoring.store import FeedbackStore
+
+    with FeedbackStore(store) as fs:
+        champion = ServingState(fs).champion()
+    if champion is None:
+        _fail("no champion in the store yet (nothing promoted): pass --model-dir, the model the service runs")
+    from fusionrec.inference.startup import model_cache
+
+    try:
+        return fetch_model(champion.uri, model_cache(params.serve))
+    except RolloutError as exc:
+        _fail(f"the champion pointer names {champion.uri}, which cannot be read here: {exc}")
+
+
 def _retrain(store: str, data: Path, champion: Path | None, work: Path, params: Params, trigger: str,
              kfp_host: str, data_uri: str, reason: str) -> dict[str, Any]:
     from serving.store import BentoStore
@@ -96,7 +115,8 @@ def _retrain(store: str, data: Path, champion: Path | None, work: Path, params: 
 @app.command()
 def monitor(
     store: str = typer.Option(..., "--store", help="feedback store: SQLAlchemy URL or SQLite file"),
-    model_dir: Path = typer.Option(..., "--model-dir", help="the model the service runs"),
+    model_dir: Path | None = typer.Option(None, "--model-dir",
+                                          help="the model the service runs (default: the store's champion pointer)"),
     out: Path = typer.Option(..., "--out", help="reports, decision.json and index.html go here"),
     trigger: str = typer.Option("none", "--trigger", help="none | local | kfp: what to do when retraining is due"),
     kfp_host: str = typer.Option("", "--kfp-host", help="Kubeflow Pipelines endpoint (--trigger kfp)"),
@@ -118,6 +138,7 @@ def monitor(
     if trigger == "kfp" and not data_uri:
         _fail("--trigger kfp needs --data-uri URI (where the Kubeflow pods read the dataset --data holds)")
     cfg = _params(params, service_url=service_url)
+    model_dir = model_dir or _champion_dir(store, cfg)
     result = run_monitor(store, model_dir, out, cfg.monitor)
     decision = json.loads(Path(result.outputs["decision"]).read_text())
     typer.echo(f"retrain: {decision['retrain']} {decision['reasons'] or decision['detail'] or ''}")

@@ -23,20 +23,39 @@ def package(
     promotion: Path | None = typer.Option(None, "--promotion", help="promotion.json written by `fusionrec evaluate`: "
                                           "a model it rejected is refused (exit 1)"),
     force: bool = typer.Option(False, "--force", help="package even when --promotion rejected the model"),
+    roll_out: str | None = typer.Option(None, "--roll-out", help="feedback store URL: also publish the model under "
+                                        "--models-root and move that database's champion pointer to it"),
+    models_root: str | None = typer.Option(None, "--models-root", help="where --roll-out publishes (default: "
+                                           "params monitor.models_root), a folder every replica reads or a URI"),
 ) -> None:
-    """Store a trained model in the BentoML model store ($BENTOML_HOME) with its metadata, if the gate allows."""
+    """Store a trained model in the BentoML model store ($BENTOML_HOME) with its metadata, if the gate allows.
+
+    With --roll-out, every serving replica on that database swaps to it within one poll interval.
+    """
     from serving.store import BentoStore
 
+    from fusionrec.config import load_params
+    from fusionrec.monitoring.rollout import Rollout, RolloutError
+    from fusionrec.monitoring.state import StateError
     from fusionrec.packaging import PackageError, run_package
 
     cfg = step_config(params, "package", PackageConfig, model_name=model_name or None)
+    root = models_root if models_root is not None else load_params(params).monitor.models_root
+    if roll_out and not root:
+        typer.secho("--roll-out needs --models-root (or monitor.models_root): a folder or URI every replica reads",
+                    err=True, fg=typer.colors.RED)
+        raise typer.Exit(2)
+    rollout = Rollout(root, roll_out) if roll_out else None
     try:
-        result = run_package(model_dir, out_dir, cfg, BentoStore(), promotion=promotion, force=force)
-    except PackageError as exc:
+        result = run_package(model_dir, out_dir, cfg, BentoStore(), promotion=promotion, force=force,
+                             rollout=rollout, source="fusionrec package --roll-out")
+    except (PackageError, RolloutError, StateError) as exc:
         typer.secho(f"package failed: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None
-    tag = json.loads(result.outputs["package"].read_text())["tag"]
-    typer.echo(f"package: stored {tag} ({result.metrics['size_mb']} MB); outputs in {out_dir}")
+    record = json.loads(result.outputs["package"].read_text())
+    typer.echo(f"package: stored {record['tag']} ({result.metrics['size_mb']} MB); outputs in {out_dir}")
+    if record.get("champion"):
+        typer.echo(f"champion: {record['champion']['model_version']} at {record['champion']['uri']}")
 
 
 def serve_command(host: str, port: int) -> list[str]:
