@@ -73,11 +73,13 @@ def test_featurize(run_component, demo_dir: Path, ingested_dir: Path) -> None:
 
 
 def test_search_worker_then_summary_share_one_study(run_component, ingested_dir: Path, features_dir: Path,
-                                                    split_dir: Path, db_url: str,
+                                                    split_dir: Path, postgres,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fan-out shape: workers and the summary meet in the database named by $FUSIONREC_STUDY_DB."""
+    """The fan-out shape: workers and the summary meet in the database named by $FUSIONREC_STUDY_DB
+    (PostgreSQL, as on a cluster; the one-pod shape below covers SQLite)."""
     from fusionrec.config import TrainConfig, load_config_file
 
+    db_url = postgres.new_database("search")
     monkeypatch.setenv("FUSIONREC_STUDY_DB", db_url)  # the task subprocess inherits it (a Secret on a cluster)
     inputs = {"ingested": (ingested_dir, Dataset), "features": (features_dir, Dataset), "split_data": (split_dir, Dataset)}
     common = dict(cfg=as_params(TINY_SEARCH), base=as_params(TINY_TRAIN), study_name="run-1", workers=1,
