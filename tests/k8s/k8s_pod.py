@@ -135,7 +135,8 @@ class LocalPod:
         if raw is None:
             self.env()
             raw = self._raw_env
-        return [self.map_paths(expand(a, raw)) for a in self.container["command"] + self.container.get("args", [])]
+        words = self.container.get("command", []) + self.container.get("args", [])  # no command: the image's entrypoint
+        return [self.map_paths(expand(a, raw)) for a in words]
 
     # --- run -------------------------------------------------------------------------------
     def run(self, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:

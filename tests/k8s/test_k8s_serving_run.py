@@ -37,9 +37,8 @@ from typing import Any
 import pandas as pd
 import pytest
 from k8s_manifests import REPO, Doc, one, pod_spec
-from k8s_pod import LocalPod, expand
-from tests.serving.servers import MARK, SESSION, TOKEN, Server, call, free_port, leftovers
-from tests.serving.test_http_replicas import Load
+from k8s_pod import LocalPod
+from tests.serving.servers import MARK, SESSION, TOKEN, Load, Server, call, free_port, leftovers
 from tests.wheel_env import build_wheel
 
 from fusionrec.config import ServeConfig, load_params
@@ -130,8 +129,7 @@ def _start(pod: ReplicaPod, bento: Path) -> Server:
     """The container's command as the image's entrypoint runs it, with only the pod's env."""
     env = pod.env()
     assert "command" not in pod.container, "a command replaces the bento image's entrypoint"
-    # LocalPod.argv() wants a `command`; the same expansion and path mapping over `args` alone
-    argv = [pod.map_paths(expand(a, pod._raw_env)) for a in pod.container.get("args", [])]
+    argv = pod.argv()  # the container has no command: these are the args of the bento image's entrypoint
     assert argv[:1] == ["serve"] and "--port" in argv, f"args the bento entrypoint does not turn into `bentoml serve`: {argv}"
     args, port = argv[1:], free_port()
     args[args.index("--port") + 1] = str(port)

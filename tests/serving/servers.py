@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -178,3 +179,40 @@ def leftovers() -> list[str]:
             continue
     return found
 
+
+class Load:
+    """Concurrent /recommend calls on every replica until stopped (or max_requests), counting failures."""
+
+    def __init__(self, bases: list[str], users: list[str], threads: int = 4, max_requests: int = 3000) -> None:
+        self.bases, self.users, self.threads, self.max_requests = bases, users, threads, max_requests
+        self.ok = self.failed = self.shown = 0
+        self.errors: list[str] = []
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
+
+    def _run(self, n: int) -> None:
+        k = 0
+        while not self._stop.is_set() and self.ok + self.failed < self.max_requests:
+            base, user = self.bases[(n + k) % len(self.bases)], self.users[k % len(self.users)]
+            k += 1
+            try:
+                status, body = call(base, "/recommend", {"user_id": user, "k": 10, "explain": False}, timeout=30)
+                good = status == 200 and len(body["items"]) == 10
+            except OSError as exc:
+                status, body, good = 0, str(exc), False
+            with self._lock:
+                if good:
+                    self.ok, self.shown = self.ok + 1, self.shown + len(body["items"])
+                else:
+                    self.failed += 1
+                    self.errors.append(f"{base} {status} {str(body)[:200]}")
+
+    def __enter__(self) -> Load:
+        for th in self._threads:
+            th.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for th in self._threads:
+            th.join(timeout=60)

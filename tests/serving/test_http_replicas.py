@@ -8,13 +8,12 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests.serving.servers import Server, call, start_server
+from tests.serving.servers import Load, Server, call, start_server
 
 from fusionrec.monitoring.rollout import promote
 from fusionrec.monitoring.state import ServingState
@@ -23,7 +22,6 @@ from fusionrec.monitoring.store import FeedbackStore
 pytestmark = pytest.mark.integration
 POLL_S = 0.5  # serve.poll_interval_s of both replicas
 NEW_ITEM_WITHIN_S = 5.0
-LOAD_THREADS, LOAD_MAX_REQUESTS = 4, 3000
 
 
 def _params(folder: Path) -> Path:
@@ -54,44 +52,6 @@ def _ranked(base: str, source: str) -> list[str]:
 
 def _version(base: str) -> str:
     return str(call(base, "/metadata", {})[1]["model_version"])
-
-
-class Load:
-    """Concurrent /recommend calls on every replica until stopped (or LOAD_MAX_REQUESTS), counting failures."""
-
-    def __init__(self, bases: list[str], users: list[str]) -> None:
-        self.bases, self.users = bases, users
-        self.ok = self.failed = self.shown = 0
-        self.errors: list[str] = []
-        self._lock, self._stop = threading.Lock(), threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(LOAD_THREADS)]
-
-    def _run(self, n: int) -> None:
-        k = 0
-        while not self._stop.is_set() and self.ok + self.failed < LOAD_MAX_REQUESTS:
-            base, user = self.bases[(n + k) % len(self.bases)], self.users[k % len(self.users)]
-            k += 1
-            try:
-                status, body = call(base, "/recommend", {"user_id": user, "k": 10, "explain": False}, timeout=30)
-                good = status == 200 and len(body["items"]) == 10
-            except OSError as exc:
-                status, body, good = 0, str(exc), False
-            with self._lock:
-                if good:
-                    self.ok, self.shown = self.ok + 1, self.shown + len(body["items"])
-                else:
-                    self.failed += 1
-                    self.errors.append(f"{base} {status} {str(body)[:200]}")
-
-    def __enter__(self) -> Load:
-        for th in self._threads:
-            th.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        for th in self._threads:
-            th.join(timeout=60)
 
 
 def test_two_replicas_share_items_and_follow_the_champion(model_dir: Path, ingested_dir: Path, postgres,  # noqa: ANN001
