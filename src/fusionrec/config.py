@@ -72,9 +72,10 @@ class FeaturizeConfig(Section):
     text_separator: str = ". "  # joins text_columns (empty ones skipped)
     tfidf_dim: int = 128  # TruncatedSVD output dimension
     max_text_tokens: int = 256  # transformer encoders truncate longer texts (MiniLM was trained at 256)
-    batch_size: int = 64
+    batch_size: int = 16  # items per forward pass: small batches keep activations in cache (2x on 2 cores vs 64)
     num_workers: int = 2  # DataLoader workers decoding images (0: decode in the main process)
     torch_threads: int = 2
+    text_int8: bool = True  # transformer text encoders in int8 (smoothed; cosine >= 0.99 to fp32); false: fp32
     max_image_pixels: int = 40_000_000  # decompression-bomb guard, as at ingest
     max_image_bytes: int = 20_000_000  # larger image files are masked
     cache_dir: str = ""  # empty: <out>/../.feature-cache next to the output

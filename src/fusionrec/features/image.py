@@ -2,7 +2,8 @@
 
 Every image is decoded through `fusionrec.data.images.open_image_checked` (the same
 size guard as ingest). Model encoders preprocess with torchvision transforms v2, decode
-in DataLoader workers, and run batched under `torch.inference_mode()`. An image that
+in DataLoader workers, and run batched under `torch.inference_mode()` with BatchNorm
+folded into the convolutions (fold.py: same outputs, fewer passes). An image that
 cannot be decoded is masked with its reason, never replaced by a fake vector.
 """
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fusionrec.features.encoder import Encoder, EncoderError, file_digest, prepare_torch
+from fusionrec.features.fold import fold_batchnorm
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -94,8 +96,10 @@ class TorchImageEncoder(Encoder):
         if self._model is None:
             torch = prepare_torch(self.cfg.torch_threads)
             model, self._dim = self._build_model()
+            probe = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))  # (B, 3, H, W)
+            model, _ = fold_batchnorm(model.eval(), probe)  # same function, one pass less per layer
             # channels-last runs the (depthwise) convolutions about 1.4x faster on CPU
-            self._model = model.eval().to(memory_format=torch.channels_last)
+            self._model = model.to(memory_format=torch.channels_last)
         return self._model
 
     @property
