@@ -80,21 +80,23 @@ def input_absmax(model: Any, run_calibration: Callable[[], object]) -> dict[str,
 
 
 def _smoothed_int8_linear(linear: Any, absmax: Any) -> Any:
-    """An nn.Linear -> an equivalent module computing in int8 (see the module docstring)."""
+    """An nn.Linear -> an equivalent module computing in int8 (see the module docstring).
+
+    The new module keeps no reference to `linear`, so its fp32 weights can be freed.
+    """
     import torch
 
     class SmoothedInt8Linear(torch.nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, absmax: torch.Tensor) -> None:
             super().__init__()
-            w = linear.weight.detach().float()  # (out, in)
+            w = weight.detach().float()  # (out, in)
             s = absmax.clamp(min=1e-5) ** SMOOTH_ALPHA / w.abs().amax(0).clamp(min=1e-5) ** (1 - SMOOTH_ALPHA)
             w = w * s[None, :]  # column j x s_j; the input is divided by s_j below
             scale = (w.abs().amax(1) / (2 ** (WEIGHT_BITS - 1) - 1)).clamp(min=1e-8).double()  # per output row
             with warnings.catch_warnings():  # the deprecation notice above, once per layer otherwise
                 warnings.simplefilter("ignore", UserWarning)
                 qw = torch.quantize_per_channel(w, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
-            bias = linear.bias.detach().float() if linear.bias is not None else None
-            self.packed = torch.ops.quantized.linear_prepack(qw, bias)
+            self.packed = torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float())
             self.inv_s: torch.Tensor
             self.register_buffer("inv_s", (1.0 / s).float())
 
@@ -102,7 +104,7 @@ def _smoothed_int8_linear(linear: Any, absmax: Any) -> Any:
             x = (x * self.inv_s).float()  # (..., in)
             return torch.ops.quantized.linear_dynamic(x, self.packed, reduce_range=False)  # (..., out)
 
-    return SmoothedInt8Linear()
+    return SmoothedInt8Linear(linear.weight, linear.bias, absmax)
 
 
 def quantize_linears(model: Any, run_calibration: Callable[[], object]) -> int:
