@@ -63,3 +63,19 @@ def store_frames(
                                                     "position", "score", "model_version"])
     feedback.insert(0, "id", np.arange(1, len(feedback) + 1))
     return feedback, served, view
+
+
+def fake_kfp_client(submitted: list[dict]) -> type:
+    """A stand-in for `kfp.Client` that records every run it is asked to create in `submitted`."""
+
+    class FakeClient:
+        def __init__(self, host: str, **options: object) -> None:
+            self.host = host
+
+        def create_run_from_pipeline_package(self, package: str, arguments: dict, experiment_name: str,
+                                             namespace: str | None = None) -> object:
+            submitted.append({"host": self.host, "package": package, "arguments": arguments,
+                              "experiment": experiment_name})
+            return type("Run", (), {"run_id": "run-123"})()
+
+    return FakeClient

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from monitoring_synth import fake_kfp_client
 
 from fusionrec.monitoring import merge as merge_mod
 from fusionrec.monitoring.merge import WATERMARK, cut_holdout, merge_feedback, read_watermark, training_copy
@@ -149,16 +150,7 @@ def test_kfp_trigger_merges_then_submits(tmp_path: Path, monkeypatch: pytest.Mon
 
     submitted: list[dict] = []
 
-    class FakeClient:
-        def __init__(self, host: str, **options: object) -> None:
-            self.host = host
-
-        def create_run_from_pipeline_package(self, package: str, arguments: dict, experiment_name: str,
-                                             namespace: str | None = None) -> object:
-            submitted.append({"host": self.host, "package": package, "arguments": arguments})
-            return type("Run", (), {"run_id": "run-123"})()
-
-    monkeypatch.setattr(kfp, "Client", FakeClient)
+    monkeypatch.setattr(kfp, "Client", fake_kfp_client(submitted))
     package = tmp_path / "training.yaml"
     package.write_text("pipelineSpec: {}\n")
     data = _dataset(tmp_path)

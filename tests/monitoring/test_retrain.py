@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from monitoring_synth import fake_kfp_client
 
 from fusionrec.config import EvaluateConfig, MonitorConfig, Params
 
@@ -169,20 +170,10 @@ def test_cli_kfp_trigger_submits_through_the_pipelines_adapter(data_copy: Path, 
 
     submitted: list[dict] = []
 
-    class FakeClient:
-        def __init__(self, host: str, **options: object) -> None:
-            self.host = host
-
-        def create_run_from_pipeline_package(self, package: str, arguments: dict, experiment_name: str,
-                                             namespace: str | None = None) -> object:
-            submitted.append({"host": self.host, "package": package, "arguments": arguments,
-                              "experiment": experiment_name})
-            return type("Run", (), {"run_id": "run-123"})()
-
     from fusionrec.monitoring.state import ServingState
     from fusionrec.monitoring.store import FeedbackStore
 
-    monkeypatch.setattr(kfp, "Client", FakeClient)
+    monkeypatch.setattr(kfp, "Client", fake_kfp_client(submitted))
     monkeypatch.delenv("KFP_NAMESPACE", raising=False)
     monkeypatch.delenv("FUSIONREC_FEEDBACK_URL", raising=False)  # as in the CronJob: the state is the --store's
     package = tmp_path / "training.yaml"
