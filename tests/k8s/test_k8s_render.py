@@ -89,10 +89,15 @@ def test_strict_validation_rejects_an_unknown_field(rendered: dict[str, list[Doc
 def test_yamllint_sources_and_rendered(rendered_text: dict[str, str], tmp_path: Path) -> None:
     for name, text in rendered_text.items():
         (tmp_path / f"{name}.yaml").write_text(text)
+    # paths relative to the repository: .yamllint's ignore patterns (e.g. `work/`) would match a
+    # folder of an absolute path above the checkout (a clone in /work/...) and skip every file
     proc = subprocess.run(
-        [tool("yamllint"), "--strict", "-c", str(REPO / ".yamllint"), str(K8S), str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
+        [tool("yamllint"), "--strict", "-c", ".yamllint", str(K8S.relative_to(REPO)), str(tmp_path)],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
     )
+    assert str(K8S.relative_to(REPO)) in subprocess.run(
+        [tool("yamllint"), "--list-files", "-c", ".yamllint", str(K8S.relative_to(REPO))],
+        capture_output=True, text=True, timeout=60, cwd=REPO).stdout, "yamllint ignored every manifest"
     assert proc.returncode == 0, f"yamllint:\n{proc.stdout}{proc.stderr}"
 
 
