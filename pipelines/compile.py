@@ -21,6 +21,17 @@ def _sorted(value: Any) -> Any:
     return value
 
 
+def pipeline_file(configured: str | Path) -> Path:
+    """The compiled pipeline a setting names (`monitor.pipeline_package`): the path as given when it is
+    absolute or exists; else, relative and absent from the working directory (as in a pod), the same
+    path under the installed packages, where the wheel ships `pipelines/compiled/training.yaml`."""
+    path = Path(configured)
+    if path.is_absolute() or path.is_file():
+        return path
+    installed = Path(__file__).resolve().parents[1] / path
+    return installed if installed.is_file() else path
+
+
 def sort_header(text: str) -> str:
     """Sort the dict defaults in the YAML's comment header.
 

@@ -80,8 +80,8 @@ def test_the_compiled_pipeline_is_found_in_the_installed_wheel(tmp_path: Path, m
     """A pod's working directory is empty: monitor.pipeline_package's relative default resolves to the
     copy the wheel ships (pipelines/compiled/training.yaml as package data)."""
     from pipelines.compile import COMPILED
+    from pipelines.compile import pipeline_file as _pipeline_package
 
-    from fusionrec.cli.monitor import _pipeline_package
     from fusionrec.config import MonitorConfig
 
     monkeypatch.chdir(tmp_path)

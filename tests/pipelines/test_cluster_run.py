@@ -97,9 +97,6 @@ def test_search_workers_share_one_postgresql_study(cluster_run: SimpleNamespace)
 def test_each_task_had_its_own_folders_and_the_image_env(cluster_run: SimpleNamespace) -> None:
     names = [t.name.split("-", 1)[1] for t in cluster_run.tasks]
     assert {"ingest", "split", "featurize", "search", "train", "evaluate", "package"} <= set(names)
-    assert len({t / "home" for t in cluster_run.tasks}) == len(cluster_run.tasks)
-    for folder in cluster_run.tasks:
-        assert (folder / "log.txt").is_file()
     (package,) = task(cluster_run, "package")
     # BentoML's store is under the pod's HOME: nothing of this machine's ~/bentoml is seen or written
     assert (package / "home" / "bentoml" / "models" / "fusionrec-e2e").is_dir()

@@ -54,3 +54,12 @@ def test_the_wheel_ships_the_compiled_pipeline(wheel_env: WheelEnv) -> None:
     shipped = site / "pipelines" / "compiled" / "training.yaml"
     assert shipped.read_bytes() == (REPO / "pipelines" / "compiled" / "training.yaml").read_bytes()
     assert (site / "serving" / "bentofile.yaml").is_file()
+
+
+def test_the_default_task_env_of_local_runs_is_the_images() -> None:
+    """pipelines.local.IMAGE_ENV (what `fusionrec pipeline run-local` gives every task, since the
+    wheel ships no Dockerfile) must not drift from the image's ENV."""
+    from pipelines.local import IMAGE_ENV
+
+    image = image_env()
+    assert {k: image.get(k) for k in IMAGE_ENV} == IMAGE_ENV

@@ -32,19 +32,6 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _pipeline_package(configured: str) -> Path:
-    """The compiled pipeline `monitor.pipeline_package` names: a path as given, else (relative and
-    absent from the working directory, as in a pod) the same path inside the installed wheel, which
-    ships `pipelines/compiled/training.yaml` as package data."""
-    import pipelines
-
-    path = Path(configured)
-    if path.is_absolute() or path.is_file():
-        return path
-    installed = Path(pipelines.__file__).resolve().parent.parent / path
-    return installed if installed.is_file() else path
-
-
 def _kfp_submitter(host: str, configured: str) -> RunSubmitter:
     """A RunSubmitter: `pipelines.submit.submit` bound to the endpoint and the compiled pipeline.
 
@@ -52,9 +39,10 @@ def _kfp_submitter(host: str, configured: str) -> RunSubmitter:
     """
     import functools
 
+    from pipelines.compile import pipeline_file as locate
     from pipelines.submit import submit
 
-    pipeline_file = _pipeline_package(configured)
+    pipeline_file = locate(configured)
     if not pipeline_file.is_file():
         _fail(f"kfp pipeline package {configured} not found in {Path.cwd()} nor in the installed wheel "
               "(monitor.pipeline_package); run `fusionrec pipeline compile`")
