@@ -21,12 +21,12 @@ IMAGES_DIR = "images"  # default image location: images/{item_id}.jpg|png
 
 USER_ID = "user_id"
 ITEM_ID = "item_id"
-TIMESTAMP = "timestamp"  # unix seconds
+TIMESTAMP = "timestamp"  # optional; raw: unix s/ms, ISO-8601 or datetime (data/timestamps.py); ingested: unix seconds
 RATING = "rating"  # optional float
 EVENT = "event"  # optional string: view / click / like / purchase / dislike ...
 IMAGE = "image"  # optional item column: image path relative to the dataset folder
 
-REQUIRED_INTERACTION_COLUMNS = (USER_ID, ITEM_ID, TIMESTAMP)
+REQUIRED_INTERACTION_COLUMNS = (USER_ID, ITEM_ID)  # without a timestamp only untimed splits work
 REQUIRED_ITEM_COLUMNS = (ITEM_ID,)
 
 # --- ingested folder (output of `fusionrec ingest`) -----------------------------------
@@ -37,7 +37,7 @@ IMAGE_PATH = "image_path"  # absolute path of a validated image, or null
 HAS_TEXT = "has_text"
 HAS_IMAGE = "has_image"
 
-INGESTED_INTERACTIONS = "interactions.parquet"  # user_id,item_id,user_idx,item_idx,timestamp[,rating,event,context...]
+INGESTED_INTERACTIONS = "interactions.parquet"  # user_id,item_id,user_idx,item_idx[,timestamp],rating,event[,context...]
 INGESTED_ITEMS = "items.parquet"  # item_idx,item_id,<text cols>,text,image_path,has_text,has_image
 INGESTED_USERS = "users.parquet"  # user_idx,user_id[,context...]
 REJECTED = "rejected.parquet"  # source,row,item_id,user_id,reason,detail
@@ -55,8 +55,8 @@ REASONS = (
     "duplicate_interaction",
     "duplicate_item",
     "unknown_item",
-    "empty_item",  # neither text nor a usable image
-    "empty_text",
+    "empty_item",  # text columns empty and no usable image: kept, both masked
+    "empty_text",  # text columns empty, image present: kept, text masked
     "missing_image",
     "unreadable_image",
     "oversized_image",

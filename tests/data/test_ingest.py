@@ -46,7 +46,7 @@ c,6,108,4,13
 """
 INTER_REJECTS = {
     6: ["duplicate_interaction"], 7: ["unparseable_value"], 8: ["unparseable_value"],
-    9: ["unknown_item"], 10: ["unknown_item"], 11: ["unparseable_value"],
+    9: ["unknown_item"], 11: ["unparseable_value"],
 }
 
 
@@ -81,16 +81,17 @@ def test_every_bad_kind_is_rejected_with_its_reason(bad_dataset: Path, tmp_path:
     assert rejected[schema.REJ_DETAIL].str.len().min() > 0
 
     items = pd.read_parquet(out / schema.INGESTED_ITEMS)
-    assert list(items[schema.ITEM_ID]) == ["1", "2", "3", "4", "5", "7"]  # 6 had nothing usable
-    assert list(items[schema.ITEM_IDX]) == list(range(6))
+    assert list(items[schema.ITEM_ID]) == ["1", "2", "3", "4", "5", "6", "7"]  # 6 has no content: kept, masked
+    assert list(items[schema.ITEM_IDX]) == list(range(7))
     assert dict(zip(items[schema.ITEM_ID], items[schema.HAS_IMAGE], strict=True)) == {
-        "1": True, "2": False, "3": False, "4": False, "5": False, "7": True}
+        "1": True, "2": False, "3": False, "4": False, "5": False, "6": False, "7": True}
+    assert not items.set_index(schema.ITEM_ID).loc["6", schema.HAS_TEXT]
     assert not items.set_index(schema.ITEM_ID).loc["7", schema.HAS_TEXT]  # image only: text masked
     assert items.loc[0, schema.TEXT] == "Red shoe. A red leather shoe"
     assert Path(items.loc[0, schema.IMAGE_PATH]).is_absolute()
 
     inter = pd.read_parquet(out / schema.INGESTED_INTERACTIONS)
-    assert len(inter) == 6
+    assert len(inter) == 7  # c,6 is kept with its item
     kept = inter[(inter[schema.USER_ID] == "a") & (inter[schema.ITEM_ID] == "1")]
     assert list(kept[schema.TIMESTAMP]) == [100]  # dedupe "last" keeps the latest in time
     assert inter[schema.RATING].isna().sum() == 1  # an empty rating is missing, not rejected
@@ -98,9 +99,10 @@ def test_every_bad_kind_is_rejected_with_its_reason(bad_dataset: Path, tmp_path:
     assert inter[schema.USER_IDX].dtype == np.int32 and inter[schema.TIMESTAMP].dtype == np.int64
 
     report = json.loads((out / schema.REPORT).read_text())
-    assert report["rejected"]["unknown_item"] == 2
+    assert report["rejected"]["unknown_item"] == 1
+    assert report["items_without_text_or_image"] == 1 and report["items_without_text_or_image_examples"] == ["6"]
     assert report["rejected_total"] == len(rejected) == result.metrics["rejected"]
-    for name, n_rows, n_kept in (("items.csv", 9, 6), ("interactions.csv", 12, 6)):
+    for name, n_rows, n_kept in (("items.csv", 9, 7), ("interactions.csv", 12, 7)):
         assert report["files"][name]["rows"] == n_rows  # nothing dropped silently:
         assert report["files"][name]["dropped"] == n_rows - n_kept  # rows = kept + dropped
 
@@ -113,9 +115,9 @@ def test_dedupe_first_keeps_the_earliest(bad_dataset: Path, tmp_path: Path) -> N
 
 
 def test_missing_column_fails_naming_file_and_column(bad_dataset: Path, tmp_path: Path) -> None:
-    frame = pd.read_csv(bad_dataset / "interactions.csv", dtype=str).drop(columns=[schema.TIMESTAMP])
+    frame = pd.read_csv(bad_dataset / "interactions.csv", dtype=str).drop(columns=[schema.ITEM_ID])
     frame.to_csv(bad_dataset / "interactions.csv", index=False)
-    with pytest.raises(IngestError, match=r"interactions\.csv.*'timestamp'"):
+    with pytest.raises(IngestError, match=r"interactions\.csv.*'item_id'.*found: user_id, timestamp"):
         run_ingest(bad_dataset, tmp_path / "out", _cfg())
 
 

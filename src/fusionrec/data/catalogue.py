@@ -1,8 +1,22 @@
 """Item catalogue validation for ingest: ids, joined text and checked images.
 
-An item missing one modality is kept with that modality masked (and the reason is
-still a row of rejected.parquet); an item with neither usable text nor a usable image
-is dropped as `empty_item`.
+A catalogue may hold any content: text columns, images, neither (its content comes as
+featurize `vectors:` files: audio, video, CLIP embeddings), or only ids. Ingest therefore
+keeps every item with a valid id, whatever content it has, and masks what is missing:
+
+- an item with no text and no usable image is kept with both modalities masked. Its content
+  is whatever `vectors:` sources featurize aligns to it (the features manifest counts the
+  items that end up with no content at all); without any, the model serves it from the
+  interactions alone (id embedding, graph), like any item of a catalogue without content;
+- a bad value for a modality (unreadable, oversized, missing or escaping image) masks that
+  modality and is a row of rejected.parquet with its reason;
+- where the file has text columns, an item whose text cells are all empty is a row too:
+  `empty_text` when it has an image, `empty_item` when it has nothing else either (kept);
+- a modality the file does not have at all (no text column, no image column nor images/
+  folder) is not a per-row rejection: the report gives each modality's coverage.
+
+Ingest does not read the `vectors:` files: which items they cover is checked where they are
+read, by featurize (alignment by item id, coverage limit, masks).
 """
 
 from __future__ import annotations
@@ -108,7 +122,10 @@ def check_images(items: pd.DataFrame, folder: Path, source: str, cfg: IngestConf
 
 
 def prepare_items(items: pd.DataFrame, folder: Path, source: str, cfg: IngestConfig, rejects: Rejects) -> pd.DataFrame:
-    """Validated catalogue in source order: ids, text, image_path, has_text, has_image."""
+    """Validated catalogue in source order: ids, text, image_path, has_text, has_image.
+
+    No item with a valid id is dropped for lacking content (see the module doc).
+    """
     items = clean_item_ids(items, source, rejects)
     text_columns = [c for c in cfg.text_columns if c in items.columns]
     for c in text_columns:
@@ -117,15 +134,16 @@ def prepare_items(items: pd.DataFrame, folder: Path, source: str, cfg: IngestCon
     items[schema.IMAGE_PATH] = check_images(items, folder, source, cfg, rejects)
     items[schema.HAS_TEXT] = items[schema.TEXT] != ""
     items[schema.HAS_IMAGE] = items[schema.IMAGE_PATH].notna()
-    empty = ~items[schema.HAS_TEXT] & ~items[schema.HAS_IMAGE]
-    rejects.add_frame(
-        items[empty], source, "empty_item", [f"no text in {text_columns} and no usable image"] * int(empty.sum())
-    )
-    no_text = ~items[schema.HAS_TEXT] & items[schema.HAS_IMAGE]
-    rejects.add_frame(
-        items[no_text], source, "empty_text", [f"no text in {text_columns}; text masked"] * int(no_text.sum())
-    )
-    return items[~empty]
+    if text_columns:  # the file has text: an item whose text cells are all empty is worth a row
+        bare = ~items[schema.HAS_TEXT] & ~items[schema.HAS_IMAGE]
+        rejects.add_frame(items[bare], source, "empty_item", [
+            f"no text in {text_columns} and no usable image; kept with both masked "
+            "(content from vectors: features only, else from interactions)"] * int(bare.sum()))
+        no_text = ~items[schema.HAS_TEXT] & items[schema.HAS_IMAGE]
+        rejects.add_frame(
+            items[no_text], source, "empty_text", [f"no text in {text_columns}; text masked"] * int(no_text.sum())
+        )
+    return items
 
 
 def finish_items(items: pd.DataFrame, order: list[str]) -> pd.DataFrame:

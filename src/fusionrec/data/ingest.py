@@ -3,6 +3,12 @@
 Nothing is dropped silently: every rejected row lands in rejected.parquet with its
 source file, row number, reason and detail; counts go to report.json; and the step
 fails when the dropped share of a file passes `ingest.max_rejected_share`.
+
+Items need only an id (catalogue.py: content that is missing is masked, not rejected).
+Interactions need user_id and item_id; `timestamp` is optional and read in any form of
+data/timestamps.py (unix seconds or milliseconds by magnitude, ISO-8601 with or without a
+zone, naive = UTC, datetime columns) into unix seconds. Without the column, the ingested
+interactions have none, and only the splits that need no time (random-811, cold-items) work.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from fusionrec.data.tables import (
     require_columns,
     sorted_ids,
 )
+from fusionrec.data.timestamps import ACCEPTED, parse_timestamps
 from fusionrec.io import StepResult, find_table, write_json
 
 __all__ = ["IngestError", "ingest_frames", "prepare_interactions", "run_ingest"]
@@ -57,18 +64,27 @@ def _reject_where(frame: pd.DataFrame, bad: pd.Series, source: str, reason: str,
 
 
 def prepare_interactions(
-    inter: pd.DataFrame, item_ids: set[str], source: str, cfg: IngestConfig, rejects: Rejects
+    inter: pd.DataFrame, item_ids: set[str], source: str, cfg: IngestConfig, rejects: Rejects,
+    stats: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Validated interactions in source order: parsed values, known items, duplicates resolved."""
+    """Validated interactions in source order: parsed values, known items, duplicates resolved.
+
+    The timestamp column is optional; when present, each cell is read by `parse_timestamps`
+    (unix s/ms, ISO-8601, datetimes) into unix seconds, and `stats["timestamp_forms"]` counts
+    the forms met.
+    """
     inter = inter.copy()
     inter[schema.USER_ID] = as_id_strings(inter[schema.USER_ID])
     inter[schema.ITEM_ID] = as_id_strings(inter[schema.ITEM_ID])
     for col in (schema.USER_ID, schema.ITEM_ID):
         inter = _reject_where(inter, inter[col] == "", source, "unparseable_value", f"empty {col}", rejects)
-    ts = as_float(inter[schema.TIMESTAMP])
-    inter = _reject_where(inter, ts.isna(), source, "unparseable_value",
-                          "timestamp {value!r} is not a number of unix seconds", rejects, schema.TIMESTAMP)
-    inter[schema.TIMESTAMP] = np.floor(ts[ts.notna()]).astype("int64")
+    if schema.TIMESTAMP in inter:
+        seconds, form = parse_timestamps(inter[schema.TIMESTAMP])
+        inter = _reject_where(inter, seconds.isna(), source, "unparseable_value",
+                              f"timestamp {{value!r}} is not a time: expected {ACCEPTED}", rejects, schema.TIMESTAMP)
+        inter[schema.TIMESTAMP] = np.floor(seconds[seconds.notna()]).astype("int64")
+        if stats is not None:
+            stats["timestamp_forms"] = {f: int(n) for f, n in form[form != ""].value_counts().sort_index().items()}
     if schema.RATING in inter:
         raw = as_text(inter[schema.RATING])
         rating = as_float(inter[schema.RATING])
@@ -82,8 +98,8 @@ def prepare_interactions(
     unknown = ~inter[schema.ITEM_ID].isin(item_ids)
     inter = _reject_where(inter, unknown, source, "unknown_item",
                           "item_id {value!r} is not in the (valid) catalogue", rejects, schema.ITEM_ID)
-    # "first"/"last" in time; ties keep source order (a stable sort)
-    by_time = inter.sort_values([schema.TIMESTAMP, ROW], kind="stable")
+    # "first"/"last" in time (in file order without timestamps); ties keep source order
+    by_time = inter.sort_values([schema.TIMESTAMP, ROW] if schema.TIMESTAMP in inter else [ROW], kind="stable")
     dup = by_time.duplicated([schema.USER_ID, schema.ITEM_ID], keep=cfg.dedupe)
     kept = "earliest" if cfg.dedupe == "first" else "latest"
     by_time = _reject_where(by_time, dup, source, "duplicate_interaction",
@@ -112,12 +128,15 @@ def _check_share(name: str, total: int, dropped: int, limit: float) -> dict[str,
 
 def ingest_frames(
     items_raw: pd.DataFrame, inter_raw: pd.DataFrame, folder: Path, cfg: IngestConfig, rejects: Rejects,
-    names: tuple[str, str] = ("items.csv", "interactions.csv"),
+    names: tuple[str, str] = ("items.csv", "interactions.csv"), stats: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The in-memory core of ingest: (interactions, items, users) frames as written to disk."""
+    """The in-memory core of ingest: (interactions, items, users) frames as written to disk.
+
+    stats, when given, receives what the report tells beyond the frames (timestamp forms).
+    """
     items_name, inter_name = names
     items = prepare_items(items_raw, folder, items_name, cfg, rejects)
-    inter = prepare_interactions(inter_raw, set(items[schema.ITEM_ID]), inter_name, cfg, rejects)
+    inter = prepare_interactions(inter_raw, set(items[schema.ITEM_ID]), inter_name, cfg, rejects, stats)
     item_order = sorted_ids(items[schema.ITEM_ID])
     user_order = sorted_ids(inter[schema.USER_ID])
     items = finish_items(items, item_order)
@@ -128,10 +147,11 @@ def ingest_frames(
         schema.ITEM_ID: inter[schema.ITEM_ID].to_numpy(),
         schema.USER_IDX: user_idx.loc[inter[schema.USER_ID]].to_numpy(),
         schema.ITEM_IDX: item_idx.loc[inter[schema.ITEM_ID]].to_numpy(),
-        schema.TIMESTAMP: inter[schema.TIMESTAMP].to_numpy(),
         schema.RATING: inter[schema.RATING].to_numpy(),
         schema.EVENT: inter[schema.EVENT].to_numpy(),
     })
+    if schema.TIMESTAMP in inter:  # without one the column is absent: no time is made up
+        out.insert(4, schema.TIMESTAMP, inter[schema.TIMESTAMP].to_numpy())
     for col in cfg.context_columns:
         if col in inter.columns:
             out[col] = _context_values(inter[col]).to_numpy()
@@ -139,9 +159,19 @@ def ingest_frames(
     return out, items, users
 
 
+def _timestamp_report(inter: pd.DataFrame, stats: dict[str, Any]) -> dict[str, Any]:
+    """Whether the interactions have times, the forms they came in, and what that allows."""
+    if schema.TIMESTAMP not in inter.columns:
+        return {"present": False, "forms": {},
+                "note": f"no {schema.TIMESTAMP!r} column: random-811 and cold-items splits only; add one "
+                        f"({ACCEPTED}) for temporal-loo and global-time"}
+    return {"present": True, "forms": stats.get("timestamp_forms", {})}
+
+
 def _report(folder: Path, inter: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, rejects: Rejects,
             shares: dict[str, dict[str, Any]], cfg: IngestConfig, wall: float, n_in: int) -> dict[str, Any]:
     n_items = max(len(items), 1)
+    bare = ~items[schema.HAS_TEXT] & ~items[schema.HAS_IMAGE]
     return {
         "source": str(folder),
         "interactions": len(inter), "users": len(users), "items": len(items),
@@ -151,7 +181,11 @@ def _report(folder: Path, inter: pd.DataFrame, items: pd.DataFrame, users: pd.Da
             "text": round(float(items[schema.HAS_TEXT].sum()) / n_items, 6),
             "image": round(float(items[schema.HAS_IMAGE].sum()) / n_items, 6),
             "both": round(float((items[schema.HAS_TEXT] & items[schema.HAS_IMAGE]).sum()) / n_items, 6),
+            "neither": round(float(bare.sum()) / n_items, 6),
         },
+        # kept, text and image masked: their content can only come from featurize vectors: sources
+        "items_without_text_or_image": int(bare.sum()),
+        "items_without_text_or_image_examples": items.loc[bare, schema.ITEM_ID].head(10).tolist(),
         "text_columns": [c for c in cfg.text_columns if c in items.columns],
         "text_columns_missing": [c for c in cfg.text_columns if c not in items.columns],
         "context_columns": [c for c in cfg.context_columns if c in inter.columns],
@@ -180,8 +214,9 @@ def run_ingest(data_dir: Path, out_dir: Path, cfg: IngestConfig) -> StepResult:
     require_columns(items_raw, schema.REQUIRED_ITEM_COLUMNS, items_path, "item")
     require_columns(inter_raw, schema.REQUIRED_INTERACTION_COLUMNS, inter_path, "interaction")
     rejects = Rejects()
+    stats: dict[str, Any] = {}
     inter, items, users = ingest_frames(items_raw, inter_raw, data_dir, cfg, rejects,
-                                        (items_path.name, inter_path.name))
+                                        (items_path.name, inter_path.name), stats)
     users_raw = _read_users(data_dir, rejects)
     idle_users = 0  # users.csv rows of users without interactions: counted, not indexed
     if users_raw is not None:
@@ -199,6 +234,7 @@ def run_ingest(data_dir: Path, out_dir: Path, cfg: IngestConfig) -> StepResult:
     wall = time.perf_counter() - start
     report = _report(data_dir, inter, items, users, rejects, shares, cfg, wall, len(inter_raw) + len(items_raw))
     report["users_file_without_interactions"] = idle_users
+    report["timestamp"] = _timestamp_report(inter, stats)
     write_json(out_dir / schema.REPORT, report)
     for name, share in shares.items():
         if not share["ok"]:
@@ -215,6 +251,7 @@ def run_ingest(data_dir: Path, out_dir: Path, cfg: IngestConfig) -> StepResult:
     metrics = {
         "interactions": len(inter), "users": len(users), "items": len(items), "rejected": len(rejects.rows),
         "text_coverage": report["coverage"]["text"], "image_coverage": report["coverage"]["image"],
+        "items_without_text_or_image": report["items_without_text_or_image"],
         "wall_s": report["wall_s"],
     }
     outputs = {name: out_dir / f for name, f in (

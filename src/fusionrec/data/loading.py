@@ -17,6 +17,7 @@ import pandas as pd
 
 from fusionrec import schema
 from fusionrec.data.tables import ROW, as_float, as_id_strings, as_text, read_raw
+from fusionrec.data.timestamps import parse_timestamps
 from fusionrec.io import find_table, read_json
 
 if TYPE_CHECKING:
@@ -117,6 +118,11 @@ def _map_ids(values: pd.Series, index: pd.Series, rows: pd.Series, path: Path, c
     return mapped.to_numpy().astype(np.int32)
 
 
+def _seconds(values: pd.Series) -> pd.Series:
+    """A part's own timestamps read as ingest reads them (unix s/ms, ISO-8601, datetimes)."""
+    return parse_timestamps(values)[0]
+
+
 def _read_part(path: Path, ingested: Ingested) -> pd.DataFrame:
     """One part with the ingested interaction columns, its ids mapped through the ingested maps."""
     raw = read_raw(path)
@@ -134,13 +140,16 @@ def _read_part(path: Path, ingested: Ingested) -> pd.DataFrame:
     if unmatched.any():  # a pair ingest does not hold: keep it with the file's own values
         frame.loc[unmatched, schema.USER_ID] = raw[schema.USER_ID].to_numpy()[unmatched]
         frame.loc[unmatched, schema.ITEM_ID] = raw[schema.ITEM_ID].to_numpy()[unmatched]
-        for col, parse, default in ((schema.TIMESTAMP, as_float, 0.0), (schema.RATING, as_float, np.nan),
+        for col, parse, default in ((schema.TIMESTAMP, _seconds, 0.0), (schema.RATING, as_float, np.nan),
                                     (schema.EVENT, as_text, "")):
+            if col not in frame.columns:  # ingested without timestamps: the part has none either
+                continue
             values = parse(raw[col]).to_numpy()[unmatched] if col in raw.columns else default
-            if parse is as_float:
+            if parse is not as_text:
                 frame[col] = frame[col].astype("float64")
             frame.loc[unmatched, col] = values
-        frame[schema.TIMESTAMP] = frame[schema.TIMESTAMP].fillna(0).astype("int64")
+        if schema.TIMESTAMP in frame.columns:
+            frame[schema.TIMESTAMP] = np.floor(frame[schema.TIMESTAMP].fillna(0)).astype("int64")
     return frame[list(inter.columns)].reset_index(drop=True)
 
 

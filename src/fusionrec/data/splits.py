@@ -12,6 +12,9 @@ Protocols (SplitConfig.protocol):
 - `cold-items`: `test_share` of the items are held out of train entirely; their interactions
   split at random between valid and test (`cold_items.json` lists them).
 
+`temporal-loo` and `global-time` need timestamps: on interactions ingested without a
+timestamp column they raise a SplitError naming the column and the way out.
+
 Negative events (schema.NEGATIVE_EVENTS, e.g. a dislike merged from feedback) stay in train
 under every protocol: the protocol places the positive interactions only.
 """
@@ -26,12 +29,14 @@ import pandas as pd
 
 from fusionrec import schema
 from fusionrec.config import SplitConfig
-from fusionrec.data.loading import Ingested, Split, load_ingested, load_split
+from fusionrec.data.loading import Ingested, Split, SplitError, load_ingested, load_split
+from fusionrec.data.timestamps import ACCEPTED
 from fusionrec.io import StepResult, write_json
 
-__all__ = ["assign_parts", "run_split", "split_frames"]
+__all__ = ["assign_parts", "check_times", "run_split", "split_frames"]
 
 TRAIN, VALID, TEST = 0, 1, 2
+TIMED = ("temporal-loo", "global-time")  # protocols that need the timestamp column
 
 
 def _user_groups(inter: pd.DataFrame, order_by: list[str]) -> list[np.ndarray]:
@@ -105,8 +110,28 @@ def assign_parts(inter: pd.DataFrame, cfg: SplitConfig) -> tuple[np.ndarray, np.
     raise ValueError(f"unknown split protocol {cfg.protocol!r}")
 
 
+def check_times(ingested: Ingested, protocol: str) -> None:
+    """Refuse a protocol that orders by time when the interactions have no timestamp.
+
+    Raises:
+        SplitError: naming the protocol, the missing column and what to do.
+    """
+    if protocol in TIMED and schema.TIMESTAMP not in ingested.interactions.columns:
+        where = ingested.path / schema.INGESTED_INTERACTIONS if ingested.path else "the ingested interactions"
+        raise SplitError(
+            f"split protocol {protocol!r} orders interactions by time, but {where} has no {schema.TIMESTAMP!r} "
+            f"column (the dataset's interactions file had none). Add a {schema.TIMESTAMP!r} column to it "
+            f"({ACCEPTED}) and ingest again, or use split.protocol random-811 or cold-items"
+        )
+
+
 def split_frames(ingested: Ingested, cfg: SplitConfig) -> Split:
-    """The in-memory split of an ingested dataset (rows keep their ingested order)."""
+    """The in-memory split of an ingested dataset (rows keep their ingested order).
+
+    Raises:
+        SplitError: a temporal protocol on interactions without timestamps.
+    """
+    check_times(ingested, cfg.protocol)
     inter = ingested.interactions.reset_index(drop=True)
     # negative events (a dislike merged from feedback) are training signal, never a held-out target
     negative = schema.is_negative(inter)

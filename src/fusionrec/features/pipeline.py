@@ -196,16 +196,34 @@ def run_featurize(ingested_dir: Path, out_dir: Path, cfg: FeaturizeConfig) -> St
     label_col = cfg.quality_label_column
     labels = label_matrix(items[label_col].tolist()) if label_col and label_col in items.columns else None
     entries: dict[str, dict[str, Any]] = {}
+    has_content = np.zeros(len(items), bool)
     for fm, entry in _all_features(items, cfg, cache_root, out_dir):
         if fm.name in entries:
             raise FeaturizeError(f"two featurize entries produce the feature {fm.name!r}; keep one")
         entry["files"] = save_feature(out_dir, fm)
         entry["quality"] = _quality(fm, labels, cfg.quality_k)
         entries[fm.name] = entry
+        has_content |= fm.mask
     wall = time.perf_counter() - t0
+    content = content_report(items, has_content)
     write_manifest(out_dir, {"items": len(items), "wall_s": round(wall, 3), "ingested_dir": str(ingested_dir),
-                             "config": cfg.model_dump(mode="json"), "features": entries})
-    return StepResult(metrics=_metrics(entries, len(items), wall), outputs={"features": out_dir})
+                             "config": cfg.model_dump(mode="json"), "content": content, "features": entries})
+    metrics = _metrics(entries, len(items), wall)
+    metrics["items_without_content"] = content["items_without_content"]
+    return StepResult(metrics=metrics, outputs={"features": out_dir})
+
+
+def content_report(items: pd.DataFrame, has_content: np.ndarray) -> dict[str, Any]:
+    """Items that no feature covers (every modality masked): the model can serve them from interactions only.
+
+    Ingest keeps items without text or image (their content may come as vectors: files); this is
+    where it is known which of them got none from any source.
+    """
+    bare = ~has_content
+    return {"items_with_content": int(has_content.sum()), "items_without_content": int(bare.sum()),
+            "items_without_content_examples": items.loc[bare, ITEM_ID].head(10).tolist(),
+            "note": "masked in every modality: ranked from their interactions alone (id embedding, graph); "
+                    "one without interactions either cannot be ranked until it gets some"}
 
 
 def _metrics(entries: dict[str, dict[str, Any]], n_items: int, wall: float) -> dict[str, float | int]:
