@@ -238,9 +238,14 @@ def run_train(ingested_dir: Path, features_dir: Path, split_dir: Path, out_dir: 
         metrics.update({f"test_{k}": v for k, v in rec.meta["test_metrics"].items()})
     out_dir = Path(out_dir)
     rec.save(out_dir)
+    from fusionrec.inference.ann import build_for_model  # large catalogues: approximate top-k in <model>/ann/
+
+    ann = build_for_model(rec, out_dir, cfg)
     if (Path(features_dir) / "encoders").is_dir():  # fitted encoder state that serving needs
         shutil.copytree(Path(features_dir) / "encoders", out_dir / "encoders", dirs_exist_ok=True)
     write_json(out_dir / "history.json", result.history)
     metrics.update(best_epoch=result.best_epoch, train_seconds=round(result.seconds, 2),
                    ease_blend=rec.ease_blend)
+    if ann:
+        metrics.update(ann_build_seconds=ann["build_seconds"])
     return StepResult(metrics=metrics, outputs={"model": out_dir})

@@ -5,6 +5,9 @@ A request reads `engine.snapshot` once and uses only it, so swapping in a new sn
 `with_items` embeds new items (one batch per modality) with the encoders featurize used
 (rebuilt from the model's `encoders/` state via `fusionrec.features.registry.get_encoder`)
 and returns a new snapshot over a shallow copy of the Recommender that holds them.
+A snapshot of a large catalogue also holds the model's approximate top-k index
+(`fusionrec.inference.ann`), shared by the snapshots of one model: items added later lie
+beyond it and are scored exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 from fusionrec.monitoring.rollout import model_version
 
 logger = logging.getLogger(__name__)
+LOAD: Any = object()  # Snapshot.build's default: read the model folder's approximate index
 
 
 @dataclass
@@ -33,22 +37,42 @@ class Snapshot:
     popular: np.ndarray  # item indices, most popular first
     encoders: dict[str, Any] = field(default_factory=dict)  # shared by snapshots of one model
     base_items: int = 0  # items of the model as trained; the rest were added while serving
+    ann: Any = None  # fusionrec.inference.ann.AnnIndex for known users' top-k; None: score every item
     _modality: dict[str, np.ndarray] | None = None
 
     @classmethod
     def build(cls, rec: Any, model_dir: Path, encoders: dict[str, Any] | None = None,
-              base_items: int | None = None) -> Snapshot:
+              base_items: int | None = None, ann: Any = LOAD) -> Snapshot:
+        """A snapshot of rec, read from model_dir.
+
+        Args:
+            base_items: the model's items as trained (default: all of rec's).
+            ann: the approximate index to serve with; by default the one saved in model_dir
+                when the catalogue reaches the model's `ann_min_items` (None when absent or stale).
+        """
         version = model_version(rec.meta, model_dir.name)
         pop = np.asarray(rec.popularity(), dtype=np.float64)[: rec.n_items]
         popular = np.argsort(-pop, kind="stable")
+        if ann is LOAD:
+            ann = load_ann(rec, model_dir)
         return cls(rec, model_dir, version, rec.n_items, popular, encoders if encoders is not None else {},
-                   rec.n_items if base_items is None else base_items)
+                   rec.n_items if base_items is None else base_items, ann)
 
     def modality_vectors(self) -> dict[str, np.ndarray]:
         """Per-modality item vectors, computed once per snapshot (explanations only)."""
         if self._modality is None:
             self._modality = {k: np.asarray(v) for k, v in self.rec.modality_vectors().items()}
         return self._modality
+
+
+def load_ann(rec: Any, model_dir: Path) -> Any:
+    """The approximate top-k index saved with the model, when its catalogue is large enough; else None."""
+    min_items = int(getattr(rec.config, "ann_min_items", 0))
+    if min_items <= 0 or rec.n_items < min_items or not (model_dir / "ann").is_dir():
+        return None
+    from fusionrec.inference.ann import load_index
+
+    return load_index(model_dir, rec)
 
 
 def encoder_for(snap: Snapshot, key: str) -> Any:
@@ -117,7 +141,7 @@ def with_items(snap: Snapshot, items: list[NewItem]) -> tuple[Snapshot, list[dic
     rec.add_items([it.item_id for it in items], features, masks, titles=[it.title or "" for it in items])
     present = [{key: bool(masks[key][n]) if key in masks else False for key in snap.rec.modalities}
                for n in range(b)]
-    return Snapshot.build(rec, snap.model_dir, snap.encoders, snap.base_items), present
+    return Snapshot.build(rec, snap.model_dir, snap.encoders, snap.base_items, snap.ann), present
 
 
 def with_item(snap: Snapshot, item_id: str, text: str, pil: Any, title: str) -> tuple[Snapshot, dict[str, bool]]:

@@ -1,0 +1,302 @@
+"""Approximate top-k for known users on large catalogues: HNSW graphs built with the model.
+
+A known user's scores are, with EASE off, positive affine maps of inner products (see
+`Recommender._combine`):
+
+    trained item j:    s_j = (q . v_j - mu) / sd
+    untrained item j:  s_j = ((q . v_j - mu) / sd + (c . x_j + b_j - mu_c) / sd_c) / 2 - cold_offset
+
+with q the user's query vector (request context included), v the item vectors, c / x / b the
+cold tower's user and item sides, and mu, sd (mu_c, sd_c) the mean and spread of the raw
+scores over the reference items (trained, not in the user's training history). Both are
+maximum-inner-product searches: the trained items by q, the untrained ones by the
+concatenated query [q / 2sd, c / 2sd_c, 1 / 2sd_c] over [v, x, b]. Each group gets a faiss
+HNSW graph (inner product turned into L2 by one extra coordinate, sqrt(R^2 - |y|^2)). The
+reference moments come from precomputed sums and second-moment matrices minus the user's
+history rows, so no request touches every item. Candidates are rescored exactly; items added
+at runtime (beyond the graphs) are scored exactly and merged. Returned scores equal
+`score_users`'s.
+
+Files, in `<model>/ann/`: `warm.faiss`, `cold.faiss` (faiss's own format; no pickle),
+`moments.safetensors` and `ann.json` (parameters and a fingerprint of the model's items,
+so a graph left beside a retrained model is refused, not served).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusionrec.config import TrainConfig
+from fusionrec.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+ANN_DIR = "ann"
+FORMAT = 1
+
+
+def unusable_reason(rec: Any) -> str | None:
+    """Why the graphs cannot reproduce this model's scores (None: they can).
+
+    The EASE part scores items by the user's history through a dense item-item matrix, not by
+    an inner product with one query vector, so a model that blends it is served exactly.
+    """
+    if rec.ease_blend > 0 and "ease" in rec.arrays:
+        return f"the model blends EASE scores (weight {rec.ease_blend:.2f}); set train.ease_blend: 0"
+    return None
+
+
+def fingerprint(rec: Any, n_items: int) -> str:
+    """A cheap digest of the first n_items' vectors (a sample of rows) and trained flags."""
+    step = max(1, n_items // 4096)
+    h = hashlib.sha1(str(n_items).encode())
+    h.update(np.ascontiguousarray(rec.arrays["item_vecs"][:n_items:step]).tobytes())
+    h.update(np.ascontiguousarray(rec.arrays["trained"][:n_items]).tobytes())
+    return h.hexdigest()
+
+
+class Graph:
+    """An HNSW graph answering maximum inner product queries over rows y (m, p)."""
+
+    def __init__(self, index: Any, rows: np.ndarray) -> None:
+        self.index = index
+        self.rows = rows  # (m,) ascending model item index of each graph node
+
+    @classmethod
+    def build(cls, y: np.ndarray, rows: np.ndarray, m: int, ef_construction: int) -> Graph:
+        import faiss
+
+        y = np.asarray(y, dtype=np.float32)
+        norms = np.linalg.norm(y, axis=1)
+        pad = np.sqrt(np.maximum(norms.max(initial=0.0) ** 2 - norms**2, 0.0))  # |[y, pad]| = R for every row
+        index = faiss.IndexHNSWFlat(y.shape[1] + 1, m)
+        index.hnsw.efConstruction = ef_construction
+        index.add(np.hstack([y, pad[:, None]]).astype(np.float32))  # (m, p + 1)
+        return cls(index, rows.astype(np.int64))
+
+    def search(self, w: np.ndarray, k: int, ef: int, banned: np.ndarray) -> np.ndarray:
+        """Model item indices of (about) the k rows with the largest w . y, skipping `banned` items.
+
+        Args:
+            w: (p,) the query; ef: the search breadth (at least k).
+            banned: model item indices never to return (the user's exclusions).
+        """
+        import faiss
+
+        k = min(k, len(self.rows))
+        if k <= 0:
+            return np.zeros(0, np.int64)
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # absent from faiss's stubs
+        params.efSearch = max(ef, k)
+        pos = np.searchsorted(self.rows, banned)
+        pos = pos[(pos < len(self.rows)) & (self.rows[np.minimum(pos, len(self.rows) - 1)] == banned)]
+        if len(pos):  # skipped inside the search, so k results remain after the exclusions
+            batch = faiss.IDSelectorBatch(pos.astype(np.int64))
+            params.sel = not_banned = faiss.IDSelectorNot(batch)  # noqa: F841  (both must outlive the search)
+        query = np.zeros((1, self.index.d), np.float32)
+        query[0, :-1] = w
+        _, found = self.index.search(query, k, params=params)
+        found = found[0]
+        return self.rows[found[found >= 0]]
+
+
+@dataclass
+class AnnIndex:
+    """The graphs and reference moments of one model (see the module doc)."""
+
+    warm: Graph  # trained items, searched by q
+    cold: Graph | None  # base items never trained, searched by the concatenated query
+    moments: dict[str, np.ndarray]  # float64: n_sum (D,), n_gram (D, D) [, c_sum, c_gram over [x, 1]]
+    n_items: int  # the model's items when built; later ones are scored exactly
+    ef_search: int
+    meta: dict[str, Any]
+
+    @property
+    def n_trained(self) -> int:
+        return len(self.warm.rows)
+
+
+def build_index(rec: Any, cfg: TrainConfig) -> AnnIndex:
+    """Build the graphs and moments of a Recommender (EASE must be off: see `unusable_reason`)."""
+    reason = unusable_reason(rec)
+    if reason is not None:
+        raise ValueError(f"cannot build an approximate index: {reason}")
+    t0 = time.perf_counter()
+    a, n = rec.arrays, rec.n_items
+    trained = a["trained"][:n].astype(bool)
+    warm_rows, cold_rows = np.flatnonzero(trained), np.flatnonzero(~trained)
+    v = a["item_vecs"][warm_rows].astype(np.float64)  # (m, D)
+    moments = {"n_sum": v.sum(0), "n_gram": v.T @ v}  # (D,), (D, D)
+    if "cold_item" in a:
+        x = _cold_side(a, warm_rows).astype(np.float64)  # (m, C + 1): [x, b]
+        moments.update(c_sum=x.sum(0), c_gram=x.T @ x)
+    del v
+    warm = Graph.build(a["item_vecs"][warm_rows], warm_rows, cfg.ann_m, cfg.ann_ef_construction)
+    cold = None
+    if len(cold_rows):
+        y = a["item_vecs"][cold_rows]
+        if "cold_item" in a:
+            y = np.hstack([y, _cold_side(a, cold_rows)])  # (c, D + C + 1)
+        cold = Graph.build(y, cold_rows, cfg.ann_m, cfg.ann_ef_construction)
+    meta = {"format": FORMAT, "backend": "faiss-hnsw-flat", "n_items": n, "n_trained": len(warm_rows),
+            "m": cfg.ann_m, "ef_construction": cfg.ann_ef_construction, "ef_search": cfg.ann_ef_search,
+            "fingerprint": fingerprint(rec, n), "build_seconds": round(time.perf_counter() - t0, 2)}
+    return AnnIndex(warm, cold, moments, n, cfg.ann_ef_search, meta)
+
+
+def _cold_side(a: dict[str, np.ndarray], rows: np.ndarray | slice) -> np.ndarray:
+    """[cold_item, cold_bias] rows: (r, C + 1)."""
+    return np.hstack([a["cold_item"][rows], a["cold_bias"][rows][:, None]]).astype(np.float32)
+
+
+def save_index(index: AnnIndex, folder: Path) -> Path:
+    """Write the graphs, moments and ann.json into folder (replacing what was there)."""
+    import faiss
+    from safetensors.numpy import save_file
+
+    folder = Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    faiss.write_index(index.warm.index, str(folder / "warm.faiss"))
+    rows = {"warm_rows": index.warm.rows}
+    if index.cold is not None:
+        faiss.write_index(index.cold.index, str(folder / "cold.faiss"))
+        rows["cold_rows"] = index.cold.rows
+    save_file({**index.moments, **rows}, str(folder / "moments.safetensors"))
+    write_json(folder / "ann.json", index.meta)  # last: a folder without it is incomplete
+    return folder
+
+
+def load_index(model_dir: Path, rec: Any) -> AnnIndex | None:
+    """The index in `<model_dir>/ann/` when it matches rec; None (logged) when absent or stale.
+
+    The graphs' vectors are memory-mapped, so loading reads little more than the graph links.
+    """
+    import faiss
+    from safetensors.numpy import load_file
+
+    folder = Path(model_dir) / ANN_DIR
+    if not (folder / "ann.json").is_file():
+        return None
+    meta = read_json(folder / "ann.json")
+    n = int(meta.get("n_items", -1))
+    problem = unusable_reason(rec)
+    if meta.get("format") != FORMAT:
+        problem = f"format {meta.get('format')} is not {FORMAT}"
+    elif n > rec.n_items or meta.get("fingerprint") != fingerprint(rec, n):
+        problem = "it was built for other item vectors (rebuild it with `fusionrec train`)"
+    if problem is not None:
+        log.warning("%s: approximate index not used, scoring exactly: %s", folder, problem)
+        return None
+    tensors = load_file(str(folder / "moments.safetensors"))
+    flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+    warm = Graph(faiss.read_index(str(folder / "warm.faiss"), flags), tensors.pop("warm_rows"))
+    cold = None
+    if "cold_rows" in tensors:
+        cold = Graph(faiss.read_index(str(folder / "cold.faiss"), flags), tensors.pop("cold_rows"))
+    return AnnIndex(warm, cold, tensors, n, int(meta["ef_search"]), meta)
+
+
+def build_for_model(rec: Any, model_dir: Path, cfg: TrainConfig) -> dict[str, Any]:
+    """Build and save the index beside a saved model when its catalogue reaches cfg.ann_min_items.
+
+    Returns:
+        the index's ann.json ({} when none was built: catalogue too small, or EASE blended).
+    """
+    folder = Path(model_dir) / ANN_DIR
+    if folder.exists():  # whatever was there belongs to an older model
+        shutil.rmtree(folder)
+    if cfg.ann_min_items <= 0 or rec.n_items < cfg.ann_min_items:
+        return {}
+    reason = unusable_reason(rec)
+    if reason is not None:
+        log.warning("%d items, but no approximate index: %s", rec.n_items, reason)
+        return {}
+    index = build_index(rec, cfg)
+    save_index(index, folder)
+    log.info("approximate index: %d items in %.1fs", rec.n_items, index.meta["build_seconds"])
+    return index.meta
+
+
+# --- the known-user path -------------------------------------------------------------------
+def _moments(total: np.ndarray, gram: np.ndarray, w: np.ndarray, hist_rows: np.ndarray, count: int
+             ) -> tuple[float, float]:
+    """Mean and std of w . y over the reference rows: all rows (sum, gram) minus the history's."""
+    s_hist = hist_rows @ w  # (h, p) x (p,) -> (h,)
+    cnt = max(count - len(s_hist), 1)
+    mu = (float(w @ total) - float(s_hist.sum())) / cnt
+    second = (float(w @ gram @ w) - float(s_hist @ s_hist)) / cnt
+    sd = float(np.sqrt(max(second - mu * mu, 0.0)))
+    return mu, sd if sd > 1e-12 else 1.0
+
+
+def _train_history(rec: Any, uidx: int) -> np.ndarray:
+    """The user's training-history items that are trained: the ones taken out of the reference set."""
+    a = rec.arrays
+    lo, hi = a["hist_indptr"][uidx], a["hist_indptr"][uidx + 1]
+    items = a["hist_indices"][lo:hi].astype(np.int64)
+    if "hist_data" in a:
+        items = items[a["hist_data"][lo:hi] > 0]
+    items = np.unique(items)
+    return items[a["trained"][items].astype(bool)]
+
+
+def user_top_k(rec: Any, index: AnnIndex, uidx: int, k: int, exclude: np.ndarray,
+               context: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k best items of a known user through the index, best first, and their scores.
+
+    Same result as `top_k(rec.score_users([uidx], context)[0], k, exclude)` up to the graphs'
+    recall, with the same scores.
+
+    Args:
+        rec: the snapshot's Recommender (items added at runtime included); index: its index.
+        uidx: the dense user index; k: how many items.
+        exclude: item indices never returned (seen items, recent items).
+        context: the request context frame (one row) or None, as for `score_users`.
+
+    Returns:
+        (item indices (<= k,) int64, scores (<= k,) float32).
+    """
+    a, n = rec.arrays, rec.n_items
+    exclude = np.unique(np.asarray(exclude, dtype=np.int64))
+    # the query exactly as score_users builds it: (1, d) -> (1, D)
+    q = rec._parts.user_matrix(a["user_base"][[uidx]], rec._context(context))[0]
+    q64 = q.astype(np.float64)
+    hist = _train_history(rec, uidx)
+    mu, sd = _moments(index.moments["n_sum"], index.moments["n_gram"], q64,
+                      a["item_vecs"][hist].astype(np.float64), index.n_trained)
+
+    cand = [index.warm.search(q, k, index.ef_search, exclude)]
+    tail = np.arange(index.n_items, n)  # items added at runtime: scored exactly
+    cold_user = a["cold_user"][uidx].astype(np.float64) if "cold_user" in a else None
+    blend = cold_user is not None and "cold_item" in a
+    mu_c = sd_c = 0.0
+    if blend:
+        assert cold_user is not None
+        c1 = np.append(cold_user, 1.0)  # (C + 1,): against [x, b]
+        mu_c, sd_c = _moments(index.moments["c_sum"], index.moments["c_gram"], c1,
+                              _cold_side(a, hist).astype(np.float64), index.n_trained)
+    if index.cold is not None:
+        w = q64 / (2 * sd)
+        if blend:
+            w = np.concatenate([w, c1 / (2 * sd_c)])  # (D + C + 1,)
+        cand.append(index.cold.search(w.astype(np.float32), k, index.ef_search, exclude))
+    items = np.concatenate([*cand, tail])
+    items = items[~np.isin(items, exclude)]
+    scores = (a["item_vecs"][items] @ q - mu) / sd  # (r, D) x (D,) -> (r,)
+    cold = ~a["trained"][items].astype(bool)
+    if blend and cold.any():
+        assert cold_user is not None
+        raw = a["cold_item"][items[cold]] @ cold_user + a["cold_bias"][items[cold]]
+        scores[cold] = 0.5 * (scores[cold] + (raw - mu_c) / sd_c) - rec.config.cold_offset
+    scores = scores.astype(np.float32)
+    order = np.argsort(-scores, kind="stable")[:k]
+    return items[order], scores[order]
