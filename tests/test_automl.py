@@ -3,8 +3,10 @@ kill, workers racing to open a new database, dropped connections, two workers on
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -13,12 +15,29 @@ import optuna
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from tests.data.latent_catalogue import PreparedDirs, ingest_split_featurize, write_vectors_catalogue
 from tests.postgres import LocalPostgres
 
-from fusionrec.automl import config_from_params, default_params, fit_space, run_search, suggest_config
+from fusionrec.automl import (
+    FittedSpace,
+    SpaceError,
+    budget_report,
+    config_from_params,
+    fit_space,
+    run_search,
+    suggest_config,
+)
 from fusionrec.automl.outputs import choose_trial
 from fusionrec.automl.space import EASE_MODE
-from fusionrec.automl.study import STUDY_DB_ENV, local_storage, open_study, run_workers, study_database
+from fusionrec.automl.study import (
+    CAUGHT,
+    STUDY_DB_ENV,
+    TrainObjective,
+    local_storage,
+    open_study,
+    run_workers,
+    study_database,
+)
 from fusionrec.config import (
     SPACE_CHOICES,
     SPACE_LOG,
@@ -79,11 +98,71 @@ def test_space_rejects_bad_ranges() -> None:
 def test_fit_space_drops_missing_encoders_and_contains_the_default() -> None:
     base = BASE.with_overrides(dim=48, lr=0.05, ease_blend=None)
     assert isinstance(base, TrainConfig)
-    space, notes = fit_space(SearchSpace(ease_blend_auto=False), base, {"text": ["tfidf"], "image": ["color"]})
+    fitted = fit_space(SearchSpace(ease_blend_auto=False), base, {"text": ["tfidf"], "image": ["color"]})
+    space = fitted.space
     assert space.text_encoder == ["tfidf", "none"] and space.image_encoder == ["color", "none"]
-    assert 48 in space.dim and space.lr[1] == 0.05 and space.ease_blend_auto
-    assert any("minilm" in n for n in notes)
-    assert config_from_params(default_params(space, base), space, base) == base  # the enqueued trial is the default
+    assert 48 in space.dim and space.lr[1] == 0.05 and space.ease_blend_auto and fitted.vectors == ()
+    assert any("minilm" in n for n in fitted.notes) and fitted.base == base
+    assert config_from_params(fitted.default_params(), space, base) == base  # the enqueued trial is the default
+
+
+def _wanted(cfg: TrainConfig) -> set[str]:
+    keys = {f"text:{cfg.text_encoder}", f"image:{cfg.image_encoder}"} - {"text:none", "image:none"}
+    return keys | set(cfg.extra_modalities)
+
+
+@pytest.mark.parametrize("available", [
+    {"vectors": ["audio", "image"]},
+    {"text": ["tfidf"], "vectors": ["clip"]},
+    {"image": ["color"]},
+])
+def test_fitted_space_never_proposes_a_missing_feature(available: dict[str, list[str]]) -> None:
+    """Not the default trial either: the train section's absent encoders are replaced, not added back."""
+    base = TrainConfig(extra_modalities=["audio", "video"])  # minilm / effnet-lite0, audio, video
+    fitted = fit_space(SearchSpace(), base, available)
+    present = {f"{m}:{n}" for m, names in available.items() for n in names}
+    assert fitted.vectors == tuple(sorted(f"vectors:{n}" for n in available.get("vectors", [])))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    study.enqueue_trial(fitted.default_params())
+    configs = []
+    for _ in range(60):
+        trial = study.ask()
+        configs.append(fitted.config(trial))
+        study.tell(trial, 0.0)
+    assert configs[0] == fitted.base  # the default trial
+    assert all(_wanted(c) <= present for c in configs), [sorted(_wanted(c) - present) for c in configs]
+    for key in fitted.vectors:  # each vectors: feature is searched in and out
+        assert {key in c.extra_modalities for c in configs} == {True, False}
+    expected_text = "tfidf" if "text" in available else "none"
+    assert fitted.base.text_encoder == expected_text and fitted.base.image_encoder == (
+        "color" if "image" in available else "none")
+    assert any(f"it uses {expected_text!r}" in n for n in fitted.notes)
+    assert not any("added the default" in n and "encoder" in n for n in fitted.notes)
+    assert fitted.base.extra_modalities == (["vectors:audio"] if "audio" in available.get("vectors", []) else [])
+
+
+def test_a_trial_asking_for_a_missing_feature_stops_the_search(
+    ingested_dir: Path, features_dir: Path, split_dir: Path
+) -> None:
+    """A space that offers a feature the folder lacks is a bug: the search stops at once, it does not count it."""
+    wrong = FittedSpace(TINY_SPACE.with_overrides(text_encoder=["minilm"]), TINY_BASE)  # type: ignore[arg-type]
+    objective = TrainObjective(ingested_dir, features_dir, split_dir, wrong)
+    study = optuna.create_study()
+    with pytest.raises(SpaceError, match=r"trial 0 .*text:minilm.*features folder has"):
+        study.optimize(objective, n_trials=5, catch=CAUGHT)
+    assert len(study.trials) == 1 and "SpaceError" in study.trials[0].user_attrs["error"]
+
+
+def test_budget_message_says_how_many_trials_ran_and_why() -> None:
+    cfg = SearchConfig(n_trials=12, timeout=150.0)
+    done = budget_report(cfg, 12, 12, 80.0)
+    assert done["stopped_by"] == "done" and done["message"].startswith("all 12 requested trials ran")
+    late = budget_report(cfg, 12, 7, 152.0)
+    assert late["stopped_by"] == "timeout" and late["ran"] == 7
+    assert re.match(r"7 of 12 requested trials ran: the time budget search.timeout=150 s ran out after 152 s "
+                    r"\(about 22 s a trial.*--timeout 287", late["message"]), late["message"]
+    capped = budget_report(cfg.with_overrides(max_study_trials=20), 3, 3, 10.0)  # type: ignore[arg-type]
+    assert capped["stopped_by"] == "max_study_trials" and "3 of 12" in capped["message"]
 
 
 def test_a_shared_study_needs_its_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,3 +300,40 @@ def test_tiny_search_prunes_writes_outputs_and_beats_the_default(
     for plot in ("optimization_history", "param_importances", "parallel_coordinate"):
         for ext in ("html", "png"):
             assert (tmp_path / "plots" / f"{plot}.{ext}").stat().st_size > 0, (plot, ext)
+
+
+# --- a search on a catalogue whose only content is two vectors: files --------------------
+
+
+@pytest.fixture(scope="module")
+def vectors_dirs(tmp_path_factory: pytest.TempPathFactory) -> PreparedDirs:
+    root = tmp_path_factory.mktemp("vectors-catalogue")
+    return ingest_split_featurize(write_vectors_catalogue(root), root / "steps")
+
+
+def test_search_on_a_vectors_only_catalogue_runs_every_trial_and_finds_the_vectors(
+    vectors_dirs: PreparedDirs, tmp_path: Path
+) -> None:
+    """The train section asks for minilm/effnet-lite0, which this folder lacks: no trial fails for it, and the
+    vectors (views of the factors that drive the interactions) beat the collaborative-only default."""
+    space = TINY_SPACE.with_overrides(lr=[0.02, 0.05], ease_blend=[0.0, 0.0])  # EASE off: the neural part decides
+    cfg = SearchConfig(n_trials=6, pruner="none", timeout=None, space=space)
+    base = TINY_BASE.with_overrides(text_encoder="minilm", image_encoder="effnet-lite0")
+    assert isinstance(base, TrainConfig)
+    result = run_search(vectors_dirs.ingested, vectors_dirs.features, vectors_dirs.split, tmp_path, cfg, base)
+    m = result.metrics
+    assert m["n_failed"] == 0 and m["n_complete"] == 6 and m["n_ran"] == m["n_requested"] == 6
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["budget"]["stopped_by"] == "done"
+    study = optuna.load_study(study_name=cfg.study_name, storage=local_storage(tmp_path))
+    configs = [TrainConfig(**t.user_attrs["config"]) for t in study.trials]
+    assert all(c.text_encoder == "none" and c.image_encoder == "none" for c in configs)
+    assert {tuple(c.extra_modalities) for c in configs} > {()}  # vectors searched in and out
+    default = configs[0]
+    assert study.trials[0].user_attrs["default"] and default.extra_modalities == []
+    best = load_config_file(tmp_path / "best.yaml", TrainConfig)
+    assert best.extra_modalities and set(best.extra_modalities) <= {"vectors:audio", "vectors:image"}
+    assert m["best_valid_ndcg@20"] > m["default_valid_ndcg@20"] * 1.5
+    with_vectors = [t.value for t, c in zip(study.trials, configs, strict=True) if c.extra_modalities]
+    without = [t.value for t, c in zip(study.trials, configs, strict=True) if not c.extra_modalities]
+    assert min(with_vectors) > max(without)  # every trial with content beats every trial without

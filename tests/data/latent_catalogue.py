@@ -76,3 +76,26 @@ def write_vectors_catalogue(root: Path, users: int = 150, items: int = 240, per_
     (vec / "image.ids.json").write_text(json.dumps([ids[i] for i in image_rows]))
     return VectorsCatalogue(root=data, audio=vec / "audio.npy", image=vec / "image.npy", item_ids=ids,
                             without_content=sorted(ids[i] for i in bare))
+
+
+@dataclass(frozen=True)
+class PreparedDirs:
+    ingested: Path
+    split: Path
+    features: Path
+
+
+def ingest_split_featurize(cat: VectorsCatalogue, out: Path) -> PreparedDirs:
+    """The catalogue through ingest, split (random-811) and featurize (its two vectors files only)."""
+    from fusionrec.config import FeaturizeConfig, IngestConfig, SplitConfig
+    from fusionrec.data.ingest import run_ingest
+    from fusionrec.data.splits import run_split
+    from fusionrec.features.pipeline import run_featurize
+
+    dirs = PreparedDirs(out / "ingested", out / "split", out / "features")
+    run_ingest(cat.root, dirs.ingested, IngestConfig())
+    run_split(dirs.ingested, dirs.split, SplitConfig(protocol="random-811"))
+    cfg = FeaturizeConfig(text_encoders=["none"], image_encoders=["none"], vector_sources=cat.vector_sources,
+                          cache_dir=str(out / "cache"))
+    run_featurize(dirs.ingested, dirs.features, cfg)
+    return dirs

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from fusionrec.automl.space import suggest_config
-from fusionrec.config import SearchConfig, SearchSpace, TrainConfig
+from fusionrec.automl.space import FittedSpace, SpaceError
+from fusionrec.config import SearchConfig
 
 if TYPE_CHECKING:
     import optuna
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 Objective = Callable[["optuna.Trial"], "float | tuple[float, float]"]
 STUDY_DB_ENV = "FUSIONREC_STUDY_DB"  # a shared study's database URL (from a Secret on a cluster)
 METRIC = "ndcg@20"  # the objective (validation) and the pruning signal (per epoch)
-CAUGHT = (ValueError, RuntimeError, ArithmeticError)  # a trial raising these fails; the search goes on
+CAUGHT = (ValueError, RuntimeError, ArithmeticError)  # a trial raising these fails; the search goes on (SpaceError stops it)
 
 
 def local_storage(out_dir: Path) -> str:
@@ -149,10 +149,10 @@ class TrainObjective:
     every trial in that process shares the arrays: no re-encoding, no re-reading.
     """
 
-    def __init__(self, ingested_dir: Path, features_dir: Path, split_dir: Path, space: SearchSpace,
-                 base: TrainConfig, multi_objective: bool = False) -> None:
+    def __init__(self, ingested_dir: Path, features_dir: Path, split_dir: Path, space: FittedSpace,
+                 multi_objective: bool = False) -> None:
         self.dirs = (Path(ingested_dir), Path(features_dir), Path(split_dir))
-        self.space, self.base, self.multi_objective = space, base, multi_objective
+        self.space, self.multi_objective = space, multi_objective
         self._data: TrainData | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -169,11 +169,17 @@ class TrainObjective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         import optuna
 
-        from fusionrec.training import train
+        from fusionrec.training import select_features, train
 
-        cfg = suggest_config(trial, self.space, self.base)
+        cfg = self.space.config(trial)
         trial.set_user_attr("config", cfg.model_dump(mode="json"))
         data = self.data()
+        try:
+            select_features(data, cfg)
+        except ValueError as exc:  # the space offered a feature the folder lacks: stop, do not count it
+            trial.set_user_attr("error", f"SpaceError: {exc}"[:500])
+            raise SpaceError(f"trial {trial.number} of the fitted search space asks for a feature the features "
+                             f"folder {self.dirs[1]} does not hold: {exc}") from None
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
             if self.multi_objective:  # optuna cannot prune multi-objective trials
