@@ -27,16 +27,17 @@ $(STAMP): requirements.lock pyproject.toml
 run: setup
 	dvc repro
 	@echo; echo "== evaluation (work/demo/evaluation/comparison.md) =="; cat work/demo/evaluation/comparison.md
-	@echo; echo "== best configuration (work/demo/search/best.yaml) =="; cat work/demo/search/best.yaml
+	@echo; echo "== headline (dvc metrics show) =="; dvc metrics show
+	@echo; echo "== trained: params.yaml's train section + the search's overlay (work/demo/search/best_overlay.yaml) =="; cat work/demo/search/best_overlay.yaml
 	@echo; echo "== outputs =="
 	@echo "  data, ingested, split, features: work/demo/{data,ingested,split,features}"
-	@echo "  search study + plots:            work/demo/search"
-	@echo "  trained model:                   work/demo/model"
-	@echo "  metrics + plots:                 work/demo/evaluation (dvc metrics show)"
+	@echo "  search overlay, study + plots:   work/demo/search (best_overlay.yaml, study/)"
+	@echo "  trained model:                   work/demo/model (per-epoch curve: work/demo/train)"
+	@echo "  metrics + plots:                 work/demo/evaluation (dvc metrics show, dvc plots show)"
 	@echo "  packaged model:                  work/demo/package (BentoML store: .bentoml); serve it with: make serve"
 
 lint: setup
-	$(BIN)/ruff check src tests serving components pipelines harness benchmarks
+	$(BIN)/ruff check src tests serving components pipelines harness benchmarks tools
 	$(BIN)/mypy
 
 test: lint
@@ -57,8 +58,10 @@ BENCHMARKS := ingest featurize baselines quality search serving loop monitor
 bench: setup
 	for b in $(BENCHMARKS); do $(BIN)/python -m benchmarks.$$b || exit 1; done
 
+# The closed-loop demo: params.yaml with the demo's declared settings (harness/demo_loop.yaml) laid over it.
+LOOP_OVERLAY ?= harness/demo_loop.yaml
 loop: setup
-	$(BIN)/fusionrec loop
+	$(BIN)/fusionrec loop --params params.yaml --overlay $(LOOP_OVERLAY)
 
 clean:
 	rm -rf work .bentoml dist

@@ -14,14 +14,16 @@ def train(
     study: Input[Artifact],
     model: Output[Model],
     metrics: Output[Metrics],
+    cfg: dict,
 ):
-    """Train the model with the search's best configuration (study/best.yaml)."""
+    """Train `cfg` (the run's train section) with the search's overlay (study/best_overlay.yaml) laid over it."""
     from pathlib import Path
 
-    from fusionrec.config import TrainConfig, load_config_file
-    from fusionrec.steps import run_train
+    from fusionrec.config import TrainConfig
+    from fusionrec.steps import OVERLAY_FILE, resolve_train_config, run_train
 
-    cfg = load_config_file(Path(study.path) / "best.yaml", TrainConfig)
-    result = run_train(Path(ingested.path), Path(features.path), Path(split_data.path), Path(model.path), cfg)
+    resolved = resolve_train_config(TrainConfig(**cfg), Path(study.path) / OVERLAY_FILE)
+    result = run_train(Path(ingested.path), Path(features.path), Path(split_data.path), Path(model.path), resolved)
+    model.metadata["train_config"] = resolved.model_dump(mode="json")
     for key, value in result.metrics.items():
         metrics.log_metric(key, value)

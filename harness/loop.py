@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from fusionrec.config import Params
 from fusionrec.io import write_json
 from harness.simulate import RoundStats, Simulator
@@ -31,22 +33,38 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 TOKEN_DEFAULT = "fusionrec-loop-token"
 
-# The demo loop's default sizes: small enough for 2 cores (minutes), strong enough tastes that the
-# shift shows. `fusionrec loop --full` uses params.yaml as it is instead.
-QUICK: dict[str, dict[str, Any]] = {
-    "demo": {"users": 300, "items": 400, "interactions": 12000, "image_size": 32, "taste_strength": 2.0},
-    "featurize": {"text_encoders": ["tfidf"], "image_encoders": ["color"], "tfidf_dim": 32, "num_workers": 0},
-    "train": {"text_encoder": "tfidf", "image_encoder": "color", "dim": 32, "epochs": 30, "patience": 4,
-              "n_layers": 1, "knn_k": 5, "batch_size": 512, "lr": 0.01},
-    "simulate": {"users": 200, "k": 10, "concurrency": 4, "organic": 3},
-    "monitor": {"min_events": 150, "retrain_half_life": 8.0, "persistence": 7},
-}
+DEMO_OVERLAY = Path(__file__).resolve().parent / "demo_loop.yaml"  # the demo loop's declared settings
+
+
+def overlay_params(params: Params, overlay: Path | str | None) -> Params:
+    """params with a partial params file (section -> fields) laid over it, validated like params.yaml.
+
+    None: params as they are. The demo loop's settings live in such a file (DEMO_OVERLAY), not in code.
+    """
+    if overlay is None or str(overlay) == "":
+        return params
+    from fusionrec.config import ConfigError, Params
+
+    path = Path(overlay)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params overlay not found")
+    fields = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(fields, dict) or not all(isinstance(v, dict) for v in fields.values()):
+        raise ConfigError(f"{path}: expected sections of fields, e.g. `train: {{dim: 32}}`")
+    unknown = sorted(set(fields) - set(Params.model_fields))
+    if unknown:
+        raise ConfigError(f"{path}: unknown params section(s) {', '.join(unknown)}")
+    try:
+        update = {name: type(getattr(params, name))(**{**getattr(params, name).model_dump(), **section})
+                  for name, section in fields.items()}
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {' '.join(str(exc).split())}") from None
+    return params.model_copy(update=update)
 
 
 def quick_params(params: Params) -> Params:
-    """params with the QUICK sizes laid over the sections they name."""
-    update = {name: getattr(params, name).with_overrides(**fields) for name, fields in QUICK.items()}
-    return params.model_copy(update=update)
+    """params with the demo loop's declared settings (DEMO_OVERLAY) laid over."""
+    return overlay_params(params, DEMO_OVERLAY)
 
 
 def free_port() -> int:

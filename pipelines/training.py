@@ -1,6 +1,8 @@
 """The fusionrec training pipeline for Kubeflow Pipelines v2.
 
 ingest -> split -> featurize -> search -> train -> evaluate -> (dsl.If promoted) package.
+The train task trains the run's `train_cfg` with the search task's overlay laid over it, as
+`dvc repro` does (an empty overlay when `search_cfg.enabled` is false).
 Each task is a component from components/, each a thin wrapper of fusionrec.steps, on the
 image that installs the fusionrec wheel. params.yaml decides, at compile time:
 - the step configs' defaults (the compiled YAML records the params it was built with);
@@ -136,7 +138,7 @@ def build_pipeline(params_path: Path | str | None = "params.yaml") -> Any:
                              **common)
             configure(summary, "search", cfg)
         model = configure(train(ingested=ingested, features=features, split_data=split_data,
-                                study=summary.outputs["study"]), "train", cfg).outputs["model"]
+                                study=summary.outputs["study"], cfg=train_cfg), "train", cfg).outputs["model"]
         verdict = configure(evaluate(ingested=ingested, features=features, split_data=split_data, model=model,
                                      cfg=evaluate_cfg, champion_metrics=champion_metrics), "evaluate", cfg)
         with dsl.If(verdict.outputs["Output"] == True, name="promoted"):  # noqa: E712 (a kfp condition, not Python)

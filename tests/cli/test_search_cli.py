@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -25,7 +26,7 @@ def _params(tmp_path: Path) -> Path:
     return path
 
 
-def test_search_writes_a_best_yaml_that_train_accepts(
+def test_search_writes_the_overlay_that_train_lays_over(
     ingested_dir: Path, features_dir: Path, split_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "search"
@@ -33,12 +34,15 @@ def test_search_writes_a_best_yaml_that_train_accepts(
             "--out", str(out), "--trials", "1", "--params", str(_params(tmp_path))]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "1 trials" in result.output and "optuna-dashboard sqlite:///" in result.output
-    best = load_config_file(out / "best.yaml", TrainConfig)
+    assert "n_trials=1" in result.stdout and "optuna-dashboard sqlite:///" in result.stdout
+    best = load_config_file(out / "study" / "best.yaml", TrainConfig)
     assert best.text_encoder == "tfidf" and best.dim == 16  # the only trial is the default
+    assert yaml.safe_load((out / "best_overlay.yaml").read_text()) == {}, "the default: nothing to lay over"
+    assert json.loads((out / "metrics.json").read_text())["n_trials"] == 1
     again = runner.invoke(app, [*args[:-4], "--trials", "1", "--params", args[-1]])  # same --out: continues
     assert again.exit_code == 0, again.output
-    assert "2 trials" in again.output
+    assert "n_trials=2" in again.stdout
+    assert again.stdout.strip().count("\n") == 0, "one summary line on stdout; progress goes to stderr"
 
 
 def test_search_names_a_missing_folder(tmp_path: Path) -> None:

@@ -53,12 +53,11 @@ def features_dir(ingested_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="session")
 def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A search output folder holding only best.yaml (all that `train` reads)."""
-    from fusionrec.config import dump_config
+    """A search output folder holding only its overlay (all that `train` reads): one field changed."""
+    from fusionrec.steps import OVERLAY_FILE, write_overlay
 
     out = tmp_path_factory.mktemp("search") / "search"
-    out.mkdir()
-    dump_config(TINY_TRAIN, out / "best.yaml")
+    write_overlay({"dim": 8}, out / OVERLAY_FILE, "a test overlay")
     return out
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from kfp.dsl import Artifact, Dataset, Model
 from tests.components.component_tasks import (
     TINY_EVALUATE,
@@ -88,9 +89,12 @@ def test_search_worker_then_summary_share_one_study(run_component, ingested_dir:
     assert worker.metrics()["n_complete"] == 1
     summary = run_component(search, inputs, trials_per_worker=0, **common)  # reads the study the worker filled
     assert summary.metrics()["n_trials"] == 1
-    assert read_json(summary.output("study") / "summary.json")["storage"] == db_url
-    best = load_config_file(summary.output("study") / "best.yaml", TrainConfig)
+    assert read_json(summary.output("study") / "study" / "summary.json")["storage"] == db_url
+    best = load_config_file(summary.output("study") / "study" / "best.yaml", TrainConfig)
     assert (best.text_encoder, best.image_encoder) == ("tfidf", "color")
+    overlay = yaml.safe_load((summary.output("study") / "best_overlay.yaml").read_text())
+    assert overlay == {}, "the only trial is the enqueued default: nothing to lay over train_cfg"
+    assert summary.metrics()["overlay_fields"] == 0 and summary.metrics()["enabled"] == 1
     assert summary.output("report").read_text().lstrip().startswith("<")
 
 
@@ -102,7 +106,19 @@ def test_search_in_one_pod_runs_its_workers_on_a_study_of_its_own(run_component,
     task = run_component(search, inputs, cfg=as_params(TINY_SEARCH), base=as_params(TINY_TRAIN), study_name="one-pod",
                          trials_per_worker=1, workers=2, shared_study=False)
     assert task.metrics()["n_trials"] == 2, "two worker processes x one trial each"
-    assert (task.output("study") / "study.db").is_file(), "the study lives in the task's own output"
+    assert (task.output("study") / "study" / "study.db").is_file(), "the study lives in the task's own output"
+
+
+def test_a_search_switched_off_writes_an_empty_overlay(run_component, ingested_dir: Path, features_dir: Path,
+                                                      split_dir: Path) -> None:
+    inputs = {"ingested": (ingested_dir, Dataset), "features": (features_dir, Dataset), "split_data": (split_dir, Dataset)}
+    cfg = as_params(TINY_SEARCH.with_overrides(enabled=False))
+    task = run_component(search, inputs, cfg=cfg, base=as_params(TINY_TRAIN), study_name="off", trials_per_worker=3,
+                         workers=1, shared_study=False)
+    assert yaml.safe_load((task.output("study") / "best_overlay.yaml").read_text()) == {}
+    assert task.metrics()["enabled"] == 0 and task.metrics()["n_trials"] == 0
+    assert not (task.output("study") / "study" / "study.db").exists(), "no trial ran"
+    assert "search.enabled: false" in task.output("report").read_text()
 
 
 def test_a_shared_search_without_its_database_fails_and_says_what_to_set(run_component, ingested_dir: Path,
@@ -123,8 +139,11 @@ def test_train(run_component, ingested_dir: Path, features_dir: Path, split_dir:
 
     inputs = {"ingested": (ingested_dir, Dataset), "features": (features_dir, Dataset),
               "split_data": (split_dir, Dataset), "study": (study_dir, Artifact)}
-    task = run_component(train, inputs)
+    task = run_component(train, inputs, cfg=as_params(TINY_TRAIN))
     rec = Recommender.load(task.output("model"))
+    (model,) = task.executor_output()["artifacts"]["model"]["artifacts"]
+    trained = model["metadata"]["train_config"]
+    assert trained == {**TINY_TRAIN.model_dump(mode="json"), "dim": 8}, "train_cfg with the search's overlay laid over it"
     assert rec.n_items == len(pd.read_parquet(ingested_dir / "items.parquet"))
     assert rec.score_users(pd.Series([0, 1]).to_numpy()).shape == (2, rec.n_items)
     assert 0.0 <= task.metrics()["valid_ndcg@20"] <= 1.0
@@ -141,7 +160,12 @@ def test_evaluate_gate_promotes_only_a_model_as_good_as_the_champion(
     metrics = read_json(first.output("evaluation") / "metrics.json")
     assert "mostpop" in metrics["baselines"] and 0.0 <= metrics["model"]["test"]["ndcg@20"] <= 1.0
     assert first.metrics()["promote"] == 1 and "ndcg@20" in first.metrics()
-    assert "<pre>" in first.output("report").read_text()
+    assert first.metrics()["margin_ndcg@20"] == pytest.approx(
+        metrics["model"]["test"]["ndcg@20"] - metrics["baselines"]["mostpop"]["test"]["ndcg@20"])
+    comparison = first.output("comparison").read_text()  # the KFP UI renders it as Markdown
+    assert comparison.startswith("**Promoted**") and "| model |" in comparison and "<pre>" not in comparison
+    page = first.output("plots").read_text()
+    assert page.count("data:image/png;base64,") == 2, "both plots embedded in the page the UI shows"
 
     strong = {"ndcg@20": 1.0, "recall@20": 1.0}  # a champion no model can match
     second = run_component(evaluate, inputs, cfg=as_params(TINY_EVALUATE), champion_metrics=strong)

@@ -9,7 +9,7 @@ import pytest
 
 from fusionrec.config import Params
 
-# the demo loop's sizes (harness.loop.QUICK: the smallest world where the base model is clearly
+# the demo loop's sizes (harness/demo_loop.yaml: the smallest world where the base model is clearly
 # better than chance, so the taste shift shows in click-through) with fewer simulated users
 TINY_LOOP = {
     "simulate": {"users": 120, "k": 10, "concurrency": 3, "organic": 3},
@@ -20,10 +20,10 @@ TINY_LOOP = {
 @pytest.mark.integration
 @pytest.mark.slow
 def test_loop_detects_retrains_and_promotes(tmp_path: Path) -> None:
-    from harness.loop import quick_params, run_loop
+    from harness.loop import DEMO_OVERLAY, overlay_params, run_loop
     from serving.store import BentoStore
 
-    params = quick_params(Params())
+    params = overlay_params(Params(), DEMO_OVERLAY)
     params = params.model_copy(update={name: getattr(params, name).with_overrides(**fields)
                                        for name, fields in TINY_LOOP.items()})
     result = run_loop(tmp_path / "loop", params, rounds_before=2, max_shifted=8, rounds_after=2,

@@ -68,8 +68,8 @@ def test_trigger_needs_data(store: tuple[str, object], tmp_path: Path) -> None:
                                       str(tmp_path / "o"), "--trigger", "local"])
     assert result.exit_code == 1 and "--data" in result.output
     bad = CliRunner().invoke(app, ["monitor", "--store", url, "--model-dir", str(tmp_path), "--out",
-                                   str(tmp_path / "o"), "--trigger", "cron"])
-    assert bad.exit_code == 1 and "expected none, local or kfp" in bad.output
+                                   str(tmp_path / "o"), "--trigger", "cron"], env={"COLUMNS": "200"})
+    assert bad.exit_code == 2 and "'cron' is not one of 'none', 'local', 'kfp'" in bad.output
     no_uri = CliRunner().invoke(app, ["monitor", "--store", url, "--model-dir", str(tmp_path), "--out",
                                       str(tmp_path / "o"), "--trigger", "kfp", "--data", str(tmp_path)])
     assert no_uri.exit_code == 1 and "--data-uri" in no_uri.output

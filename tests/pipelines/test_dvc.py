@@ -81,3 +81,96 @@ def test_dvc_reads_the_pipeline_as_a_dag() -> None:
     assert done.returncode == 0, done.stderr
     for verb in STEPS:
         assert verb in done.stdout
+
+
+class _Recorder:
+    """A Params that notes which sections are read."""
+
+    def __init__(self, params: Params, seen: set[str]) -> None:
+        self._params, self._seen = params, seen
+
+    def __getattr__(self, name: str) -> object:
+        if name in Params.model_fields:
+            self._seen.add(name)
+        return getattr(self._params, name)
+
+
+def _stub_step(verb: str, calls: list[tuple[str, tuple]]):  # noqa: ANN202
+    """A stand-in for fusionrec.steps.run_<verb>: records its arguments, writes what the CLI reads back."""
+    import json
+
+    from fusionrec.io import StepResult
+
+    def run(*args: object, **_kw: object) -> StepResult:
+        calls.append((verb, args))
+        outputs: dict[str, Path] = {}
+        if verb == "evaluate":
+            out = Path(str(args[4]))
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "headline.json").write_text("{}")
+        if verb == "package":
+            out = Path(str(args[1]))
+            out.mkdir(parents=True, exist_ok=True)
+            outputs["package"] = out / "package.json"
+            outputs["package"].write_text(json.dumps({"tag": "fusionrec:test", "champion": None}))
+        return StepResult(metrics={"size_mb": 0.0} if verb == "package" else {}, outputs=outputs)
+
+    return run
+
+
+def test_each_stage_declares_exactly_the_params_sections_its_command_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every stage's command runs (the steps stubbed) with a params file that records the sections
+    read; a section read but not declared would leave DVC blind to a change, one declared but not
+    read would rerun the stage for nothing."""
+    from typer.testing import CliRunner
+
+    import fusionrec.config
+    import fusionrec.steps
+
+    real_load = fusionrec.config.load_params
+    seen: set[str] = set()
+    monkeypatch.setattr(fusionrec.config, "load_params", lambda path="params.yaml": _Recorder(real_load(path), seen))
+    calls: list[tuple[str, tuple]] = []
+    for verb in ("demo_data", *STEPS):
+        monkeypatch.setattr(fusionrec.steps, f"run_{verb}", _stub_step(verb, calls))
+    root = tmp_path / "work"
+    for folder in ("data", "ingested", "split", "features", "model", "search"):
+        (root / folder).mkdir(parents=True)
+    (root / "search" / "best_overlay.yaml").write_text("{}\n")
+    (root / "evaluation").mkdir()
+    (root / "evaluation" / "promotion.json").write_text('{"promote": true, "reason": "test"}')
+    monkeypatch.chdir(ROOT)  # the commands read ./params.yaml, as under `dvc repro`
+    runner = CliRunner()
+    for name, stage in _stages().items():
+        seen.clear()
+        argv = stage["cmd"].replace("${root}", str(root)).split()[1:]
+        res = runner.invoke(app, argv)
+        assert res.exit_code == 0, f"stage {name}: {res.output}"
+        assert calls and calls[-1][0] == name.replace("-", "_"), f"stage {name} ran {calls[-1:]}"
+        assert seen == set(stage.get("params", [])), f"stage {name} reads {sorted(seen)}, declares {stage.get('params')}"
+
+
+def test_train_stage_trains_params_train_with_the_search_overlay(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The train stage's command trains params.yaml's train section with the declared overlay laid over it."""
+    from typer.testing import CliRunner
+
+    import fusionrec.steps
+    from fusionrec.config import TrainConfig, load_params
+
+    calls: list[tuple[str, tuple]] = []
+    monkeypatch.setattr(fusionrec.steps, "run_train", _stub_step("train", calls))
+    root = tmp_path / "work"
+    (root / "search").mkdir(parents=True)
+    (root / "search" / "best_overlay.yaml").write_text("# the best trial\ndim: 8\nease_blend: null\n")
+    monkeypatch.chdir(ROOT)
+    argv = _stages()["train"]["cmd"].replace("${root}", str(root)).split()[1:]
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 0, res.output
+    (_, args), = calls
+    cfg = args[4]
+    assert isinstance(cfg, TrainConfig)
+    expected = load_params(ROOT / "params.yaml").train.model_dump() | {"dim": 8, "ease_blend": None}
+    assert cfg.model_dump() == expected
+    assert "${root}/search/best_overlay.yaml" in _stages()["train"]["deps"]

@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
-from fusionrec.cli.app import ParamsOption, app, step_config
+from fusionrec.cli.app import ParamsOption, app, choices, step_config
+from fusionrec.cli.progress import fail, progress, summary
 from fusionrec.config import ConfigError, DemoConfig, IngestConfig, SplitConfig
 from fusionrec.io import StepResult
 
+Protocol = choices("Protocol", SplitConfig.model_fields["protocol"].annotation)
+
 
 def _run(step: Callable[[], StepResult], out_dir: Path, what: str) -> StepResult:
-    """Run a step; a user error (bad data, bad config) prints its message and exits 1, no traceback."""
+    """Run a step under a spinner; a user error (bad data, bad config) is one red line and exit 1."""
     from fusionrec.data.loading import SplitError
     from fusionrec.data.tables import IngestError
 
+    started = time.perf_counter()
     try:
-        result = step()
+        with progress(what):
+            result = step()
     except (IngestError, SplitError, ConfigError, FileNotFoundError) as exc:
-        typer.secho(f"{what} failed: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from None
-    summary = ", ".join(f"{k}={v}" for k, v in result.metrics.items())
-    typer.echo(f"{what}: {summary}")
-    typer.echo(f"outputs in {out_dir}")
+        raise fail(what, exc) from None
+    summary(what, result.metrics, started, out_dir)
     return result
 
 
@@ -38,7 +41,7 @@ def ingest(
     check_images: bool | None = typer.Option(None, "--check-images/--no-check-images", help="fully decode images"),
 ) -> None:
     """Validate a dataset folder and write interactions/items/users parquet, rejected rows and a report."""
-    from fusionrec.data.ingest import run_ingest
+    from fusionrec.steps import run_ingest
 
     columns = [c.strip() for c in text_columns.split(",") if c.strip()] if text_columns is not None else None
     cfg = step_config(params, "ingest", IngestConfig, text_columns=columns,
@@ -57,7 +60,7 @@ def demo_data(
     image_size: int | None = typer.Option(None, help="rendered image side in pixels"),
 ) -> None:
     """Generate the deterministic demo dataset (rendered items, simulated users, ground truth)."""
-    from fusionrec.data.demo import run_demo_data
+    from fusionrec.steps import run_demo_data
 
     cfg = step_config(params, "demo", DemoConfig, seed=seed, users=users, items=items,
                    interactions=interactions, image_size=image_size)
@@ -69,12 +72,13 @@ def split(
     ingested_dir: Path = typer.Argument(..., help="an ingested folder (output of `fusionrec ingest`)"),
     out_dir: Path = typer.Argument(..., help="where train/valid/test.parquet are written"),
     params: Path = ParamsOption,
-    protocol: str | None = typer.Option(None, help="random-811 | temporal-loo | global-time | cold-items"),
+    protocol: Protocol | None = typer.Option(None, help="split protocol (overrides params split.protocol)"),  # type: ignore[valid-type]
     seed: int | None = typer.Option(None, help="random seed (overrides params split.seed)"),
     external: Path | None = typer.Option(None, help="folder with train/valid/test files in original ids"),
 ) -> None:
     """Split interactions into train/valid/test by a protocol, or adopt an external split."""
-    from fusionrec.data.splits import run_split
+    from fusionrec.steps import run_split
 
-    cfg = step_config(params, "split", SplitConfig, protocol=protocol, seed=seed)
+    cfg = step_config(params, "split", SplitConfig, protocol=protocol.value if protocol else None,  # type: ignore[attr-defined]
+                      seed=seed)
     _run(lambda: run_split(ingested_dir, out_dir, cfg, external=external), out_dir, "split")

@@ -1,12 +1,14 @@
-"""CLI commands: features (registered on fusionrec.cli.app.app)."""
+"""CLI command `featurize` (thin over fusionrec.steps.run_featurize)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
 
 from fusionrec.cli.app import ParamsOption, app
+from fusionrec.cli.progress import fail, summary
 
 
 @app.command()
@@ -21,18 +23,16 @@ def featurize(
     """Embed every item with the configured text and image encoders (cached by content hash)."""
     from fusionrec.config import ConfigError, FeaturizeConfig, load_section
     from fusionrec.features.encoder import EncoderError
-    from fusionrec.features.pipeline import run_featurize
+    from fusionrec.steps import run_featurize
 
+    started = time.perf_counter()
     try:
         cfg = load_section(params, "featurize")
         assert isinstance(cfg, FeaturizeConfig)
         cfg = cfg.with_overrides(text_encoders=text or None, image_encoders=image or None,
                                  vector_sources=vectors or None)
         assert isinstance(cfg, FeaturizeConfig)
-        result = run_featurize(ingested_dir, out_dir, cfg)
+        result = run_featurize(ingested_dir, out_dir, cfg)  # the encoders draw their own per-batch bars (tqdm)
     except (ConfigError, EncoderError, ValueError, FileNotFoundError) as exc:
-        typer.secho(f"featurize failed: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=1) from None
-    for name, value in result.metrics.items():
-        typer.echo(f"{name}: {value}")
-    typer.echo(f"wrote {out_dir}")
+        raise fail("featurize", exc) from None
+    summary("featurize", result.metrics, started, out_dir)

@@ -6,12 +6,15 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import typer
 
-from fusionrec.cli.app import ParamsOption, app
+from fusionrec.cli.app import ParamsOption, app, choices
 from fusionrec.config import ConfigError, Params, load_params
+
+MonitorTrigger = choices("MonitorTrigger", Literal["none", "local", "kfp"])
+RetrainTrigger = choices("RetrainTrigger", Literal["local", "kfp"])
 
 if TYPE_CHECKING:
     from fusionrec.monitoring.retrain import RunSubmitter
@@ -106,7 +109,8 @@ def monitor(
     model_dir: Path | None = typer.Option(None, "--model-dir",
                                           help="the model the service runs (default: the store's champion pointer)"),
     out: Path = typer.Option(..., "--out", help="reports, decision.json and index.html go here"),
-    trigger: str = typer.Option("none", "--trigger", help="none | local | kfp: what to do when retraining is due"),
+    trigger: MonitorTrigger = typer.Option("none", "--trigger", help="what to do when retraining is due: nothing, "  # type: ignore[valid-type]
+                                           "retrain here, or submit the Kubeflow pipeline"),
     kfp_host: str = typer.Option("", "--kfp-host", help="Kubeflow Pipelines endpoint (--trigger kfp)"),
     params: Path = ParamsOption,
     data: Path | None = typer.Option(None, "--data", help="dataset folder the feedback is merged into (--trigger local|kfp)"),
@@ -119,8 +123,7 @@ def monitor(
     from fusionrec.monitoring import history
     from fusionrec.monitoring.monitor import run_monitor
 
-    if trigger not in ("none", "local", "kfp"):
-        _fail(f"--trigger {trigger!r}: expected none, local or kfp")
+    trigger = trigger.value  # type: ignore[attr-defined]
     if trigger != "none" and data is None:
         _fail(f"--trigger {trigger} needs --data DIR (the dataset the feedback is merged into)")
     if trigger == "kfp" and not data_uri:
@@ -154,7 +157,8 @@ def retrain(
     data: Path = typer.Option(..., "--data", help="dataset folder the feedback is merged into (exactly once)"),
     champion: Path | None = typer.Option(None, "--champion", help="the serving model's folder"),
     work: Path = typer.Option(..., "--work", help="retraining runs folder (runs/<stamp>/, runs.jsonl)"),
-    trigger: str = typer.Option("local", "--trigger", help="local | kfp"),
+    trigger: RetrainTrigger = typer.Option("local", "--trigger", help="retrain here, or submit the Kubeflow "  # type: ignore[valid-type]
+                                           "pipeline"),
     kfp_host: str = typer.Option("", "--kfp-host", help="Kubeflow Pipelines endpoint (--trigger kfp)"),
     data_uri: str = typer.Option("", "--data-uri", help="where the cluster reads the merged dataset (--trigger kfp)"),
     service_url: str | None = typer.Option(None, "--service-url", help="service to reload after a promotion"),
@@ -162,10 +166,10 @@ def retrain(
     params: Path = ParamsOption,
 ) -> None:
     """Merge new feedback, retrain, gate the challenger against the champion, promote when better."""
-    if trigger not in ("local", "kfp"):
-        _fail(f"--trigger {trigger!r}: expected local or kfp")
-    _retrain(store, data, champion, work, _params(params, service_url=service_url), trigger, kfp_host,
-             data_uri, reason)
+    record = _retrain(store, data, champion, work, _params(params, service_url=service_url),
+                      trigger.value, kfp_host, data_uri, reason)  # type: ignore[attr-defined]
+    outcome = record.get("kfp") or record.get("decision") or {}
+    typer.echo(f"retrain: {json.dumps(outcome, default=str)} -> {record.get('run_dir')}")
 
 
 @app.command()
@@ -173,8 +177,8 @@ def simulate(
     url: str = typer.Option(..., "--url", help="the running service, e.g. http://127.0.0.1:3000"),
     demo: Path = typer.Option(..., "--demo", help="the demo dataset folder (its truth/ drives the users)"),
     out: Path | None = typer.Option(None, "--out", help="write simulation.json here"),
-    rounds: int | None = typer.Option(None, "--rounds"),
-    users: int | None = typer.Option(None, "--users"),
+    rounds: int | None = typer.Option(None, "--rounds", help="simulation rounds (default: params simulate.rounds)"),
+    users: int | None = typer.Option(None, "--users", help="simulated users per round (default: params simulate.users)"),
     shift_at: int | None = typer.Option(None, "--shift-at", help="round at which tastes shift (-1: never)"),
     params: Path = ParamsOption,
 ) -> None:
@@ -200,17 +204,24 @@ def loop(
     rounds_before: int = typer.Option(4, "--rounds-before", help="rounds before the taste shift"),
     max_shifted: int = typer.Option(14, "--max-shifted", help="shifted rounds at most, waiting for a promotion"),
     rounds_after: int = typer.Option(4, "--rounds-after", help="rounds after the promotion"),
-    full: bool = typer.Option(False, "--full", help="params.yaml as it is (default: the small QUICK demo sizes)"),
+    overlay: Path | None = typer.Option(None, "--overlay", help="a params file of sections laid over --params "
+                                        "(default: the demo loop's harness/demo_loop.yaml; '' = --params as it is)"),
 ) -> None:
-    """The closed loop: serve -> simulate -> shift -> monitor detects -> retrain -> promote -> recovery."""
-    from harness.loop import quick_params, run_loop
+    """The closed loop: serve -> simulate -> shift -> monitor detects -> retrain -> promote -> recovery.
+
+    The base model and every challenger train the configuration --params and --overlay resolve to,
+    as `dvc repro` would (the search's overlay included when search.enabled).
+    """
+    from harness.loop import DEMO_OVERLAY, overlay_params, run_loop
     from serving.store import BentoStore
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    p = load_params(params)
-    result = run_loop(out, p if full else quick_params(p), rounds_before, max_shifted, rounds_after,
-                      model_store=BentoStore())
+    try:
+        p = overlay_params(load_params(params), DEMO_OVERLAY if overlay is None else overlay)
+    except ConfigError as exc:
+        _fail(f"loop failed: {exc}")
+    result = run_loop(out, p, rounds_before, max_shifted, rounds_after, model_store=BentoStore())
     n = result["numbers"]
     typer.echo(f"ctr before shift {n['ctr_before_shift']}, after shift {n['ctr_after_shift']}, "
                f"after promotion {n['ctr_after_promotion']} (recovery {n['recovery']})")

@@ -6,11 +6,13 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import typer
 
 from fusionrec.cli.app import ParamsOption, app, step_config
+from fusionrec.cli.progress import fail, progress, summary
 from fusionrec.config import PackageConfig, ServeConfig
 
 
@@ -37,25 +39,29 @@ def package(
     from fusionrec.config import load_params
     from fusionrec.monitoring.rollout import Rollout, RolloutError
     from fusionrec.monitoring.state import StateError
-    from fusionrec.packaging import PackageError, run_package
+    from fusionrec.packaging import PackageError
+    from fusionrec.steps import run_package
 
     cfg = step_config(params, "package", PackageConfig, model_name=model_name or None)
-    root = models_root if models_root is not None else load_params(params).monitor.models_root
-    if roll_out and not root:
-        typer.secho("--roll-out needs --models-root (or monitor.models_root): a folder or URI every replica reads",
-                    err=True, fg=typer.colors.RED)
-        raise typer.Exit(2)
-    rollout = Rollout(root, roll_out) if roll_out else None
+    rollout = None
+    if roll_out:  # only a roll-out reads the monitor section (the DVC stage declares `package` alone)
+        root = models_root if models_root is not None else load_params(params).monitor.models_root
+        if not root:
+            raise fail("package", "--roll-out needs --models-root (or monitor.models_root): a folder or URI every "
+                       "replica reads", code=2)
+        rollout = Rollout(root, roll_out)
+    started = time.perf_counter()
     try:
-        result = run_package(model_dir, out_dir, cfg, BentoStore(), promotion=promotion, force=force,
-                             rollout=rollout, source="fusionrec package --roll-out")
+        with progress("package"):
+            result = run_package(model_dir, out_dir, cfg, BentoStore(), promotion=promotion, force=force,
+                                 rollout=rollout, source="fusionrec package --roll-out")
     except (PackageError, RolloutError, StateError) as exc:
-        typer.secho(f"package failed: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from None
+        raise fail("package", exc) from None
     record = json.loads(result.outputs["package"].read_text())
-    typer.echo(f"package: stored {record['tag']} ({result.metrics['size_mb']} MB); outputs in {out_dir}")
-    if record.get("champion"):
-        typer.echo(f"champion: {record['champion']['model_version']} at {record['champion']['uri']}")
+    champion = record.get("champion")
+    note = f"stored {record['tag']}" + (f"; champion: {champion['model_version']} at {champion['uri']}"
+                                        if champion else "")
+    summary("package", result.metrics, started, out_dir, keys=("size_mb",), note=note)
 
 
 def serve_command(host: str, port: int) -> list[str]:

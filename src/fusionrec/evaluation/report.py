@@ -1,7 +1,12 @@
-"""Human-facing evaluation outputs: the markdown comparison table and PNG plots (matplotlib Agg)."""
+"""Evaluation outputs for people and for DVC: the markdown comparison table, PNG plots (matplotlib
+Agg), a flat headline.json (one row per experiment in `dvc exp show`) and the metric-by-K curves as
+CSV (`dvc plots diff` overlays them across runs)."""
 
 from __future__ import annotations
 
+import base64
+import csv
+import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +15,9 @@ from fusionrec.config import EvaluateConfig
 
 TABLE_FILE = "comparison.md"
 PLOTS_DIR = "plots"
+HEADLINE_FILE = "headline.json"
+CURVE_FILES = {"ndcg": "ndcg_by_k.csv", "recall": "recall_by_k.csv"}  # columns: k, then one per model
+MODEL = "model"  # the trained model's name in the results (fusionrec.evaluation.evaluator.MODEL)
 
 
 def _columns(ks: Sequence[int]) -> list[str]:
@@ -108,9 +116,65 @@ def plot_by_bucket(results: Mapping[str, Mapping[str, Any]], metric: str, path: 
     return path
 
 
+def headline(results: Mapping[str, Mapping[str, Any]], cfg: EvaluateConfig) -> dict[str, float]:
+    """The winner's test metrics, flat, and its margin over the best baseline on cfg.promote_metric.
+
+    The winner is the trained model when there is one, else the best baseline. Keys: the table's
+    columns (recall/ndcg at every K, precision, MRR, hit rate, coverage), `cold_<metric>` on a
+    cold-items split, `best_baseline_<metric>` and `margin_<metric>` (model minus best baseline).
+    """
+    if not results:
+        return {}
+    key = cfg.promote_metric
+    baselines = {n: r for n, r in results.items() if n != MODEL}
+    best_baseline = max(baselines, key=lambda n: baselines[n]["test"].get(key, 0.0)) if baselines else None
+    winner = MODEL if MODEL in results else best_baseline
+    assert winner is not None
+    test = results[winner]["test"]
+    out = {c: float(test[c]) for c in _columns(cfg.ks) if isinstance(test.get(c), int | float)}
+    for c in (f"ndcg@{max(cfg.ks)}", f"recall@{max(cfg.ks)}"):
+        if isinstance(results[winner].get("cold", {}).get(c), int | float):
+            out[f"cold_{c}"] = float(results[winner]["cold"][c])
+    if best_baseline is not None and key in test:
+        base = float(baselines[best_baseline]["test"].get(key, 0.0))
+        out[f"best_baseline_{key}"] = base
+        if winner == MODEL:
+            out[f"margin_{key}"] = float(test[key]) - base
+    return out
+
+
+def write_curves(curves: Mapping[str, Mapping[str, float]], out_dir: Path) -> dict[str, Path]:
+    """ndcg_by_k.csv and recall_by_k.csv: one row per K, one column per model (the model first)."""
+    names = sorted(curves, key=lambda n: (n != MODEL, n))
+    paths = {}
+    for metric, filename in CURVE_FILES.items():
+        ks = sorted({int(k.split("@")[1]) for c in curves.values() for k in c if k.startswith(metric + "@")})
+        with (out_dir / filename).open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["k", *names])
+            for k in ks:
+                writer.writerow([k, *(curves[n].get(f"{metric}@{k}", "") for n in names)])
+        paths[f"{metric}_by_k"] = out_dir / filename
+    return paths
+
+
+def plots_html(out_dir: Path, title: str = "fusionrec evaluation") -> str:
+    """A self-contained HTML page of the PNG plots in out_dir/plots (embedded, e.g. for the KFP UI)."""
+    images = []
+    for png in sorted((Path(out_dir) / PLOTS_DIR).glob("*.png")):
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        images.append(f'<h3>{html.escape(png.stem.replace("_", " "))}</h3>'
+                      f'<img alt="{html.escape(png.stem)}" src="data:image/png;base64,{data}"/>')
+    body = "\n".join(images) or "<p>no plots</p>"
+    return f"<html><head><title>{html.escape(title)}</title></head><body>{body}</body></html>"
+
+
 def write_reports(results: Mapping[str, Mapping[str, Any]], curves: Mapping[str, Mapping[str, float]],
                   out_dir: Path, cfg: EvaluateConfig) -> dict[str, Path]:
-    """Write comparison.md and plots/{metric_by_k,metric_by_activity}.png into out_dir."""
+    """Write comparison.md, headline.json, {ndcg,recall}_by_k.csv and
+    plots/{metric_by_k,metric_by_activity}.png into out_dir."""
+    from fusionrec.io import write_json
+
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = out_dir / PLOTS_DIR
     plots.mkdir(exist_ok=True)
@@ -118,6 +182,8 @@ def write_reports(results: Mapping[str, Mapping[str, Any]], curves: Mapping[str,
     table.write_text(comparison_markdown(results, cfg))
     return {
         "comparison": table,
+        "headline": write_json(out_dir / HEADLINE_FILE, headline(results, cfg)),
+        **write_curves(curves, out_dir),
         "plot_by_k": plot_by_k(curves, plots / "metric_by_k.png"),
         "plot_by_activity": plot_by_bucket(results, f"ndcg@{max(cfg.ks)}", plots / "metric_by_activity.png"),
     }

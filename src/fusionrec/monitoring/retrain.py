@@ -134,13 +134,28 @@ def holdout_metrics(model_dir: Path, known: pd.DataFrame, holdout: pd.DataFrame,
 
 # --- pipeline runners -----------------------------------------------------------------------
 def train_local(data_dir: Path, work: Path, params: Params) -> Path:
-    """Run ingest -> split -> featurize -> train on data_dir with the `run_<verb>` steps; the model folder."""
-    from fusionrec.steps import run_featurize, run_ingest, run_split, run_train
+    """Run ingest -> split -> featurize -> search -> train on data_dir with the `run_<verb>` steps, as
+    `dvc repro` does; the model folder.
+
+    What is trained is resolved as in the DVC pipeline: params.train with the search's overlay laid
+    over it (the search runs when search.enabled; off, its overlay is empty).
+    """
+    from fusionrec.steps import (
+        resolve_train_config,
+        run_featurize,
+        run_ingest,
+        run_search,
+        run_split,
+        run_train,
+    )
 
     run_ingest(data_dir, work / "ingested", params.ingest)
     run_split(work / "ingested", work / "split", params.split)
     run_featurize(work / "ingested", work / "features", params.featurize)
-    run_train(work / "ingested", work / "features", work / "split", work / "model", params.train)
+    search = run_search(work / "ingested", work / "features", work / "split", work / "search", params.search,
+                        params.train)
+    cfg = resolve_train_config(params.train, search.outputs["overlay"])
+    run_train(work / "ingested", work / "features", work / "split", work / "model", cfg)
     return work / "model"
 
 
