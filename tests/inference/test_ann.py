@@ -21,7 +21,7 @@ from fusionrec.inference import InferenceEngine, Snapshot, top_k
 from fusionrec.inference.ann import build_for_model, load_index, unusable_reason, user_top_k
 from fusionrec.models.recommender import Recommender
 
-ANN_TRAIN = TINY_TRAIN.with_overrides(ease_blend=0.0, ann_min_items=100, ann_m=8, ann_ef_search=256,
+ANN_TRAIN = TINY_TRAIN.with_overrides(ease_blend=0.0, ann_min_items=100, ann_probe=1000,
                                       context_columns=["hour"])
 
 
@@ -42,7 +42,7 @@ def colour_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The colour world (tests/models/model_samples.py), whose six cold items were never trained."""
     from fusionrec.training import train
 
-    cfg = FAST.with_overrides(ease_blend=0.0, ann_min_items=50, ann_m=8, ann_ef_search=256, context_columns=["hour"])
+    cfg = FAST.with_overrides(ease_blend=0.0, ann_min_items=50, ann_probe=1000, context_columns=["hour"])
     rec = train(colour_data(), cfg).recommender
     out = rec.save(tmp_path_factory.mktemp("ann-colour") / "model")
     assert build_for_model(rec, out, cfg)["n_items"] == rec.n_items

@@ -1,4 +1,4 @@
-"""Approximate top-k for known users on large catalogues: HNSW graphs built with the model.
+"""Approximate top-k for known users on large catalogues: inverted-file indexes built with the model.
 
 A known user's scores are, with EASE off, positive affine maps of inner products (see
 `Recommender._combine`):
@@ -11,15 +11,18 @@ cold tower's user and item sides, and mu, sd (mu_c, sd_c) the mean and spread of
 scores over the reference items (trained, not in the user's training history). Both are
 maximum-inner-product searches: the trained items by q, the untrained ones by the
 concatenated query [q / 2sd, c / 2sd_c, 1 / 2sd_c] over [v, x, b]. Each group gets a faiss
-HNSW graph (inner product turned into L2 by one extra coordinate, sqrt(R^2 - |y|^2)). The
-reference moments come from precomputed sums and second-moment matrices minus the user's
+IVF-Flat index (k-means lists, the `ann_probe` nearest lists scanned exactly; inner product
+turned into L2 by one extra coordinate, sqrt(R^2 - |y|^2)). IVF rather than HNSW: user
+queries are not items, and on clustered catalogues the HNSW graphs (faiss's and hnswlib's)
+missed far more of the top 20 at the same latency and took several times longer to build
+(benchmarks/ann.py). The reference moments come from precomputed sums and second-moment matrices minus the user's
 history rows, so no request touches every item. Candidates are rescored exactly; items added
-at runtime (beyond the graphs) are scored exactly and merged. Returned scores equal
+at runtime (beyond the indexes) are scored exactly and merged. Returned scores equal
 `score_users`'s.
 
 Files, in `<model>/ann/`: `warm.faiss`, `cold.faiss` (faiss's own format; no pickle),
 `moments.safetensors` and `ann.json` (parameters and a fingerprint of the model's items,
-so a graph left beside a retrained model is refused, not served).
+so an index left beside a retrained model is refused, not served).
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ from fusionrec.io import read_json, write_json
 log = logging.getLogger(__name__)
 ANN_DIR = "ann"
 FORMAT = 1
+MIN_LIST_ROWS = 39  # faiss's k-means wants this many rows per list
+TRAIN_ROWS_PER_LIST = 64  # k-means runs on a sample this many times the lists
 
 
 def unusable_reason(rec: Any) -> str | None:
-    """Why the graphs cannot reproduce this model's scores (None: they can).
+    """Why the indexes cannot reproduce this model's scores (None: they can).
 
     The EASE part scores items by the user's history through a dense item-item matrix, not by
     an inner product with one query vector, so a model that blends it is served exactly.
@@ -62,30 +67,35 @@ def fingerprint(rec: Any, n_items: int) -> str:
     return h.hexdigest()
 
 
-class Graph:
-    """An HNSW graph answering maximum inner product queries over rows y (m, p)."""
+class MipsIndex:
+    """An IVF-Flat index answering maximum inner product queries over rows y (m, p)."""
 
     def __init__(self, index: Any, rows: np.ndarray) -> None:
         self.index = index
-        self.rows = rows  # (m,) ascending model item index of each graph node
+        self.rows = rows  # (m,) ascending model item index of each indexed row
 
     @classmethod
-    def build(cls, y: np.ndarray, rows: np.ndarray, m: int, ef_construction: int) -> Graph:
+    def build(cls, y: np.ndarray, rows: np.ndarray, lists: int, seed: int = 0) -> MipsIndex:
+        """Index y (m, p) in `lists` k-means lists (0: 2 sqrt(m)), at most one per MIN_LIST_ROWS rows."""
         import faiss
 
         y = np.asarray(y, dtype=np.float32)
         norms = np.linalg.norm(y, axis=1)
         pad = np.sqrt(np.maximum(norms.max(initial=0.0) ** 2 - norms**2, 0.0))  # |[y, pad]| = R for every row
-        index = faiss.IndexHNSWFlat(y.shape[1] + 1, m)
-        index.hnsw.efConstruction = ef_construction
-        index.add(np.hstack([y, pad[:, None]]).astype(np.float32))  # (m, p + 1)
+        x = np.hstack([y, pad[:, None]]).astype(np.float32)  # (m, p + 1)
+        lists = max(1, min(lists or int(2 * np.sqrt(len(x))), len(x) // MIN_LIST_ROWS))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(x.shape[1]), x.shape[1], lists)
+        index.cp.seed = seed
+        sample = np.random.default_rng(seed).choice(len(x), min(len(x), lists * TRAIN_ROWS_PER_LIST), replace=False)
+        index.train(x[np.sort(sample)])
+        index.add(x)
         return cls(index, rows.astype(np.int64))
 
-    def search(self, w: np.ndarray, k: int, ef: int, banned: np.ndarray) -> np.ndarray:
+    def search(self, w: np.ndarray, k: int, probe: int, banned: np.ndarray) -> np.ndarray:
         """Model item indices of (about) the k rows with the largest w . y, skipping `banned` items.
 
         Args:
-            w: (p,) the query; ef: the search breadth (at least k).
+            w: (p,) the query; probe: how many lists are scanned.
             banned: model item indices never to return (the user's exclusions).
         """
         import faiss
@@ -93,8 +103,8 @@ class Graph:
         k = min(k, len(self.rows))
         if k <= 0:
             return np.zeros(0, np.int64)
-        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # absent from faiss's stubs
-        params.efSearch = max(ef, k)
+        params = faiss.SearchParametersIVF()
+        params.nprobe = min(probe, self.index.nlist)
         pos = np.searchsorted(self.rows, banned)
         pos = pos[(pos < len(self.rows)) & (self.rows[np.minimum(pos, len(self.rows) - 1)] == banned)]
         if len(pos):  # skipped inside the search, so k results remain after the exclusions
@@ -109,13 +119,13 @@ class Graph:
 
 @dataclass
 class AnnIndex:
-    """The graphs and reference moments of one model (see the module doc)."""
+    """The indexes and reference moments of one model (see the module doc)."""
 
-    warm: Graph  # trained items, searched by q
-    cold: Graph | None  # base items never trained, searched by the concatenated query
+    warm: MipsIndex  # trained items, searched by q
+    cold: MipsIndex | None  # base items never trained, searched by the concatenated query
     moments: dict[str, np.ndarray]  # float64: n_sum (D,), n_gram (D, D) [, c_sum, c_gram over [x, 1]]
     n_items: int  # the model's items when built; later ones are scored exactly
-    ef_search: int
+    probe: int  # lists scanned per query
     meta: dict[str, Any]
 
     @property
@@ -124,7 +134,7 @@ class AnnIndex:
 
 
 def build_index(rec: Any, cfg: TrainConfig) -> AnnIndex:
-    """Build the graphs and moments of a Recommender (EASE must be off: see `unusable_reason`)."""
+    """Build the indexes and moments of a Recommender (EASE must be off: see `unusable_reason`)."""
     reason = unusable_reason(rec)
     if reason is not None:
         raise ValueError(f"cannot build an approximate index: {reason}")
@@ -138,17 +148,18 @@ def build_index(rec: Any, cfg: TrainConfig) -> AnnIndex:
         x = _cold_side(a, warm_rows).astype(np.float64)  # (m, C + 1): [x, b]
         moments.update(c_sum=x.sum(0), c_gram=x.T @ x)
     del v
-    warm = Graph.build(a["item_vecs"][warm_rows], warm_rows, cfg.ann_m, cfg.ann_ef_construction)
+    warm = MipsIndex.build(a["item_vecs"][warm_rows], warm_rows, cfg.ann_lists, cfg.seed)
     cold = None
     if len(cold_rows):
         y = a["item_vecs"][cold_rows]
         if "cold_item" in a:
             y = np.hstack([y, _cold_side(a, cold_rows)])  # (c, D + C + 1)
-        cold = Graph.build(y, cold_rows, cfg.ann_m, cfg.ann_ef_construction)
-    meta = {"format": FORMAT, "backend": "faiss-hnsw-flat", "n_items": n, "n_trained": len(warm_rows),
-            "m": cfg.ann_m, "ef_construction": cfg.ann_ef_construction, "ef_search": cfg.ann_ef_search,
-            "fingerprint": fingerprint(rec, n), "build_seconds": round(time.perf_counter() - t0, 2)}
-    return AnnIndex(warm, cold, moments, n, cfg.ann_ef_search, meta)
+        cold = MipsIndex.build(y, cold_rows, cfg.ann_lists, cfg.seed)
+    meta = {"format": FORMAT, "backend": "faiss-ivf-flat", "n_items": n, "n_trained": len(warm_rows),
+            "lists": int(warm.index.nlist), "cold_lists": int(cold.index.nlist) if cold else 0,
+            "probe": cfg.ann_probe, "fingerprint": fingerprint(rec, n),
+            "build_seconds": round(time.perf_counter() - t0, 2)}
+    return AnnIndex(warm, cold, moments, n, cfg.ann_probe, meta)
 
 
 def _cold_side(a: dict[str, np.ndarray], rows: np.ndarray | slice) -> np.ndarray:
@@ -157,7 +168,7 @@ def _cold_side(a: dict[str, np.ndarray], rows: np.ndarray | slice) -> np.ndarray
 
 
 def save_index(index: AnnIndex, folder: Path) -> Path:
-    """Write the graphs, moments and ann.json into folder (replacing what was there)."""
+    """Write the indexes, moments and ann.json into folder (replacing what was there)."""
     import faiss
     from safetensors.numpy import save_file
 
@@ -178,7 +189,7 @@ def save_index(index: AnnIndex, folder: Path) -> Path:
 def load_index(model_dir: Path, rec: Any) -> AnnIndex | None:
     """The index in `<model_dir>/ann/` when it matches rec; None (logged) when absent or stale.
 
-    The graphs' vectors are memory-mapped, so loading reads little more than the graph links.
+    The inverted lists are memory-mapped: loading reads the list heads, the pages follow on use.
     """
     import faiss
     from safetensors.numpy import load_file
@@ -197,12 +208,12 @@ def load_index(model_dir: Path, rec: Any) -> AnnIndex | None:
         log.warning("%s: approximate index not used, scoring exactly: %s", folder, problem)
         return None
     tensors = load_file(str(folder / "moments.safetensors"))
-    flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
-    warm = Graph(faiss.read_index(str(folder / "warm.faiss"), flags), tensors.pop("warm_rows"))
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+    warm = MipsIndex(faiss.read_index(str(folder / "warm.faiss"), flags), tensors.pop("warm_rows"))
     cold = None
     if "cold_rows" in tensors:
-        cold = Graph(faiss.read_index(str(folder / "cold.faiss"), flags), tensors.pop("cold_rows"))
-    return AnnIndex(warm, cold, tensors, n, int(meta["ef_search"]), meta)
+        cold = MipsIndex(faiss.read_index(str(folder / "cold.faiss"), flags), tensors.pop("cold_rows"))
+    return AnnIndex(warm, cold, tensors, n, int(meta["probe"]), meta)
 
 
 def build_for_model(rec: Any, model_dir: Path, cfg: TrainConfig) -> dict[str, Any]:
@@ -253,7 +264,7 @@ def user_top_k(rec: Any, index: AnnIndex, uidx: int, k: int, exclude: np.ndarray
                context: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """The k best items of a known user through the index, best first, and their scores.
 
-    Same result as `top_k(rec.score_users([uidx], context)[0], k, exclude)` up to the graphs'
+    Same result as `top_k(rec.score_users([uidx], context)[0], k, exclude)` up to the indexes'
     recall, with the same scores.
 
     Args:
@@ -274,7 +285,7 @@ def user_top_k(rec: Any, index: AnnIndex, uidx: int, k: int, exclude: np.ndarray
     mu, sd = _moments(index.moments["n_sum"], index.moments["n_gram"], q64,
                       a["item_vecs"][hist].astype(np.float64), index.n_trained)
 
-    cand = [index.warm.search(q, k, index.ef_search, exclude)]
+    cand = [index.warm.search(q, k, index.probe, exclude)]
     tail = np.arange(index.n_items, n)  # items added at runtime: scored exactly
     cold_user = a["cold_user"][uidx].astype(np.float64) if "cold_user" in a else None
     blend = cold_user is not None and "cold_item" in a
@@ -288,7 +299,7 @@ def user_top_k(rec: Any, index: AnnIndex, uidx: int, k: int, exclude: np.ndarray
         w = q64 / (2 * sd)
         if blend:
             w = np.concatenate([w, c1 / (2 * sd_c)])  # (D + C + 1,)
-        cand.append(index.cold.search(w.astype(np.float32), k, index.ef_search, exclude))
+        cand.append(index.cold.search(w.astype(np.float32), k, index.probe, exclude))
     items = np.concatenate([*cand, tail])
     items = items[~np.isin(items, exclude)]
     scores = (a["item_vecs"][items] @ q - mu) / sd  # (r, D) x (D,) -> (r,)
