@@ -1,4 +1,4 @@
-"""The fast encoder paths (int8 MiniLM, token-length buckets, folded BatchNorm) agree with the plain ones."""
+"""The fast torch paths (int8 MiniLM, token-length buckets, folded BatchNorm) agree with the plain ones (onnx: test_onnx.py)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def fp32_and_int8():  # noqa: ANN201
-    fp32 = get_encoder("minilm", FeaturizeConfig(text_int8=False, batch_size=64))
-    int8 = get_encoder("minilm", FeaturizeConfig(text_int8=True, batch_size=2))
+    fp32 = get_encoder("minilm", FeaturizeConfig(text_int8=False, batch_size=64, text_runtime="torch"))
+    int8 = get_encoder("minilm", FeaturizeConfig(text_int8=True, batch_size=2, text_runtime="torch"))
     return fp32, int8
 
 
@@ -46,10 +46,12 @@ def test_int8_minilm_agrees_with_fp32(fp32_and_int8) -> None:  # noqa: ANN001
 
 
 def test_int8_changes_the_version_and_so_the_cache_folder(tmp_path) -> None:  # noqa: ANN001
-    fp32 = get_encoder("minilm", FeaturizeConfig(text_int8=False))
-    int8 = get_encoder("minilm", FeaturizeConfig(text_int8=True))
-    assert fp32.version != int8.version and "int8" in int8.version
-    assert EmbeddingCache(tmp_path, "minilm", fp32.version).folder != EmbeddingCache(tmp_path, "minilm", int8.version).folder
+    fp32 = get_encoder("minilm", FeaturizeConfig(text_int8=False, text_runtime="torch"))
+    int8 = get_encoder("minilm", FeaturizeConfig(text_int8=True, text_runtime="torch"))
+    onnx = get_encoder("minilm", FeaturizeConfig(text_int8=True))
+    assert len({fp32.version, int8.version, onnx.version}) == 3 and "int8" in int8.version and "onnx" in onnx.version
+    folders = {EmbeddingCache(tmp_path, "minilm", e.version).folder for e in (fp32, int8, onnx)}
+    assert len(folders) == 3
 
 
 def test_bucketed_batches_return_rows_in_input_order(fp32_and_int8) -> None:  # noqa: ANN001
