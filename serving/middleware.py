@@ -31,8 +31,9 @@ class MultipartGuard:
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = dict(scope.get("headers") or []) if scope["type"] == "http" else {}
-        if b"multipart/form-data" not in headers.get(b"content-type", b""):
+        content_type = next((v for k, v in scope.get("headers") or () if k == b"content-type"), b"") \
+            if scope["type"] == "http" else b""
+        if b"multipart/form-data" not in content_type:
             await self.app(scope, receive, send)
             return
         chunks, size, more = [], 0, True

@@ -14,12 +14,15 @@ shares: items added at runtime and the champion pointer, followed every serve.po
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+import orjson
 from bentoml.validators import ContentType
+from starlette.responses import Response
 
 from fusionrec.config import load_params
 from fusionrec.inference import InferenceEngine, build_engine
@@ -35,8 +38,14 @@ requests_total = bentoml.metrics.Counter(
 )
 
 
+@functools.cache
+def _counter(api: str, outcome: str) -> Any:
+    """The counter child of one (api, outcome): looked up once, not per request."""
+    return requests_total.labels(api=api, outcome=outcome)
+
+
 def _observe(api: str, outcome: str) -> None:
-    requests_total.labels(api=api, outcome=outcome).inc()
+    _counter(api, outcome).inc()
 
 
 def resolve_model(spec: str) -> Path:
@@ -71,13 +80,18 @@ class FusionRec:
         """Graceful stop: end polling and commit the served impressions still queued."""
         self.engine.close()
 
-    def _reply(self, ctx: bentoml.Context, api: str, write: bool = False, **kwargs: Any) -> dict[str, Any]:
+    def _reply(self, ctx: bentoml.Context, api: str, write: bool = False, **kwargs: Any) -> Any:
+        """The engine's answer as a JSON response, encoded here (orjson): BentoML sends a Response as
+        it is, where a returned dict would be validated and encoded again through a JSON schema it
+        rebuilds for every request."""
         status, body = self.engine.call(api, ctx.request.headers.get("authorization"), write, **kwargs)
         ctx.response.status_code = status
-        return body
+        return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
+    # recommend and similar only compute (the served log is queued): they run on the event loop, with
+    # no hand-off to a thread per request. The write APIs wait on the database: BentoML runs them in threads.
     @bentoml.api
-    def recommend(self, ctx: bentoml.Context, user_id: str, k: int = 10, exclude_seen: bool = True,
+    async def recommend(self, ctx: bentoml.Context, user_id: str, k: int = 10, exclude_seen: bool = True,
                   recent_items: list[str] | None = None, context: dict[str, Any] | None = None,
                   explain: bool = True) -> dict[str, Any]:
         """Top-k items with scores, titles, explanations, the path taken and a request_id."""
@@ -85,7 +99,7 @@ class FusionRec:
                            recent_items=recent_items, context=context, explain=explain)
 
     @bentoml.api
-    def similar(self, ctx: bentoml.Context, item_id: str, k: int = 10) -> dict[str, Any]:
+    async def similar(self, ctx: bentoml.Context, item_id: str, k: int = 10) -> dict[str, Any]:
         """The k items closest to item_id."""
         return self._reply(ctx, "similar", item_id=item_id, k=k)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,59 @@ def test_metadata_describes_the_model(engine: InferenceEngine) -> None:
 def test_unexpected_type_never_raises(engine: InferenceEngine) -> None:
     with pytest.raises(ServeError):
         engine.recommend(None, k=3)  # type: ignore[arg-type]
+
+
+def test_one_user_is_scored_as_in_a_batch(engine: InferenceEngine) -> None:
+    """A request scores one user from the raw history arrays; evaluation scores batches through the
+    sparse matrix: both give the same scores, with EASE blended in and with items added while serving."""
+    import copy
+
+    rec = copy.copy(engine.snapshot.rec)
+    assert "ease" in rec.arrays and "cold_item" in rec.arrays
+    rec.meta = {**rec.meta, "ease_blend": 0.3}  # whatever the tiny model chose, blend EASE in
+    users = np.arange(rec.n_users)
+    one_by_one = np.stack([rec.score_users(np.array([u]))[0] for u in users])
+    np.testing.assert_allclose(one_by_one, rec.score_users(users), rtol=0, atol=1e-5)
+    engine.add_item("added-later", text="a red cotton shirt")
+    grown = copy.copy(engine.snapshot.rec)
+    grown.meta = rec.meta
+    assert grown.n_items == rec.n_items + 1 and not grown.arrays["trained"][-1]
+    one_by_one = np.stack([grown.score_users(np.array([u]))[0] for u in users])
+    np.testing.assert_allclose(one_by_one, grown.score_users(users), rtol=0, atol=1e-5)
+
+
+def test_a_new_engine_has_run_every_read_path(engine: InferenceEngine) -> None:
+    """Ready means fast: the user matrix and the explanation vectors exist before the first request."""
+    assert engine.ready
+    assert engine.snapshot.rec._users is not None and engine.snapshot._modality is not None
+
+
+def test_a_polling_replica_is_ready_once_its_encoders_ran(model_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from fusionrec.inference import slot as slot_module
+    from fusionrec.monitoring.state import ServingState
+    from fusionrec.monitoring.store import FeedbackStore
+
+    release, entered = threading.Event(), threading.Event()
+    real_warm = slot_module.warm
+
+    def slow_warm(snap: object) -> None:
+        entered.set()
+        release.wait(30)
+        real_warm(snap)
+
+    monkeypatch.setattr(slot_module, "warm", slow_warm)
+    store = FeedbackStore(tmp_path / "feedback.db")
+    eng = InferenceEngine(model_dir, ServeConfig(), store, state=ServingState(store))
+    try:
+        assert eng.ready  # not polling: nothing runs in the background
+        eng.start_polling(0.2)
+        assert entered.wait(30) and not eng.ready
+        release.set()
+        deadline = time.monotonic() + 30
+        while not eng.ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert eng.ready
+    finally:
+        release.set()
+        eng.close()

@@ -69,7 +69,7 @@ class InferenceEngine:
         self.store = store
         self.observer = observer
         self.state = state
-        self._served: OrderedDict[str, dict[str, tuple[int, float]]] = OrderedDict()
+        self._served: OrderedDict[str, tuple[list[str], list[float]]] = OrderedDict()  # request -> (items, scores)
         self._served_lock = threading.Lock()
         self.resolver: Callable[[str], Path] | None = None  # model tag -> folder (set by the service)
         self.slot = ModelSlot(Path(model_dir), self.cfg, state, model_cache, self._observe)
@@ -93,7 +93,9 @@ class InferenceEngine:
 
     @property
     def ready(self) -> bool:
-        return self._snap is not None
+        """The model is loaded, its read paths have run once and, on a polling replica, its encoders
+        have too: requests from now on are answered at full speed (readiness probes ask this)."""
+        return self._snap is not None and self.slot.warmed.is_set()
 
     def _observe(self, api: str, outcome: str) -> None:
         if self.observer is not None:
@@ -133,7 +135,8 @@ class InferenceEngine:
         if uidx is not None:
             path, history = "user", rec.seen(uidx)
             scores = rec.score_users(np.array([uidx]), context=self._frame(ctx))[0]
-            history = np.union1d(history, hist)
+            if len(hist):
+                history = np.union1d(history, hist)
         elif len(hist):
             path, history = "fold_in", hist
             scores = rec.score_histories([hist], context=[ctx] if ctx else None)[0]
@@ -146,12 +149,14 @@ class InferenceEngine:
         exclude = history if exclude_seen else np.zeros(0, np.int64)
         top = top_k(scores, k, exclude)
         request_id = uuid.uuid4().hex
-        items = [{"item_id": rec.item_ids[i], "title": rec.titles[i], "score": float(scores[i]), "position": p}
-                 for p, i in enumerate(top)]
+        top_list, top_scores = top.tolist(), scores[top].tolist()
+        top_ids = [rec.item_ids[i] for i in top_list]
+        items = [{"item_id": item_id, "title": rec.titles[i], "score": score, "position": p}
+                 for p, (item_id, i, score) in enumerate(zip(top_ids, top_list, top_scores, strict=True))]
         if explain:
             for item, expl in zip(items, explain_items(snap, top, history, path, self.cfg.max_recent_items), strict=True):
                 item["explanation"] = expl
-        self._log_served(request_id, user_id, items, snap.version)
+        self._log_served(request_id, user_id, top_ids, top_scores, snap.version)
         self._observe("recommend", path if reason is None else f"popular:{reason}")
         return {"request_id": request_id, "user_id": user_id, "path": path, "fallback_reason": reason,
                 "model_version": snap.version, "items": items, "ignored_items": ignored}
@@ -184,14 +189,14 @@ class InferenceEngine:
 
         return pd.DataFrame([ctx])
 
-    def _log_served(self, request_id: str, user_id: str, items: list[dict[str, Any]], version: str) -> None:
+    def _log_served(self, request_id: str, user_id: str, item_ids: list[str], scores: list[float],
+                    version: str) -> None:
         with self._served_lock:
-            self._served[request_id] = {it["item_id"]: (it["position"], it["score"]) for it in items}
-            while len(self._served) > 10_000:
+            self._served[request_id] = (item_ids, scores)
+            if len(self._served) > 10_000:
                 self._served.popitem(last=False)
-        if self.store is not None and items:
-            self.store.record_served(request_id, user_id, [it["item_id"] for it in items],
-                                     [it["score"] for it in items], version)
+        if self.store is not None and item_ids:
+            self.store.record_served(request_id, user_id, item_ids, scores, version)
 
     # --- similar --------------------------------------------------------------------------
     def similar(self, item_id: str, k: int = 10) -> dict[str, Any]:
@@ -252,10 +257,11 @@ class InferenceEngine:
         if self.store is None:
             raise ServeError(503, "feedback", "no feedback store is configured")
         with self._served_lock:
-            served = self._served.get(request_id or "", {}).get(item_id)
-        position, score = served if served else (None, None)
+            ids, scores = self._served.get(request_id or "", ([], []))
+        position = ids.index(item_id) if item_id in ids else None
+        score = scores[position] if position is not None else None
         fid = self.store.append_feedback(user_id, item_id, event, request_id=request_id, position=position,
-                                         score=score, model_version=self._snap.version if served else None)
+                                         score=score, model_version=self._snap.version if position is not None else None)
         self._observe("feedback", event)
         return {"id": fid, "stored": True, "request_id": request_id, "position": position}
 

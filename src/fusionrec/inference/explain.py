@@ -20,18 +20,22 @@ def explain(snap: Any, top: np.ndarray, history: np.ndarray, path: str, max_hist
     if path == "popular" or not len(history) or not len(top):
         return [{"reason": "popular among all users"} for _ in top]
     rec, hist = snap.rec, history[-max_history:]
-    sims = unit(rec.item_vectors()[top]) @ unit(rec.item_vectors()[hist]).T  # (k, d) x (d, h) -> (k, h)
-    per_mod = {}
-    for key, vecs in snap.modality_vectors().items():
-        profile = unit(vecs[hist].mean(axis=0))  # (d,)
-        per_mod[key] = unit(vecs[top]) @ profile  # (k, d) x (d,) -> (k,)
+    vecs = rec.item_vectors()  # unit rows: a dot product is the cosine
+    sims = vecs[top] @ vecs[hist].T  # (k, d) x (d, h) -> (k, h)
+    best = sims.argmax(axis=1)  # (k,)
+    closest = hist[best].tolist()
+    closest_sim = np.round(sims[np.arange(len(top)), best].astype(np.float64), 4).tolist()
+    modalities = snap.modality_vectors()  # unit rows, zeros where the item lacks the modality
+    keys = list(modalities)
+    if keys:  # (k, M): each modality's cosine between the item and the history's mean in that modality
+        per_mod = np.round(np.stack([mod[top] @ unit(mod[hist].sum(axis=0)) for mod in modalities.values()],
+                                    axis=1).astype(np.float64), 4)
+        top_mod, contrib = [keys[m] for m in per_mod.argmax(axis=1).tolist()], per_mod.tolist()
     out = []
-    for row, _ in enumerate(top):
-        contrib = {key: round(float(v[row]), 4) for key, v in per_mod.items()}
-        best = int(np.argmax(sims[row]))
-        j = int(hist[best])
-        out.append({"top_modality": max(contrib, key=lambda m: contrib[m]) if contrib else None,
-                    "modality_similarity": contrib,
+    for row in range(len(top)):
+        j = closest[row]
+        out.append({"top_modality": top_mod[row] if keys else None,
+                    "modality_similarity": dict(zip(keys, contrib[row], strict=True)) if keys else {},
                     "closest_history_item": {"item_id": rec.item_ids[j], "title": rec.titles[j],
-                                             "similarity": round(float(sims[row, best]), 4)}})
+                                             "similarity": closest_sim[row]}})
     return out

@@ -22,6 +22,7 @@ from fusionrec.config import ServeConfig
 from fusionrec.inference.checks import ServeError, open_image_checked
 from fusionrec.inference.poller import Poller
 from fusionrec.inference.snapshot import NewItem, Snapshot, warm, with_items
+from fusionrec.inference.warmup import warm_reads
 from fusionrec.monitoring.rollout import RolloutError, fetch_model
 from fusionrec.monitoring.state import Champion, ItemExists, RuntimeItem, ServingState, StateError
 
@@ -57,9 +58,13 @@ class ModelSlot:
         self._added: list[tuple[NewItem, bytes | None]] = []  # without a shared state: replayed on a reload
         self._cursor = 0  # with a shared state: the last runtime item id applied
         self._poller: Poller | None = None
-        self.snapshot = load_snapshot(Path(model_dir))
+        self.warmed = threading.Event()  # cleared while a poller warms the encoders (see start_polling)
+        self.warmed.set()
+        snap = load_snapshot(Path(model_dir))
         if state is not None:
-            self.snapshot, self._cursor = self._with_runtime_items(self.snapshot, 0)
+            snap, self._cursor = self._with_runtime_items(snap, 0)
+        warm_reads(snap, cfg.max_recent_items)  # ready means fast: the first requests find every cache built
+        self.snapshot = snap
 
     # --- items -----------------------------------------------------------------------------
     def add(self, item: NewItem, fields: Mapping[str, str] | None, image: bytes | None
@@ -130,6 +135,7 @@ class ModelSlot:
         except (OSError, ValueError) as exc:
             raise ServeError(400, "model", f"cannot load {path}: {exc}") from None
         warm(fresh)
+        warm_reads(fresh, self.cfg.max_recent_items)
         seen = 0
         if self.state is not None:
             fresh, seen = self._with_runtime_items(fresh, 0)
@@ -176,8 +182,17 @@ class ModelSlot:
     def start_polling(self, interval_s: float) -> None:
         """Call `poll` every interval_s seconds on a background thread (no-op without a shared state)."""
         if self.state is not None and interval_s > 0 and self._poller is None:
-            self._poller = Poller(self.poll, interval_s, first=lambda: warm(self.snapshot))
+            self.warmed.clear()
+            self._poller = Poller(self.poll, interval_s, first=self._warm_encoders)
             self._poller.start()
+
+    def _warm_encoders(self) -> None:
+        """Load and run the encoders once (seconds for MiniLM and EffNet-Lite0). Until this is done the
+        replica is not ready: the loading holds the interpreter, and requests would wait on it."""
+        try:
+            warm(self.snapshot)
+        finally:
+            self.warmed.set()
 
     def stop_polling(self) -> None:
         if self._poller is not None:

@@ -57,6 +57,8 @@ class Recommender:
         self._parts = InferenceParts(config, meta, state)
         self._item_pos: dict[str, int] | None = None
         self._user_pos: dict[str, int] | None = None
+        self._hist: sp.csr_matrix | None = None  # the training history, built once per item count
+        self._users: np.ndarray | None = None  # user matrix without request context, built once
 
     # --- identity -------------------------------------------------------------------
     @property
@@ -90,29 +92,79 @@ class Recommender:
 
     # --- scoring --------------------------------------------------------------------
     def _history(self) -> sp.csr_matrix:
-        """Training history (users, items); recency weights when the model was trained with them."""
-        return _csr(self.arrays["hist_indptr"], self.arrays["hist_indices"], self.n_items, self.arrays.get("hist_data"))
+        """Training history (users, items); recency weights when the model was trained with them.
 
-    def _combine(self, neural: np.ndarray, hist: sp.csr_matrix, cold_users: np.ndarray | None) -> np.ndarray:
+        Built once: a copy made to add items (copy-on-write) shares it and rebuilds it at its own width.
+        """
+        if self._hist is None or self._hist.shape[1] != self.n_items:
+            self._hist = _csr(self.arrays["hist_indptr"], self.arrays["hist_indices"], self.n_items,
+                              self.arrays.get("hist_data"))
+        return self._hist
+
+    def _history_terms(self, user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(seen (b, n) bool, EASE scores (b, n_e) or None) of known users' training histories.
+
+        One user (a request) reads its history straight from the arrays: a scipy row slice and
+        a sparse product cost far more than the arithmetic at serving sizes.
+        """
+        if len(user_idx) != 1:
+            return self._history_rows_terms(self._history()[user_idx])
+        u = int(user_idx[0])
+        lo, hi = self.arrays["hist_indptr"][u : u + 2]
+        idx = self.arrays["hist_indices"][lo:hi]
+        seen = np.zeros((1, self.n_items), bool)
+        seen[0, idx] = True
+        if not self._blends_ease:
+            return seen, None
+        ease = self.arrays["ease"]
+        weights = self.arrays["hist_data"][lo:hi] if "hist_data" in self.arrays else np.ones(len(idx), np.float32)
+        keep = idx < ease.shape[0]
+        return seen, (weights[keep] @ ease[idx[keep]])[None, :]  # (h,) x (h, n_e)
+
+    def _history_rows_terms(self, hist: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray | None]:
+        """(seen (b, n) bool, EASE scores (b, n_e) or None) of history rows (b, n)."""
+        if not self._blends_ease:
+            return hist.toarray() > 0, None
+        ease = self.arrays["ease"]  # (n_e, n_e): the items that existed at training time
+        rows = hist if hist.shape[1] == ease.shape[0] else hist[:, : ease.shape[0]]
+        return hist.toarray() > 0, np.asarray(rows @ ease)  # (b, n_e) x (n_e, n_e)
+
+    @property
+    def _blends_ease(self) -> bool:
+        return self.ease_blend > 0 and "ease" in self.arrays
+
+    def user_matrix(self, user_idx: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+        """User vectors (b, D) of known users; without context they are computed once for all users."""
+        if context is not None:
+            return self._parts.user_matrix(self.arrays["user_base"][user_idx], context)
+        if self._users is None:
+            self._users = np.ascontiguousarray(self._parts.user_matrix(self.arrays["user_base"], None))
+        return self._users[user_idx]
+
+    def _combine(self, neural: np.ndarray, seen: np.ndarray, ease: np.ndarray | None,
+                 cold_users: np.ndarray | None) -> np.ndarray:
         """Blend the parts after per-user normalisation: (b, n) each -> (b, n).
 
         The z-scores are taken over the items each user could be recommended (trained, not in
         the history), so the user's own history items do not stretch the scale of either part.
+
+        Args:
+            neural: (b, n) the network's scores; seen: (b, n) the history; ease: (b, n_e) EASE
+                scores of the items that existed at training time, or None; cold_users: (b, d_c).
         """
-        trained = self.arrays["trained"].astype(bool)
-        ref = trained[None, :] & ~(hist.toarray() > 0)  # (b, n)
+        trained = self.arrays["trained"].view(bool)
+        ref = trained & ~seen  # (b, n)
         out = zscore(neural, ref)
-        w = self.ease_blend
-        if w > 0 and "ease" in self.arrays:
-            b = self.arrays["ease"]  # (n_e, n_e): the items that existed at training time
-            ease = np.zeros_like(neural)
-            ease[:, : b.shape[0]] = hist[:, : b.shape[0]] @ b  # (b, n_e) x (n_e, n_e)
+        if ease is not None:
+            w = self.ease_blend
+            if ease.shape[1] < neural.shape[1]:  # items added since training have no EASE column
+                ease = np.pad(ease, ((0, 0), (0, neural.shape[1] - ease.shape[1])))
             out = (1 - w) * out + w * zscore(ease, ref)
         if cold_users is not None and "cold_item" in self.arrays and not trained.all():
             cold = cold_users @ self.arrays["cold_item"].T + self.arrays["cold_bias"][None, :]  # (b, n)
             both = 0.5 * (out + zscore(cold, ref))  # the full model's content path and the cold tower agree best
             out[:, ~trained] = both[:, ~trained] - self.config.cold_offset
-        return out.astype(np.float32)
+        return out.astype(np.float32, copy=False)
 
     def score_users(self, user_idx: np.ndarray, context: pd.DataFrame | None = None) -> np.ndarray:
         """Scores (b, n_items) of known users, higher is better.
@@ -122,10 +174,9 @@ class Recommender:
             context: optional (b rows) request context columns.
         """
         user_idx = np.asarray(user_idx, dtype=np.int64)
-        base = self.arrays["user_base"][user_idx]  # (b, d)
-        neural = self._parts.user_matrix(base, self._context(context)) @ self.arrays["item_vecs"].T
+        neural = self.user_matrix(user_idx, self._context(context)) @ self.arrays["item_vecs"].T  # (b, n)
         cold = self.arrays["cold_user"][user_idx] if "cold_user" in self.arrays else None
-        return self._combine(neural, self._history()[user_idx], cold)
+        return self._combine(neural, *self._history_terms(user_idx), cold)
 
     def score_histories(self, histories: Sequence[np.ndarray],
                         context: pd.DataFrame | Sequence[Mapping[str, Any]] | None = None) -> np.ndarray:
@@ -144,7 +195,7 @@ class Recommender:
         base = (hist @ self.arrays["item_e"]) / counts  # (b, n) x (n, d) -> (b, d)
         neural = self._parts.user_matrix(base, self._context(context)) @ self.arrays["item_vecs"].T
         cold = (hist @ self.arrays["cold_item"]) / counts if "cold_item" in self.arrays else None
-        out = self._combine(neural, hist, cold)
+        out = self._combine(neural, *self._history_rows_terms(hist), cold)
         empty = np.diff(indptr) == 0
         if empty.any():
             out[empty] = zscore(self.popularity()[None, :], np.ones(self.n_items, bool))

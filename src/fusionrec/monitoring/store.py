@@ -98,7 +98,7 @@ class FeedbackStore:
             self._create_tables()
         except sa.exc.SQLAlchemyError as exc:
             raise FeedbackStoreError(f"cannot open feedback store {self._safe_url()}: {exc}") from None
-        self._queue: queue.Queue[list[dict[str, Any]] | None] | None = None
+        self._queue: queue.Queue[list[tuple[Any, ...]] | None] | None = None
         self._writer: threading.Thread | None = None
         if background_served:
             self._queue = queue.Queue(maxsize=10_000)
@@ -159,11 +159,8 @@ class FeedbackStore:
     ) -> None:
         """Log one response: a row per item with its 0-based position and score."""
         now = time.time() if ts is None else ts
-        rows = [
-            {"request_id": request_id, "user_id": user_id, "item_id": item, "position": pos,
-             "score": float(score), "model_version": model_version, "ts": now}
-            for pos, (item, score) in enumerate(zip(item_ids, scores, strict=True))
-        ]
+        rows = [(request_id, user_id, item, pos, float(score), model_version, now)  # SERVED_COLUMNS order
+                for pos, (item, score) in enumerate(zip(item_ids, scores, strict=True))]
         if not rows:
             return
         if self._queue is not None:
@@ -174,9 +171,13 @@ class FeedbackStore:
                 pass  # back-pressure: write synchronously rather than drop
         self._insert_served(rows)
 
-    def _insert_served(self, rows: list[dict[str, Any]]) -> None:
+    def _insert_served(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows (tuples in SERVED_COLUMNS order) straight through the driver: the ORM-free
+        executemany costs a few microseconds a row, which matters at k rows per request."""
+        mark = "?" if self.is_sqlite else "%s"
+        sql = f"INSERT INTO {SERVED_TABLE} ({', '.join(SERVED_COLUMNS)}) VALUES ({', '.join([mark] * len(SERVED_COLUMNS))})"
         with self.write_connection() as conn, conn.begin():
-            conn.execute(served_table.insert(), rows)
+            conn.exec_driver_sql(sql, rows)
 
     def _write_loop(self) -> None:
         assert self._queue is not None
