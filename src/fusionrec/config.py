@@ -76,6 +76,7 @@ class FeaturizeConfig(Section):
     num_workers: int = 2  # DataLoader workers decoding images (0: decode in the main process)
     torch_threads: int = 2
     text_int8: bool = True  # transformer text encoders in int8 (smoothed; cosine >= 0.99 to fp32); false: fp32
+    text_runtime: Literal["onnx", "torch"] = "onnx"  # BERT text encoders on ONNX Runtime (fused graph, built once, cached) or torch
     max_image_pixels: int = 40_000_000  # decompression-bomb guard, as at ingest
     max_image_bytes: int = 20_000_000  # larger image files are masked
     cache_dir: str = ""  # empty: <out>/../.feature-cache next to the output
@@ -117,6 +118,10 @@ class TrainConfig(Section):
     cold_weight_decay: float = 1e-6  # L2 of the cold tower (content must generalise to unseen items)
     cold_offset: float = 1.0  # z-score handicap of never-trained items ranked among trained ones
     threads: int = 1  # torch CPU threads while training (0 = torch's default); small ops gain nothing from more
+    # approximate top-k for known users: faiss IVF indexes saved in <model>/ann/ (not with an EASE blend)
+    ann_min_items: int = 100_000  # catalogues this large get the index (0 = never); smaller ones are scored exactly
+    ann_lists: int = 0  # k-means lists of the index (0 = 2 sqrt(items)): more = faster queries, slower build
+    ann_probe: int = 32  # lists scanned per request: recall against latency
 
 
 class SearchSpace(Section):
@@ -171,6 +176,7 @@ SPACE_LOG = ("lr", "weight_decay", "temperature", "ease_lambda")  # ranges sampl
 
 
 class SearchConfig(Section):
+    enabled: bool = True  # False: train trains params.yaml's `train` as it is (the search writes an empty overlay)
     n_trials: int = 8  # trials this run adds to the study (shared among its workers; 0 = only write outputs)
     max_study_trials: int | None = None  # cap on the study's finished trials over all runs (a resumed run stops there)
     timeout: float | None = 150.0  # seconds per run (checked between trials); None = no time budget
