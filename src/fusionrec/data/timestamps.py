@@ -62,39 +62,42 @@ def parse_timestamps(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     Returns:
         (seconds, form), both indexed like values; form is one of FORMS.
     """
-    seconds = pd.Series(np.nan, index=values.index, dtype="float64")
-    form = pd.Series("", index=values.index, dtype=object)
+    index = values.index
+    values = values.reset_index(drop=True)  # positions from here on
+    seconds = np.full(len(values), np.nan)
+    form = np.full(len(values), "", dtype=object)
     if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values):
-        seconds[:] = _datetimes_to_seconds(values)
-        form[seconds.notna()] = "datetime"
-        return seconds, form
-    if pd.api.types.is_bool_dtype(values):
-        return seconds, form  # True/False is no time
+        seconds[:] = _datetimes_to_seconds(values).to_numpy()
+        form[~np.isnan(seconds)] = "datetime"
+        return pd.Series(seconds, index=index), pd.Series(form, index=index)
+    if pd.api.types.is_bool_dtype(values):  # True/False is no time
+        return pd.Series(seconds, index=index), pd.Series(form, index=index)
+    rest = np.ones(len(values), bool)  # cells not read yet
     if pd.api.types.infer_dtype(values, skipna=True) in ("datetime", "datetime64", "date", "mixed", "mixed-integer"):
         # an object column holding Python datetimes (alone or among text and numbers)
-        is_datetime = values.map(lambda v: isinstance(v, pd.Timestamp | np.datetime64) or hasattr(v, "tzinfo"))
-        if is_datetime.any():
-            stamps = pd.to_datetime(values[is_datetime], utc=True, errors="coerce")
-            seconds[is_datetime] = _datetimes_to_seconds(pd.Series(stamps, index=values[is_datetime].index))
-            form[is_datetime & seconds.notna()] = "datetime"
-        values = values[~is_datetime]
-    numbers = as_float(values)
-    finite = np.isfinite(numbers.to_numpy())
+        is_dt = values.map(lambda v: isinstance(v, pd.Timestamp | np.datetime64) or hasattr(v, "tzinfo")).to_numpy(bool)
+        if is_dt.any():
+            stamps = pd.Series(pd.to_datetime(values[is_dt], utc=True, errors="coerce"))
+            seconds[is_dt] = _datetimes_to_seconds(stamps).to_numpy()
+            form[is_dt & ~np.isnan(seconds)] = "datetime"
+            rest &= ~is_dt
+    numbers = as_float(values[rest]).to_numpy()
+    where = np.flatnonzero(rest)
+    finite = np.isfinite(numbers)
     if finite.any():
-        secs, unit = _epoch_to_seconds(numbers.to_numpy()[finite])
-        idx = values.index[finite]
-        seconds[idx] = secs
-        form[idx] = [_UNITS[u][2] for u in unit]
-    if not pd.api.types.is_numeric_dtype(values):
-        text = as_text(values)
+        secs, unit = _epoch_to_seconds(numbers[finite])
+        seconds[where[finite]] = secs
+        form[where[finite]] = np.array([name for _, _, name in _UNITS], dtype=object)[unit]
+    if not pd.api.types.is_numeric_dtype(values) and not finite.all():
         # numeric text that is not finite ("nan", "inf") is no time; everything else may be ISO-8601
-        candidates = text[~finite & (text != "") & numbers.isna().to_numpy()]
-        if len(candidates):
-            parsed = _iso_to_seconds(candidates)
-            ok = parsed.notna()
-            seconds[parsed.index[ok]] = parsed[ok]
-            form[parsed.index[ok]] = "iso8601"
-    return seconds, form
+        text = as_text(values[rest]).to_numpy()
+        maybe = ~finite & (text != "") & np.isnan(numbers)
+        if maybe.any():
+            parsed = _iso_to_seconds(pd.Series(text[maybe])).to_numpy()
+            ok = ~np.isnan(parsed)
+            seconds[where[maybe][ok]] = parsed[ok]
+            form[where[maybe][ok]] = "iso8601"
+    return pd.Series(seconds, index=index), pd.Series(form, index=index)
 
 
 def _iso_to_seconds(text: pd.Series) -> pd.Series:
@@ -103,10 +106,11 @@ def _iso_to_seconds(text: pd.Series) -> pd.Series:
     Zoned and naive values are parsed apart: pandas reads a naive value in a column that also
     holds offsets with a neighbour's offset, not as UTC.
     """
-    zoned = text.str.contains(_ZONE, regex=True)
-    out = pd.Series(np.nan, index=text.index, dtype="float64")
-    for part, utc in ((text[zoned].str.upper(), True), (text[~zoned], False)):  # "z" is "Z"
-        if len(part):
-            stamps = pd.to_datetime(part, utc=utc, format="ISO8601", errors="coerce")
-            out[part.index] = _datetimes_to_seconds(stamps)
-    return out
+    zoned = text.str.contains(_ZONE, regex=True).to_numpy(bool)
+    out = np.full(len(text), np.nan)
+    for part, utc in ((zoned, True), (~zoned, False)):
+        if part.any():
+            cells = text[part].str.upper() if utc else text[part]  # "z" is "Z"
+            stamps = pd.Series(pd.to_datetime(cells, utc=utc, format="ISO8601", errors="coerce"))
+            out[part] = _datetimes_to_seconds(stamps).to_numpy()
+    return pd.Series(out, index=text.index)
