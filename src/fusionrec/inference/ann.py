@@ -189,7 +189,8 @@ def save_index(index: AnnIndex, folder: Path) -> Path:
 def load_index(model_dir: Path, rec: Any) -> AnnIndex | None:
     """The index in `<model_dir>/ann/` when it matches rec; None (logged) when absent or stale.
 
-    The inverted lists are memory-mapped: loading reads the list heads, the pages follow on use.
+    Read into memory: a memory-mapped IVF index answered 20-30x slower (page faults on every list
+    scanned), and reading it costs well under a second at 1M items (benchmarks/ann.py).
     """
     import faiss
     from safetensors.numpy import load_file
@@ -208,11 +209,10 @@ def load_index(model_dir: Path, rec: Any) -> AnnIndex | None:
         log.warning("%s: approximate index not used, scoring exactly: %s", folder, problem)
         return None
     tensors = load_file(str(folder / "moments.safetensors"))
-    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
-    warm = MipsIndex(faiss.read_index(str(folder / "warm.faiss"), flags), tensors.pop("warm_rows"))
+    warm = MipsIndex(faiss.read_index(str(folder / "warm.faiss")), tensors.pop("warm_rows"))
     cold = None
     if "cold_rows" in tensors:
-        cold = MipsIndex(faiss.read_index(str(folder / "cold.faiss"), flags), tensors.pop("cold_rows"))
+        cold = MipsIndex(faiss.read_index(str(folder / "cold.faiss")), tensors.pop("cold_rows"))
     return AnnIndex(warm, cold, tensors, n, int(meta["probe"]), meta)
 
 
