@@ -104,7 +104,7 @@ def bento_path(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     context = tmp / "context"
     (context / "serving").mkdir(parents=True)
     shutil.copy(REPO / "serving" / "bentofile.yaml", context / "serving")
-    for name in ("params.yaml", "requirements.lock"):
+    for name in ("params.yaml", "requirements-serving.lock"):  # the files the bentofile names
         shutil.copy(REPO / name, context)
     build_wheel(context / "dist")
     _run([str(BIN / "bentoml"), "build", "-f", "serving/bentofile.yaml", "."], context, build_env)

@@ -133,7 +133,7 @@ def test_bentofile_builds_offline_from_the_wheel(packaged: dict, tmp_path: Path)
     context = tmp_path / "context"  # what `make wheel` leaves: the files the bentofile names, and dist/
     (context / "serving").mkdir(parents=True)
     shutil.copy(REPO / "serving" / "bentofile.yaml", context / "serving")
-    for name in ("params.yaml", "requirements.lock"):
+    for name in ("params.yaml", "requirements-serving.lock"):  # the files the bentofile names
         shutil.copy(REPO / name, context)
     wheel = build_wheel(context / "dist")
     bentoml = Path(sys.executable).parent / "bentoml"
