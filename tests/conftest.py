@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny demo dataset, ingested and split once per test session.
 
-Every room's tests can ask for `demo_dir` (the raw dataset + truth/), `ingested_dir`,
+Every suite can ask for `demo_dir` (the raw dataset + truth/), `ingested_dir`,
 `split_dir` (random-811), `tiny_demo_cfg`, `taste_model` and `ml100k_dir` (skips when
 ../shared/datasets/ml100k-mm is absent). The session fixtures are read-only: a test
 that needs to modify a dataset copies it to its own tmp_path first.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "fusionrec"
 FRAMEWORKS = ("kfp", "bentoml", "dvc", "optuna")
-OPTUNA_HOME = "automl"  # the one room allowed to import optuna (search space apart from training)
+OPTUNA_HOME = "automl"  # the one package allowed to import optuna (search space apart from training)
 
 
 def _imports(path: Path) -> set[str]:

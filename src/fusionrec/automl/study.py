@@ -37,6 +37,24 @@ METRIC = "ndcg@20"  # the objective (validation) and the pruning signal (per epo
 CAUGHT = (ValueError, RuntimeError, ArithmeticError)  # a trial raising these fails; the search goes on (SpaceError stops it)
 
 
+def optuna_stderr(enable: bool) -> bool:
+    """Switch optuna's own stderr handler (a progress display shows its trial lines instead); returns
+    whether it was on. Nothing to switch while optuna is not imported yet."""
+    import sys
+
+    if "optuna" not in sys.modules:
+        return False
+    import optuna
+
+    handler = getattr(optuna.logging, "_default_handler", None)
+    was_on = handler is not None and handler in logging.getLogger("optuna").handlers
+    if enable and not was_on:
+        optuna.logging.enable_default_handler()
+    elif not enable and was_on:
+        optuna.logging.disable_default_handler()
+    return was_on
+
+
 def local_storage(out_dir: Path) -> str:
     """The default storage: a SQLite file in the output folder."""
     return f"sqlite:///{Path(out_dir).resolve() / 'study.db'}"

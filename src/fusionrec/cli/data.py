@@ -1,4 +1,4 @@
-"""CLI commands of the data room: `ingest`, `demo-data`, `split` (thin over fusionrec.data)."""
+"""CLI commands of the data steps: `ingest`, `demo-data`, `split` (thin over fusionrec.data)."""
 
 from __future__ import annotations
 

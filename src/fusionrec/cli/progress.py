@@ -81,7 +81,9 @@ def progress(what: str, total: int | None = None, advance: Advance | None = None
             log.addHandler(feed)
             log.setLevel(logging.INFO)
             log.propagate = False  # no second copy through a root handler
-        optuna_default = _optuna_default_handler(False)
+        from fusionrec.automl.study import optuna_stderr
+
+        optuna_default = optuna_stderr(False)
         try:
             yield
         finally:
@@ -90,24 +92,7 @@ def progress(what: str, total: int | None = None, advance: Advance | None = None
                 log.removeHandler(feed)
                 log.setLevel(level)
                 log.propagate = propagate
-            _optuna_default_handler(optuna_default)
-
-
-def _optuna_default_handler(enable: bool) -> bool:
-    """Switch optuna's own stderr handler (it would print every trial a second time); returns whether it was on."""
-    import sys
-
-    if "optuna" not in sys.modules:
-        return False
-    import optuna
-
-    handler = getattr(optuna.logging, "_default_handler", None)
-    was_on = handler is not None and handler in logging.getLogger("optuna").handlers
-    if enable and not was_on:
-        optuna.logging.enable_default_handler()
-    elif not enable and was_on:
-        optuna.logging.disable_default_handler()
-    return was_on
+            optuna_stderr(optuna_default)
 
 
 def _value(v: Any) -> str:

@@ -1,4 +1,4 @@
-"""CLI commands of the model room: `train` and `recommend` (thin over fusionrec.training
+"""CLI commands of the model: `train` and `recommend` (thin over fusionrec.training
 and fusionrec.models.batch)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The data room: ingest and validation, splits, the demo generator, and the loaders.
+"""Data: ingest and validation, splits, the demo generator, and the loaders.
 
 - `ingest.run_ingest`: dataset folder -> ingested folder (catalogue.py checks items, images.py
   guards every image decode, tables.py reads raw tables and collects rejected rows).

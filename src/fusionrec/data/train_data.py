@@ -1,7 +1,7 @@
 """TrainData: everything training reads, in memory, assembled from the step folders.
 
 The training loop (training.py), the model assembly (models/assemble.py) and the AutoML
-study all take a TrainData; it lives here, in the data room, so that none of them has to
+study all take a TrainData; it lives here, with the data, so that none of them has to
 import another to reach it.
 """
 
