@@ -59,9 +59,14 @@ def test_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "items.csv").write_text("item_id,title\n1,x\n")
-    (bad / "interactions.csv").write_text("user_id,item_id\na,1\n")
+    (bad / "interactions.csv").write_text("user,item_id\na,1\n")
     res = _invoke("ingest", bad, tmp_path / "out")
-    assert res.exit_code == 1 and "'timestamp'" in res.output
+    assert res.exit_code == 1 and "'user_id'" in res.output and "Traceback" not in res.output
+
+    (bad / "interactions.csv").write_text("user_id,item_id\na,1\n")  # no timestamp: fine, but no temporal split
+    assert _invoke("ingest", bad, tmp_path / "out").exit_code == 0
+    res = _invoke("split", tmp_path / "out", tmp_path / "s", "--protocol", "temporal-loo")
+    assert res.exit_code == 1 and "timestamp" in res.output and "Traceback" not in res.output
 
     res = _invoke("split", tmp_path / "out", tmp_path / "s", "--protocol", "sideways")
     assert res.exit_code == 2 and "protocol" in res.output
