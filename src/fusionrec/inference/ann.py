@@ -253,10 +253,7 @@ def _train_history(rec: Any, uidx: int) -> np.ndarray:
     """The user's training-history items that are trained: the ones taken out of the reference set."""
     a = rec.arrays
     lo, hi = a["hist_indptr"][uidx], a["hist_indptr"][uidx + 1]
-    items = a["hist_indices"][lo:hi].astype(np.int64)
-    if "hist_data" in a:
-        items = items[a["hist_data"][lo:hi] > 0]
-    items = np.unique(items)
+    items = np.unique(a["hist_indices"][lo:hi].astype(np.int64))
     return items[a["trained"][items].astype(bool)]
 
 
@@ -278,8 +275,7 @@ def user_top_k(rec: Any, index: AnnIndex, uidx: int, k: int, exclude: np.ndarray
     """
     a, n = rec.arrays, rec.n_items
     exclude = np.unique(np.asarray(exclude, dtype=np.int64))
-    # the query exactly as score_users builds it: (1, d) -> (1, D)
-    q = rec._parts.user_matrix(a["user_base"][[uidx]], rec._context(context))[0]
+    q = rec.user_matrix(np.array([uidx]), rec._context(context))[0]  # (D,): as score_users builds it
     q64 = q.astype(np.float64)
     hist = _train_history(rec, uidx)
     mu, sd = _moments(index.moments["n_sum"], index.moments["n_gram"], q64,
