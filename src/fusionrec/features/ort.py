@@ -43,7 +43,7 @@ from fusionrec.features.quantize import CALIBRATION_TEXTS, SMOOTH_ALPHA, input_a
 GRAPH_FILE = "model.onnx"
 OPSET = 17
 RECIPE = f"onnx{OPSET}-bertfused"
-INT8_RECIPE = f"{RECIPE}-smooth{SMOOTH_ALPHA}cal64-int8-w7a8-perchannel-fp32emb"
+INT8_RECIPE = f"{RECIPE}-smooth{SMOOTH_ALPHA}f64-int8-w7a8-perchannel-fp32emb"
 
 
 def recipe(int8: bool) -> str:
@@ -122,12 +122,13 @@ def build_graph(folder: Path, int8: bool, target: Path) -> None:
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         model, tokenizer, config = _torch_model(folder)
+        amax: dict[str, np.ndarray] = {}
+        if int8:  # before the export, which leaves tracing state behind; float64 so no last bit varies
+            exact = copy.deepcopy(model).double()
+            amax = {k: v.numpy() for k, v in input_absmax(exact, _calibration(exact, tokenizer)).items()}
         _export(model, tokenizer, work / "exported.onnx")
         fused = _fuse(work / "exported.onnx", config)
         if int8:
-            # calibrated in float64: fp32 sums may differ in the last bit from run to run, and the graph must not
-            exact = copy.deepcopy(model).double()
-            amax = {k: v.numpy() for k, v in input_absmax(exact, _calibration(exact, tokenizer)).items()}
             _smooth(fused, amax, config)
             _save(fused, work / "smoothed.onnx")
             _quantize(work / "smoothed.onnx", work / GRAPH_FILE)
