@@ -18,6 +18,7 @@ from typing import Any
 
 import bentoml
 import orjson
+from serving.options import service_options
 from starlette.responses import Response
 
 from fusionrec.config import load_params
@@ -38,14 +39,7 @@ def canned_response(user_id: str, k: int) -> dict[str, Any]:
             "model_version": "floor", "items": items, "ignored_items": []}
 
 
-@bentoml.service(
-    name="fusionrec-floor",
-    workers=_serve_cfg.workers,
-    threads=_serve_cfg.threads,
-    traffic={"timeout": 60},
-    http={"port": _serve_cfg.port},
-    logging={"access": {"enabled": _serve_cfg.access_log, "skip_paths": ["/healthz", "/livez", "/readyz", "/metrics"]}},
-)
+@bentoml.service(name="fusionrec-floor", **service_options(_serve_cfg))
 class Floor:
     """Answers /recommend with a canned response of fusionrec's shape."""
 

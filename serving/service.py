@@ -27,6 +27,7 @@ from starlette.responses import Response
 from fusionrec.config import load_params
 from fusionrec.inference import InferenceEngine, build_engine
 from serving.middleware import MultipartGuard
+from serving.options import service_options
 
 MODEL_SPEC = os.environ.get("FUSIONREC_MODEL", "") or "fusionrec:latest"  # a folder or a BentoML tag
 _serve_cfg = load_params(os.environ.get("FUSIONREC_PARAMS", "params.yaml")).serve
@@ -53,14 +54,7 @@ def resolve_model(spec: str) -> Path:
     return Path(spec) if Path(spec).is_dir() else Path(bentoml.models.get(spec).path)
 
 
-@bentoml.service(
-    name="fusionrec",
-    workers=_serve_cfg.workers,
-    threads=_serve_cfg.threads,
-    traffic={"timeout": 60},
-    http={"port": _serve_cfg.port},
-    logging={"access": {"enabled": _serve_cfg.access_log, "skip_paths": ["/healthz", "/livez", "/readyz", "/metrics"]}},
-)
+@bentoml.service(name="fusionrec", **service_options(_serve_cfg))
 class FusionRec:
     """Recommendations, similar items, new items, feedback and model swaps over one model."""
 
