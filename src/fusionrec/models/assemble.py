@@ -50,7 +50,7 @@ def assemble_recommender(model: FusionNet, data: TrainData, cfg: TrainConfig, in
     """
     import fusionrec
     from fusionrec.evaluation.metrics import evaluate_scores
-    from fusionrec.models.ease import ease_weights
+    from fusionrec.models.ease import EASE_KEYS, item_item_arrays
 
     exported = model.export()
     train = data.train_matrix
@@ -70,7 +70,7 @@ def assemble_recommender(model: FusionNet, data: TrainData, cfg: TrainConfig, in
         arrays[f"mask::{k}"] = np.asarray(data.features[k][1], dtype=np.uint8)
     use_ease = cfg.ease_blend is None or cfg.ease_blend > 0
     if use_ease:
-        arrays["ease"] = ease_weights(hist, cfg.ease_lambda, weighted=cfg.recency_half_life > 0)
+        arrays.update(item_item_arrays(hist, cfg))  # dense EASE, or sparse CSR arrays on large catalogues
     meta: dict[str, Any] = {
         "version": getattr(fusionrec, "__version__", "0"),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -87,7 +87,8 @@ def assemble_recommender(model: FusionNet, data: TrainData, cfg: TrainConfig, in
         _, grid = choose_blend(rec, train, data.valid)
         meta["ease_blend_grid"] = {str(k): v for k, v in grid.items()}
     if rec.ease_blend == 0:
-        rec.arrays.pop("ease", None)  # unused: keep the model folder small
+        for key in EASE_KEYS:
+            rec.arrays.pop(key, None)  # unused: keep the model folder small
     valid = evaluate_scores(rec.score_users, train, data.valid, ks=(10, 20))
     meta["valid_metrics"] = {k: float(v) for k, v in valid.items() if "@" in k}
     return rec, meta["valid_metrics"]

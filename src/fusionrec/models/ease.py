@@ -7,8 +7,13 @@ scores blend with. The baselines room imports `EASE` from here, so both use one 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from fusionrec.config import TrainConfig
 
 MAX_EASE_ITEMS = 30_000  # the Gram matrix is dense: n_items^2 floats
 
@@ -28,7 +33,7 @@ def ease_weights(train: sp.csr_matrix, lam: float = 300.0, weighted: bool = Fals
     if n_items > MAX_EASE_ITEMS:
         raise ValueError(
             f"EASE needs a dense {n_items} x {n_items} matrix; more than {MAX_EASE_ITEMS} items is "
-            "too large. Set train.ease_blend to 0 to turn the EASE component off."
+            "too large. Lower train.ease_max_items to use the sparse EASE, or set train.ease_blend to 0."
         )
     dtype = np.float64 if n_items <= 8000 else np.float32
     x = sp.csr_matrix(train, dtype=dtype) if weighted else (train > 0).astype(dtype)
@@ -39,6 +44,26 @@ def ease_weights(train: sp.csr_matrix, lam: float = 300.0, weighted: bool = Fals
     b = p / (-np.diag(p))[None, :]  # column j divided by -P_jj
     b[diag] = 0.0
     return b.astype(np.float32)
+
+
+def item_item_arrays(hist: sp.csr_matrix, cfg: TrainConfig) -> dict[str, np.ndarray]:
+    """The recommender's item-item component: exact EASE, or the sparse one on large catalogues.
+
+    Up to cfg.ease_max_items items the dense EASE matrix is stored as "ease" (n, n); above,
+    the sparse EASE (fusionrec.models.sparse_ease) as CSR arrays "ease_indptr" (n + 1,),
+    "ease_indices" and "ease_data" (nnz,), which serving reads row by row.
+    """
+    from fusionrec.models.sparse_ease import sparse_ease_weights
+
+    weighted = cfg.recency_half_life > 0
+    if hist.shape[1] <= min(cfg.ease_max_items, MAX_EASE_ITEMS):
+        return {"ease": ease_weights(hist, cfg.ease_lambda, weighted=weighted)}
+    b = sparse_ease_weights(hist, cfg.ease_lambda, cfg.ease_head_items, cfg.ease_topk, weighted=weighted)
+    return {"ease_indptr": b.indptr.astype(np.int64), "ease_indices": b.indices.astype(np.int32),
+            "ease_data": b.data.astype(np.float32)}
+
+
+EASE_KEYS = ("ease", "ease_indptr", "ease_indices", "ease_data")  # the arrays item_item_arrays may write
 
 
 class EASE:

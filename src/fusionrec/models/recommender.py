@@ -28,6 +28,7 @@ from fusionrec.config import TrainConfig
 from fusionrec.io import read_json, write_json
 from fusionrec.models.context import encode_context
 from fusionrec.models.inference_parts import InferenceParts, zscore
+from fusionrec.models.sparse_ease import sparse_row_sum
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Recommender:
         self._user_pos: dict[str, int] | None = None
         self._hist: sp.csr_matrix | None = None  # the training history, built once per item count
         self._users: np.ndarray | None = None  # user matrix without request context, built once
+        self._ease_csr: sp.csr_matrix | None = None  # sparse EASE as scipy, built once for batch scoring
 
     # --- identity -------------------------------------------------------------------
     @property
@@ -116,8 +118,11 @@ class Recommender:
         seen[0, idx] = True
         if not self._blends_ease:
             return seen, None
-        ease = self.arrays["ease"]
         weights = self.arrays["hist_data"][lo:hi] if "hist_data" in self.arrays else np.ones(len(idx), np.float32)
+        if "ease" not in self.arrays:  # sparse EASE: the history's rows, summed into one (n_e,) vector
+            a = self.arrays
+            return seen, sparse_row_sum(a["ease_indptr"], a["ease_indices"], a["ease_data"], idx, weights)[None, :]
+        ease = self.arrays["ease"]
         keep = idx < ease.shape[0]
         return seen, (weights[keep] @ ease[idx[keep]])[None, :]  # (h,) x (h, n_e)
 
@@ -125,13 +130,21 @@ class Recommender:
         """(seen (b, n) bool, EASE scores (b, n_e) or None) of history rows (b, n)."""
         if not self._blends_ease:
             return hist.toarray() > 0, None
-        ease = self.arrays["ease"]  # (n_e, n_e): the items that existed at training time
+        ease = self.arrays["ease"] if "ease" in self.arrays else self._sparse_ease()  # (n_e, n_e): items at training
         rows = hist if hist.shape[1] == ease.shape[0] else hist[:, : ease.shape[0]]
-        return hist.toarray() > 0, np.asarray(rows @ ease)  # (b, n_e) x (n_e, n_e)
+        scores = rows @ ease  # (b, n_e) x (n_e, n_e)
+        return hist.toarray() > 0, scores.toarray() if sp.issparse(scores) else np.asarray(scores)
+
+    def _sparse_ease(self) -> sp.csr_matrix:
+        """The sparse EASE matrix (n_e, n_e) from its CSR arrays, built once (batch scoring only)."""
+        if self._ease_csr is None:
+            a = self.arrays
+            self._ease_csr = _csr(a["ease_indptr"], a["ease_indices"], len(a["ease_indptr"]) - 1, a["ease_data"])
+        return self._ease_csr
 
     @property
     def _blends_ease(self) -> bool:
-        return self.ease_blend > 0 and "ease" in self.arrays
+        return self.ease_blend > 0 and ("ease" in self.arrays or "ease_indptr" in self.arrays)
 
     def user_matrix(self, user_idx: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
         """User vectors (b, D) of known users; without context they are computed once for all users."""
