@@ -138,3 +138,27 @@ def test_serving_recommends_with_the_sparse_component(forced: TrainResult, tmp_p
         assert folded["path"] == "fold_in" and len(folded["items"]) == 5
     finally:
         eng.close()
+
+
+def test_blend_choice_from_two_scorings_equals_scoring_each_weight(forced: TrainResult) -> None:
+    from fusionrec.evaluation.metrics import evaluate_scores
+    from fusionrec.models.assemble import BLEND_GRID, choose_blend
+
+    rec, data = forced.recommender, colour_data()
+    _, grid = choose_blend(rec, data.train_matrix, data.valid)
+    for w in BLEND_GRID:
+        rec.meta["ease_blend"] = w
+        direct = evaluate_scores(rec.score_users, data.train_matrix, data.valid, ks=(20,))["ndcg@20"]
+        assert grid[w] == pytest.approx(direct, abs=1e-6)
+    assert len(set(grid.values())) > 1  # the weights do rank differently here
+
+
+def test_valid_sample_keeps_whole_rows_of_at_most_the_cap() -> None:
+    from fusionrec.training import valid_sample
+
+    valid = _x(6, users=300)
+    sample = valid_sample(valid, FAST.with_overrides(valid_max_users=50))
+    kept = np.flatnonzero(np.diff(sample.indptr) > 0)
+    assert len(kept) == 50
+    assert (sample[kept] != valid[kept]).nnz == 0  # whole rows, unchanged
+    assert valid_sample(valid, FAST.with_overrides(valid_max_users=0)).nnz == valid.nnz

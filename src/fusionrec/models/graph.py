@@ -14,6 +14,8 @@ import scipy.sparse as sp
 if TYPE_CHECKING:
     import torch
 
+BLOCK_FLOATS = 1 << 24  # floats per (chunk, n) similarity block (64 MiB): O(n) memory on any catalogue
+
 
 def _to_torch(m: sp.spmatrix) -> torch.Tensor:
     """scipy sparse -> torch CSR float32 tensor."""
@@ -115,6 +117,7 @@ def content_similarity_topk(
         normed.append((v, torch.from_numpy(mask.astype(np.float32))))
     n = normed[0][0].shape[0]
     k = min(k, n - 1)
+    chunk = max(16, min(chunk, BLOCK_FLOATS // max(n, 1)))  # a few (chunk, n) blocks live at once: bound them
     idx_out, sim_out = [], []
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)

@@ -116,7 +116,7 @@ class Recommender:
         idx = self.arrays["hist_indices"][lo:hi]
         seen = np.zeros((1, self.n_items), bool)
         seen[0, idx] = True
-        if not self._blends_ease:
+        if not self.blends_ease:
             return seen, None
         weights = self.arrays["hist_data"][lo:hi] if "hist_data" in self.arrays else np.ones(len(idx), np.float32)
         if "ease" not in self.arrays:  # sparse EASE: the history's rows, summed into one (n_e,) vector
@@ -128,7 +128,7 @@ class Recommender:
 
     def _history_rows_terms(self, hist: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray | None]:
         """(seen (b, n) bool, EASE scores (b, n_e) or None) of history rows (b, n)."""
-        if not self._blends_ease:
+        if not self.blends_ease:
             return hist.toarray() > 0, None
         ease = self.arrays["ease"] if "ease" in self.arrays else self._sparse_ease()  # (n_e, n_e): items at training
         rows = hist if hist.shape[1] == ease.shape[0] else hist[:, : ease.shape[0]]
@@ -143,7 +143,8 @@ class Recommender:
         return self._ease_csr
 
     @property
-    def _blends_ease(self) -> bool:
+    def blends_ease(self) -> bool:
+        """Whether scores blend the EASE part (dense "ease" or sparse "ease_indptr"/... arrays)."""
         return self.ease_blend > 0 and ("ease" in self.arrays or "ease_indptr" in self.arrays)
 
     def user_matrix(self, user_idx: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:

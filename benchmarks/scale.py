@@ -1,0 +1,399 @@
+"""Scale benchmark: the default pipeline on a synthetic catalogue of 200,000 items and 10M interactions.
+
+    python -m benchmarks.scale [--items 200000] [--interactions 10000000] [--epochs 2]
+                               [--work work/bench/scale] [--max-rss-gib 20] [--quality-seeds 2026,2027,2028]
+
+- a synthetic catalogue: items in latent topics with power-law popularity inside each topic,
+  users with tastes over a few topics (plus popularity draws), precomputed item vectors that
+  are noisy views of the topic (the `vectors:` featurize source; no text or image encoder);
+- ingest, split (random-811), featurize and train (default TrainConfig, the vectors as the
+  only modality, a few epochs) each run in a child process: wall time and peak RSS of the
+  child and its children, sampled every 0.2 s; train is split into its parts (graphs,
+  item-item component, each epoch, blend choice) by the times the child records;
+- a stage whose process tree passes --max-rss-gib is stopped and reported as not fitting;
+- `--quality-seeds`: on ml100k-mm (random-811), the exact EASE against the sparse EASE
+  (forced) on the same trained network per seed, EASE alone and blended, test metrics.
+Writes benchmarks/reports/scale.{json,md} (sections not rerun are kept from the last report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.report import REPORTS, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("ingest", "split", "featurize", "train")
+log = logging.getLogger("benchmarks.scale")
+
+
+# --- the synthetic catalogue ---------------------------------------------------------------
+def generate(root: Path, n_items: int, n_interactions: int, topics: int = 512, dim: int = 32,
+             seed: int = 0) -> dict[str, Any]:
+    """Write items.parquet, interactions.parquet and vectors.npy (+ ids) under root.
+
+    Each item belongs to one topic and has a Zipf popularity inside it; each user likes three
+    topics (Dirichlet weights) and makes a heavy-tailed number of interactions (mean
+    n_interactions / users), 85% from their topics and 15% by global popularity. Vectors are
+    the topic's direction plus noise, so content carries the taste signal.
+    """
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    n_users = max(10, n_interactions // 100)
+    topic = rng.integers(0, topics, n_items)  # (n,)
+    pop = 1.0 / (1.0 + rng.permutation(n_items)) ** 0.9  # Zipf-like, random ranks
+    order = np.argsort(topic, kind="stable")
+    starts = np.searchsorted(topic[order], np.arange(topics + 1))  # topic t: order[starts[t]:starts[t+1]]
+    cdf_in_topic = np.zeros(n_items)
+    for t in range(topics):
+        w = pop[order[starts[t] : starts[t + 1]]]
+        cdf_in_topic[starts[t] : starts[t + 1]] = np.cumsum(w) / w.sum()
+    global_cdf = np.cumsum(pop) / pop.sum()
+
+    activity = np.maximum(3, rng.pareto(2.0, n_users) + 1.0)
+    likes = rng.integers(0, topics, (n_users, 3))
+    weights = np.cumsum(rng.dirichlet(np.ones(3), n_users), axis=1)
+    frame = pd.DataFrame({"u": np.zeros(0, np.int64), "i": np.zeros(0, np.int64)})
+    want = int(n_interactions * 1.15)
+    for _ in range(8):  # duplicates are dropped: draw again until there are enough
+        counts = np.round(activity * want / activity.sum()).astype(np.int64)
+        users = np.repeat(np.arange(n_users), counts)  # (m,)
+        pick = (rng.random(len(users))[:, None] > weights[users]).sum(1).clip(0, 2)  # (m,) which liked topic
+        t = likes[users, pick]
+        pos = starts[t] + np.minimum(_search_in_topic(cdf_in_topic, starts, t, rng.random(len(users))),
+                                     starts[t + 1] - starts[t] - 1)
+        items = order[pos]
+        popular = rng.random(len(users)) < 0.15
+        items[popular] = np.minimum(np.searchsorted(global_cdf, rng.random(int(popular.sum()))), n_items - 1)
+        frame = pd.concat([frame, pd.DataFrame({"u": users, "i": items})]).drop_duplicates()
+        if len(frame) >= n_interactions:
+            break
+        want = int((n_interactions - len(frame)) * 1.5)
+    frame = frame.iloc[np.sort(rng.permutation(len(frame))[:n_interactions])].sort_values("u", kind="stable")
+    ts = 1_700_000_000 + rng.integers(0, 180 * 86400, len(frame))
+    pd.DataFrame({"user_id": "u" + frame["u"].astype(str), "item_id": "i" + frame["i"].astype(str),
+                  "timestamp": ts}).to_parquet(root / "interactions.parquet", index=False)
+    ids = np.char.add("i", np.arange(n_items).astype(str))
+    pd.DataFrame({"item_id": ids}).to_parquet(root / "items.parquet", index=False)
+    directions = rng.normal(size=(topics, dim))
+    vectors = directions[topic] + 0.8 * rng.normal(size=(n_items, dim))  # (n, dim)
+    vec_dir = root.parent / "vectors"
+    vec_dir.mkdir(parents=True, exist_ok=True)
+    np.save(vec_dir / "content.npy", vectors.astype(np.float32))
+    (vec_dir / "content.ids.txt").write_text("\n".join(ids.tolist()) + "\n")
+    return {"items": n_items, "users": int(frame["u"].nunique()), "interactions": len(frame),
+            "topics": topics, "vector_dim": dim, "vectors": str(vec_dir / "content.npy")}
+
+
+def _search_in_topic(cdf: np.ndarray, starts: np.ndarray, t: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Position inside topic t[j] of the first item whose in-topic CDF reaches u[j] (grouped by topic)."""
+    out = np.zeros(len(t), dtype=np.int64)
+    by_topic = np.argsort(t, kind="stable")
+    bounds = np.searchsorted(t[by_topic], np.arange(len(starts)))
+    for k in range(len(starts) - 1):
+        rows = by_topic[bounds[k] : bounds[k + 1]]
+        if len(rows):
+            out[rows] = np.searchsorted(cdf[starts[k] : starts[k + 1]], u[rows])
+    return out
+
+
+# --- stages in child processes -------------------------------------------------------------
+class _Marks:
+    """Part start/stop times the train child records (wall clock, for the parent's RSS samples)."""
+
+    def __init__(self) -> None:
+        self.parts: list[dict[str, Any]] = []
+
+    def wrap(self, module: Any, name: str, label: str) -> None:
+        fn = getattr(module, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.parts.append({"part": label, "start": t0, "stop": time.time()})
+
+        setattr(module, name, timed)
+
+
+def run_stage(stage: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """One stage in this (child) process; returns its metrics and, for train, its timed parts."""
+    from fusionrec.config import FeaturizeConfig, IngestConfig, SplitConfig, TrainConfig
+
+    d = {k: work / k for k in ("data", "ingested", "split", "features", "model")}
+    if stage == "ingest":
+        from fusionrec.data.ingest import run_ingest
+
+        return {"metrics": run_ingest(d["data"], d["ingested"], IngestConfig(context_columns=[])).metrics}
+    if stage == "split":
+        from fusionrec.data.splits import run_split
+
+        return {"metrics": run_split(d["ingested"], d["split"], SplitConfig(protocol="random-811")).metrics}
+    if stage == "featurize":
+        from fusionrec.features.pipeline import run_featurize
+
+        cfg = FeaturizeConfig(text_encoders=["none"], image_encoders=["none"],
+                              vector_sources=[f"vectors:{work / 'vectors' / 'content.npy'}"],
+                              cache_dir=str(work / "cache"))
+        return {"metrics": run_featurize(d["ingested"], d["features"], cfg).metrics}
+    import fusionrec.models.assemble as assemble
+    import fusionrec.models.ease as ease
+    import fusionrec.models.graph as graph
+    import fusionrec.training as training
+    from fusionrec.data.train_data import TrainData
+
+    if args.max_batches > 0:  # a bounded epoch: its first max_batches batches (the report says so)
+        full = training.iter_batches
+
+        def first_batches(*a: Any, **kw: Any) -> Any:
+            for n, batch in enumerate(full(*a, **kw)):
+                if n >= args.max_batches:
+                    return
+                yield batch
+
+        training.iter_batches = first_batches  # type: ignore[assignment]
+    marks = _Marks()
+    marks.wrap(graph, "normalized_adjacency", "graph: user-item adjacency")
+    marks.wrap(graph, "knn_graph", "graph: item kNN over content")
+    marks.wrap(ease, "item_item_arrays", "item-item component (EASE)")
+    marks.wrap(assemble, "choose_blend", "blend weight on validation")
+    t0 = time.time()
+    data = TrainData.from_dirs(d["ingested"], d["features"], d["split"])
+    marks.parts.append({"part": "load data", "start": t0, "stop": time.time()})
+    cfg = TrainConfig(text_encoder="none", image_encoder="none", extra_modalities=["content"], epochs=args.epochs,
+                      patience=args.epochs, **({"batch_size": args.batch_size} if args.batch_size else {}))
+    epoch_ends: list[float] = []
+    result = training.train(data, cfg, callback=lambda epoch, row: epoch_ends.append(time.time()))
+    for e, row in enumerate(result.history):  # an epoch: its batches and its validation
+        marks.parts.append({"part": f"epoch {e + 1}", "start": epoch_ends[e] - row["seconds"], "stop": epoch_ends[e],
+                            "valid_ndcg@20": row["ndcg@20"]})
+    rec = result.recommender
+    t1 = time.time()
+    rec.save(d["model"])
+    marks.parts.append({"part": "save model", "start": t1, "stop": time.time()})
+    return {"metrics": {"train_seconds": round(result.seconds, 1), "ease_blend": rec.ease_blend,
+                        "valid": result.valid_metrics, "ease_nnz": int(len(rec.arrays.get("ease_data", []))),
+                        "model_mib": round(sum(f.stat().st_size for f in d["model"].iterdir()) / 2**20, 1)},
+            "parts": marks.parts}
+
+
+def _tree_rss(proc: Any) -> int:
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except Exception:  # the child ended between two samples
+        return 0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(Exception):
+            total += p.memory_info().rss
+    return total
+
+
+def run_child(stage: str, work: Path, argv: list[str], max_rss: int) -> dict[str, Any]:
+    """Run a stage in a child process, sampling the RSS of its process tree; stop it past max_rss."""
+    import psutil
+
+    out = work / f"stage-{stage}.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "benchmarks.scale", "--stage", stage, "--work", str(work), *argv]
+    t0 = time.time()
+    child = subprocess.Popen(cmd, cwd=REPO)
+    proc = psutil.Process(child.pid)
+    samples: list[tuple[float, int]] = []
+    killed = False
+    while child.poll() is None:
+        rss = _tree_rss(proc)
+        samples.append((time.time(), rss))
+        if rss > max_rss and not killed:
+            log.error("%s: process tree RSS %.1f GiB passed the limit; stopping it", stage, rss / 2**30)
+            child.kill()
+            killed = True
+        time.sleep(0.2)
+    wall = time.time() - t0
+    row: dict[str, Any] = {"stage": stage, "wall_s": round(wall, 1), "returncode": child.returncode,
+                           "peak_rss_gib": round(max((s for _, s in samples), default=0) / 2**30, 2),
+                           "stopped_over_memory": killed}
+    if out.is_file():
+        done = json.loads(out.read_text())
+        row["metrics"] = done.get("metrics", {})
+        row["parts"] = [_part_row(p, samples) for p in done.get("parts", [])]
+    return row
+
+
+def _part_row(part: dict[str, Any], samples: list[tuple[float, int]]) -> dict[str, Any]:
+    inside = [s for t, s in samples if part["start"] <= t <= part["stop"]]
+    row = {k: v for k, v in part.items() if k not in ("start", "stop")}
+    row.update(wall_s=round(part["stop"] - part["start"], 1),
+               peak_rss_gib=round(max(inside, default=0) / 2**30, 2) if inside else None)
+    return row
+
+
+# --- ml100k-mm: exact vs sparse EASE on the same network -----------------------------------
+def quality_side_by_side(seeds: list[int], variants: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Per seed: train the default config once (exact EASE), then swap in each sparse variant.
+
+    The network is the same, so the differences are the item-item component's alone; the blend
+    weight is chosen again on validation for each variant, as training would.
+    """
+    import scipy.sparse as sp
+    import torch
+
+    from benchmarks.quality import METRICS, _round, _test
+    from benchmarks.search import DEFAULT_DATA, prepare
+    from fusionrec.config import TrainConfig
+    from fusionrec.data.train_data import TrainData
+    from fusionrec.models.assemble import choose_blend
+    from fusionrec.models.ease import EASE_KEYS, item_item_arrays
+    from fusionrec.models.recommender import Recommender
+    from fusionrec.training import train
+
+    torch.set_num_threads(1)
+    ingested, features, split, _ = prepare(DEFAULT_DATA, REPO / "work" / "bench" / "search")
+    data = TrainData.from_dirs(ingested, features, split)
+    runs = []
+    for seed in seeds:
+        cfg = TrainConfig(seed=seed)
+        rec = train(data, cfg).recommender
+        a = rec.arrays
+        hist = sp.csr_matrix((a.get("hist_data", np.ones(len(a["hist_indices"]), np.float32)), a["hist_indices"],
+                              a["hist_indptr"]), shape=(rec.n_users, rec.n_items))
+        rows: dict[str, Any] = {"seed": seed}
+        for name, over in {"exact": {}, **variants}.items():
+            arrays = {k: v for k, v in a.items() if k not in EASE_KEYS}
+            t0 = time.perf_counter()
+            arrays.update(item_item_arrays(hist, cfg.with_overrides(**over)) if over else
+                          {k: a[k] for k in EASE_KEYS if k in a} or item_item_arrays(hist, cfg))
+            fit_s = time.perf_counter() - t0 if over else None
+            variant = Recommender(cfg, arrays, rec.state, rec.item_ids, rec.user_ids, dict(rec.meta), rec.titles)
+            blend, _ = choose_blend(variant, data.train_matrix, data.valid)
+            blended = _round(_test(variant.score_users, data))
+            variant.meta["ease_blend"] = 1.0  # EASE alone (z-scores of it only)
+            alone = _round(_test(variant.score_users, data))
+            rows[name] = {"blend": blend, "test": blended, "ease_alone": alone, "fit_s": fit_s,
+                          "nnz": int(len(arrays["ease_data"])) if "ease_data" in arrays else rec.n_items ** 2}
+            log.info("seed %d %s: blend %.1f ndcg@20 %.4f (EASE alone %.4f)", seed, name, blend,
+                     blended["ndcg@20"], alone["ndcg@20"])
+        runs.append(rows)
+    names = ["exact", *variants]
+    mean = {n: {part: {m: round(float(np.mean([r[n][part][m] for r in runs])), 4) for m in METRICS}
+                for part in ("test", "ease_alone")} for n in names}
+    return {"seeds": seeds, "variants": {"exact": {}, **variants}, "runs": runs, "mean": mean,
+            "n_items": int(data.n_items)}
+
+
+# --- report --------------------------------------------------------------------------------
+def markdown(data: dict[str, Any]) -> str:
+    lines = []
+    syn = data.get("synthetic")
+    if syn:
+        g = syn["catalogue"]
+        lines += [f"## Synthetic catalogue: {g['items']:,} items, {g['interactions']:,} interactions, "
+                  f"{g['users']:,} users", "",
+                  f"Default TrainConfig, content = {g['vector_dim']}-d precomputed vectors, {syn['epochs']} epoch(s), "
+                  f"batch size {syn.get('batch_size') or 'default'}"
+                  f"{'; each epoch cut to its first {} batches'.format(syn['max_batches']) if syn.get('max_batches') else ''}"
+                  f"; memory limit {syn['max_rss_gib']} GiB "
+                  "(process tree RSS, sampled every 0.2 s).", "",
+                  "| stage / part | wall s | peak RSS GiB | note |", "|---|---|---|---|",
+                  f"| generate (not a pipeline stage) | {syn['generate_s']} | - | |"]
+        for st in syn["stages"]:
+            note = "stopped: over the memory limit" if st["stopped_over_memory"] else (
+                f"exit code {st['returncode']}" if st["returncode"] else "")
+            lines.append(f"| **{st['stage']}** | {st['wall_s']} | {st['peak_rss_gib']} | {note} |")
+            for p in st.get("parts", []):
+                extra = f"valid ndcg@20 {p['valid_ndcg@20']:.4f}" if "valid_ndcg@20" in p else ""
+                lines.append(f"| &nbsp;&nbsp;{p['part']} | {p['wall_s']} | {p['peak_rss_gib']} | {extra} |")
+        lines.append("")
+    q = data.get("quality")
+    if q:
+        lines += [f"## ml100k-mm random-811: exact EASE vs sparse EASE (test, mean of seeds "
+                  f"{', '.join(map(str, q['seeds']))})", "",
+                  "Same trained network per seed; only the item-item component differs; blend chosen on valid.", "",
+                  "| item-item component | blended ndcg@20 | blended recall@20 | EASE alone ndcg@20 | "
+                  "EASE alone recall@20 | mean blend | nnz |", "|---|---|---|---|---|---|---|"]
+        for name, over in q["variants"].items():
+            m = q["mean"][name]
+            blend = np.mean([r[name]["blend"] for r in q["runs"]])
+            nnz = q["runs"][0][name]["nnz"]
+            label = "exact EASE (dense)" if not over else (
+                f"sparse: head {over['ease_head_items']}, top-{over['ease_topk']}")
+            lines.append(f"| {label} | {m['test']['ndcg@20']:.4f} | {m['test']['recall@20']:.4f} | "
+                         f"{m['ease_alone']['ndcg@20']:.4f} | {m['ease_alone']['recall@20']:.4f} | "
+                         f"{blend:.2f} | {nnz:,} |")
+        lines.append(f"\n{q['n_items']} items; head >= items means every item is a regressor (only pruning differs).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=200_000)
+    parser.add_argument("--interactions", type=int, default=10_000_000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=0, help="train batch size (0: the default config's)")
+    parser.add_argument("--max-batches", type=int, default=0, help="batches per epoch (0: the whole epoch)")
+    parser.add_argument("--work", type=Path, default=REPO / "work" / "bench" / "scale")
+    parser.add_argument("--max-rss-gib", type=float, default=20.0)
+    parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--quality-seeds", default="", help="ml100k-mm exact vs sparse EASE on these seeds")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/reports)")
+    parser.add_argument("--stage", choices=STAGES, default=None, help=argparse.SUPPRESS)  # child mode
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.stage:
+        result = run_stage(args.stage, args.work, args)
+        (args.work / f"stage-{args.stage}.json").write_text(json.dumps(result, default=float))
+        return 0
+    old = REPORTS / "scale.json" if args.out is None else args.out / "scale.json"
+    data: dict[str, Any] = json.loads(old.read_text())["data"] if old.is_file() else {}
+    if not args.skip_synthetic:
+        data["synthetic"] = synthetic(args)
+    if args.quality_seeds:
+        variants = {"head2048_top64": {"ease_max_items": 0, "ease_head_items": 2048, "ease_topk": 64},
+                    "head512_top64": {"ease_max_items": 0, "ease_head_items": 512, "ease_topk": 64},
+                    "head2048_top256": {"ease_max_items": 0, "ease_head_items": 2048, "ease_topk": 256}}
+        data["quality"] = quality_side_by_side([int(s) for s in args.quality_seeds.split(",")], variants)
+    text = markdown(data)
+    write_report("scale", data, text, args.out)
+    print(text)
+    return 0
+
+
+def synthetic(args: argparse.Namespace) -> dict[str, Any]:
+    import shutil
+
+    work: Path = args.work
+    if work.exists():
+        shutil.rmtree(work)
+    t0 = time.time()
+    catalogue = generate(work / "data", args.items, args.interactions)
+    gen_s = round(time.time() - t0, 1)
+    log.info("generated %s in %.0fs", catalogue, gen_s)
+    child_args = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+                  "--max-batches", str(args.max_batches)]
+    stages = []
+    for stage in STAGES:
+        row = run_child(stage, work, child_args, int(args.max_rss_gib * 2**30))
+        stages.append(row)
+        log.info("%s: %.0fs, peak %.2f GiB", stage, row["wall_s"], row["peak_rss_gib"])
+        if row["returncode"] != 0:
+            break
+    return {"catalogue": catalogue, "generate_s": gen_s, "epochs": args.epochs, "batch_size": args.batch_size,
+            "max_batches": args.max_batches,
+            "max_rss_gib": args.max_rss_gib, "stages": stages, "threads": os.cpu_count()}
+
+if __name__ == "__main__":
+    sys.exit(main())
