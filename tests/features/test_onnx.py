@@ -84,6 +84,7 @@ def test_serving_embeds_a_text_as_featurize_did(runtime: str, onnx_minilm, tmp_p
     shutil.copytree(tmp_path / "features" / "encoders", model.model_dir / "encoders")  # as training does
     served = encoder_for(model, "text:minilm")  # built with a default config, then the state's settings
     assert served.cfg.text_runtime == runtime
+    assert (model.model_dir / "encoders" / "minilm" / "model.onnx").is_file() == (runtime == "onnx")  # no rebuild
     texts, present = item_texts(load_items(ingested), cfg)
     again = served.encode_texts([t for t, ok in zip(texts, present, strict=True) if ok])
     assert np.array_equal(again, featurized.values[present])  # same batches: the very same vectors

@@ -139,8 +139,7 @@ def featurize_modality(spec: str, items: pd.DataFrame, cfg: FeaturizeConfig, cac
     fm = FeatureMatrix(feature_key(encoder.modality, encoder.name), encoder.modality, encoder.name, values, mask)
     info = encoder.describe(dim=fm.dim)
     state_dir = state_root / slugify(encoder.name)
-    if encoder.needs_fit:
-        encoder.save_state(state_dir)
+    encoder.save_state(state_dir)  # fitted vocabularies, built runtime graphs: the model carries them to serving
     write_json(state_dir / ENCODER_JSON, info)
     info.pop("config")  # the manifest holds it once, at the top
     entry = {**info, "encoder": encoder.name, "state_dir": str(state_dir.relative_to(state_root.parent)),
