@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,11 @@ def _csr_arrays(m: sp.csr_matrix, prefix: str, weighted: bool = False) -> dict[s
     return out
 
 
+def _rows_of(scores: np.ndarray, users: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A score function over the precomputed rows (len(users), n) of sorted users."""
+    return lambda q: scores[np.searchsorted(users, q)]
+
+
 def choose_blend(rec: Recommender, train: sp.csr_matrix, valid: sp.csr_matrix, metric: str = "ndcg@20",
                  chunk: int = 512) -> tuple[float, dict[float, float]]:
     """The EASE weight in BLEND_GRID with the best validation metric (ties: the smaller weight).
@@ -50,7 +56,7 @@ def choose_blend(rec: Recommender, train: sp.csr_matrix, valid: sp.csr_matrix, m
         rows = sp.diags(np.isin(np.arange(valid.shape[0]), b).astype(np.float32)) @ valid  # this chunk's users
         for w in BLEND_GRID:
             blended = (1 - w) * parts[0] + w * parts[1]
-            m = evaluate_scores(lambda q, s=blended, b=b: s[np.searchsorted(b, q)], train, rows, ks=(20,))
+            m = evaluate_scores(_rows_of(blended, b), train, rows, ks=(20,))
             sums[w] += m[metric] * m["n_users"]
     results = {w: float(v / max(len(users), 1)) for w, v in sums.items()}
     best = max(results, key=lambda w: (results[w], -w))
