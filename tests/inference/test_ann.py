@@ -17,6 +17,7 @@ import pytest
 from tests.models.model_samples import FAST, cold_items, colour_data
 from tests.serving.serving_fixtures import TINY_TRAIN
 
+from fusionrec.config import ServeConfig
 from fusionrec.inference import InferenceEngine, Snapshot, top_k
 from fusionrec.inference.ann import build_for_model, load_index, unusable_reason, user_top_k
 from fusionrec.models.recommender import Recommender
@@ -143,7 +144,9 @@ def test_items_added_at_runtime_are_served_at_once(ann_model: Path, tmp_path: Pa
 
 
 def test_engine_recommendations_match_the_index_path(ann_model: Path) -> None:
-    engine = InferenceEngine(ann_model)
+    # exploration deliberately serves items from beyond the top-k: compared with it off
+    off = {"explore_share": 0.0} if "explore_share" in ServeConfig.model_fields else {}
+    engine = InferenceEngine(ann_model, ServeConfig(**off))
     try:
         snap = engine.snapshot
         user = snap.rec.user_ids[11]
