@@ -1,7 +1,7 @@
 """Closed-loop benchmark: the `fusionrec loop` demo measured end to end.
 
     python -m benchmarks.loop [--params FILE] [--out DIR] [--rounds-before 4] [--max-shifted 14] [--rounds-after 4]
-                              [--organic N] [--seeds 11,12,13]
+                              [--organic N] [--seeds 11,12,13] [--explore-share S] [--explore-pool P] [--name NAME]
 
 The loop runs once per simulate seed (3 by default, a few minutes each on 2 cores).
 
@@ -9,11 +9,16 @@ Numbers (issue 8): feedback events until drift is detected after the taste shift
 click-through before the shift, after it, and after the retrained model is promoted (target:
 recovers to at least 90% of the pre-shift level); retrain wall time; failed requests during the
 model swap (target 0). Writes benchmarks/reports/loop.{json,md} and copies the CTR plot next to them.
+
+Exploration (serve.explore_share, serve.explore_pool; `--explore-share 0` switches it off): every run
+also appends its per-seed numbers to benchmarks/reports/loop_explore_trials.json, and each report
+lists every trial recorded there, so what was tried stays next to what was chosen.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -35,6 +40,11 @@ def markdown(n: dict[str, Any], name: str = "loop") -> str:
     rows = [
         ("organic finds per user and round (simulate.organic; the feedback not chosen by the model)",
          fmt(n.get("organic_per_round"))),
+        ("exploration (serve.explore_share of each answer, from the ranks k .. k + explore_pool - 1)",
+         f"share {fmt(n.get('explore_share'))}, pool {fmt(n.get('explore_pool'))}, "
+         f"diverse {n.get('explore_diverse')}"),
+        ("click-through of explored impressions (before the shift / after the promotion)",
+         f"{fmt(n.get('explored_ctr_before_shift'))} / {fmt(n.get('explored_ctr_after_promotion'))}"),
         ("feedback events until drift detected (after the shift)", fmt(n.get("events_until_detection"))),
         ("feedback events until the promotion (after the shift)", fmt(n.get("events_until_promotion"))),
         ("click-through before the shift", fmt(n.get("ctr_before_shift"))),
@@ -63,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds-after", type=int, default=4)
     ap.add_argument("--organic", type=int, default=None,
                     help="organic finds per user and round (simulate.organic); the report is then loop_organic<N>")
+    ap.add_argument("--explore-share", type=float, default=None, help="serve.explore_share (0 = off)")
+    ap.add_argument("--explore-pool", type=int, default=None, help="serve.explore_pool")
+    ap.add_argument("--explore-diverse", choices=["true", "false"], default=None, help="serve.explore_diverse")
+    ap.add_argument("--name", default=None, help="report name (default loop or loop_organic<N>)")
     ap.add_argument("--seeds", default="11,12,13",
                     help="comma-separated simulate seeds: the loop runs once per seed (same data and base "
                          "model, other users, clicks and finds); the first seed's run is the one detailed")
@@ -76,10 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.organic is not None:
         params = params.model_copy(update={"simulate": params.simulate.with_overrides(organic=args.organic)})
         name = f"loop_organic{args.organic}"
+    params = params.model_copy(update={"serve": params.serve.with_overrides(
+        explore_share=args.explore_share, explore_pool=args.explore_pool,
+        explore_diverse=None if args.explore_diverse is None else args.explore_diverse == "true")})
+    name = args.name or name
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     runs = []
     for n, seed in enumerate(seeds):
-        run_params = params.model_copy(update={"simulate": params.simulate.with_overrides(seed=seed)})
+        run_params = params.model_copy(update={"simulate": params.simulate.with_overrides(seed=seed),  # draws too
+                                               "serve": params.serve.with_overrides(explore_seed=seed)})
         with tempfile.TemporaryDirectory(prefix="fusionrec-loop-") as tmp:
             out = (args.out / f"seed{seed}") if args.out else Path(tmp)
             result = run_loop(out, run_params, args.rounds_before, args.max_shifted, args.rounds_after,
@@ -87,19 +106,60 @@ def main(argv: list[str] | None = None) -> int:
             REPORTS.mkdir(parents=True, exist_ok=True)
             if n == 0 and (out / "ctr.png").is_file():
                 shutil.copy(out / "ctr.png", REPORTS / f"{name}_ctr.png")
+        result["numbers"].update(explored_ctr(result["rounds"]))
         runs.append({"seed": seed, **result})
     first = runs[0]
-    numbers = {**first["numbers"], "organic_per_round": params.simulate.organic}
+    numbers = {**first["numbers"], "organic_per_round": params.simulate.organic,
+               "explore_share": params.serve.explore_share, "explore_pool": params.serve.explore_pool,
+               "explore_diverse": params.serve.explore_diverse}
     per_seed = [{"seed": r["seed"], **{k: r["numbers"].get(k) for k in SEED_KEYS}} for r in runs]
+    trials = record_trial(name, numbers, per_seed)
     data = {**numbers, "per_seed": per_seed, "events": first["events"], "rounds": first["rounds"],
             "config": first["config"]}
-    paths = write_report(name, data, markdown(numbers, name) + seeds_markdown(per_seed))
+    paths = write_report(name, data, markdown(numbers, name) + seeds_markdown(per_seed) + trials_markdown(trials))
     print(paths["markdown"].read_text())
     return 0
 
 
 SEED_KEYS = ("events_until_detection", "events_until_promotion", "ctr_before_shift", "ctr_after_shift",
-             "ctr_after_promotion", "recovery", "failed_requests_swap")
+             "ctr_after_promotion", "recovery", "failed_requests_swap", "explored_ctr_before_shift")
+TRIALS = REPORTS / "loop_explore_trials.json"
+
+
+def explored_ctr(rounds: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Click-through of the explored impressions before the shift and after the promotion."""
+    out: dict[str, float | None] = {}
+    for phase, key in (("before", "explored_ctr_before_shift"), ("retrained", "explored_ctr_after_promotion")):
+        rs = [r for r in rounds if r["phase"] == phase]
+        imps = sum(r.get("explored_impressions", 0) for r in rs)
+        out[key] = round(sum(r.get("explored_clicks", 0) for r in rs) / imps, 5) if imps else None
+    return out
+
+
+def record_trial(name: str, numbers: dict[str, Any], per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append this run (settings and per-seed numbers) to the trials log; returns every trial logged."""
+    trials = json.loads(TRIALS.read_text()) if TRIALS.is_file() else []
+    trials.append({"report": name, "organic": numbers.get("organic_per_round"),
+                   "explore_share": numbers.get("explore_share"), "explore_pool": numbers.get("explore_pool"),
+                   "explore_diverse": numbers.get("explore_diverse"),
+                   "seeds": [{k: r.get(k) for k in ("seed", "ctr_before_shift", "ctr_after_promotion", "recovery")}
+                             for r in per_seed]})
+    TRIALS.parent.mkdir(parents=True, exist_ok=True)
+    TRIALS.write_text(json.dumps(trials, indent=1) + "\n")
+    return trials
+
+
+def trials_markdown(trials: list[dict[str, Any]]) -> str:
+    """Every exploration setting tried (loop_explore_trials.json): per seed, pre-shift CTR and recovery."""
+    if not trials:
+        return ""
+    head = ("| report | organic | explore_share | explore_pool | explore_diverse | seed: CTR before shift, recovery |\n"
+            "|---|---|---|---|---|---|\n")
+    rows = "".join(
+        f"| {t['report']} | {t['organic']} | {t['explore_share']} | {t['explore_pool']} | {t.get('explore_diverse')} | "
+        + "; ".join(f"{s['seed']}: {s['ctr_before_shift']}, {s['recovery']}" for s in t["seeds"]) + " |\n"
+        for t in trials)
+    return f"\n## Exploration settings tried (every run of this benchmark, oldest first)\n\n{head}{rows}"
 
 
 def seeds_markdown(per_seed: list[dict[str, Any]]) -> str:

@@ -75,15 +75,20 @@ def free_port() -> int:
 
 
 def start_service(model_dir: Path, port: int, store_url: str, token: str, home: Path,
-                  log_path: Path, ready_timeout: float = 180.0) -> subprocess.Popen[bytes]:
+                  log_path: Path, ready_timeout: float = 180.0, params_file: Path | None = None
+                  ) -> subprocess.Popen[bytes]:
     """Start `bentoml serve serving.service:FusionRec` on 127.0.0.1:port and wait for /readyz.
 
     The process gets its own session so `stop_service` can end it and its workers by its id.
+    params_file: the params file the service reads (FUSIONREC_PARAMS; its serve section, e.g. the
+    exploration share); None = the service's defaults.
     """
     import httpx
 
     env = {**os.environ, "FUSIONREC_MODEL": str(Path(model_dir).resolve()), "FUSIONREC_TOKEN": token,
            "FUSIONREC_FEEDBACK_URL": store_url, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    if params_file is not None:
+        env["FUSIONREC_PARAMS"] = str(Path(params_file).resolve())
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:FusionRec", "--host", "127.0.0.1",
            "--port", str(port)]
     log = open(log_path, "ab")  # noqa: SIM115 (the child writes to it for its lifetime)
@@ -264,7 +269,10 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
     run_package(model_dir, out / "base" / "package", params.package, model_store)
     store_url, port = f"sqlite:///{out / 'feedback.db'}", free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_service(model_dir, port, store_url, token, out / "bentoml", out / "service.log")
+    serve_params = out / "serve_params.yaml"  # the service answers with this run's serve section
+    serve_params.write_text(yaml.safe_dump({"serve": params.serve.model_dump(mode="json")}, sort_keys=False))
+    proc = start_service(model_dir, port, store_url, token, out / "bentoml", out / "service.log",
+                         params_file=serve_params)
     # a promotion reaches the service the way it reaches every replica on a cluster: published under
     # the models root, the champion pointer moved in the database, the service's poll swaps it in
     params = params.model_copy(update={"monitor": params.monitor.with_overrides(
@@ -341,7 +349,8 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
     before, after = state.numbers["ctr_before_shift"], state.numbers["ctr_after_promotion"]
     state.numbers["recovery"] = round(after / before, 4) if before and after else None
     result = {"numbers": state.numbers, "events": state.events, "rounds": rounds,
-              "config": {"simulate": params.simulate.model_dump(), "demo": params.demo.model_dump()}}
+              "config": {"simulate": params.simulate.model_dump(), "demo": params.demo.model_dump(),
+                         "serve": params.serve.model_dump()}}
     write_json(out / "loop.json", result)
     plot_ctr(state, out / "ctr.png")
     return result

@@ -40,6 +40,8 @@ class RoundStats:
     dislikes: int = 0
     organic: int = 0
     errors: int = 0
+    explored_impressions: int = 0  # of the impressions, those the service marked explored
+    explored_clicks: int = 0
     expected_ctr: float = 0.0  # mean true click probability of what was shown (less noisy than ctr)
     t_start: float = 0.0
     t_end: float = 0.0
@@ -61,6 +63,8 @@ class _UserResult:
     dislikes: int = 0
     organic: int = 0
     errors: int = 0
+    explored_impressions: int = 0
+    explored_clicks: int = 0
     prob_sum: float = 0.0
     version: str = ""
 
@@ -132,12 +136,14 @@ class Simulator:
             out.errors += 1
             return out
         items = [it["item_id"] for it in rec.get("items", [])]
+        explored = {it["item_id"] for it in rec.get("items", []) if it.get("explored")}
         out.version = str(rec.get("model_version", ""))
         known = [i for i in items if i in self.known_items]  # items added at runtime have no truth
         if not known:
             return out
         probs = self.taste.click_prob(user, np.asarray(known, dtype=object), shifted=shifted and user in self.shifting)
         out.impressions, out.prob_sum = len(known), float(probs.sum())
+        out.explored_impressions = sum(i in explored for i in known)
         for item, p in zip(known, probs, strict=True):
             event = None
             if rng.random() < p:
@@ -152,6 +158,7 @@ class Simulator:
                 out.errors += 1
             elif event == "click":
                 out.clicks += 1
+                out.explored_clicks += item in explored
             else:
                 out.dislikes += 1
         return out
@@ -169,6 +176,8 @@ class Simulator:
             stats.dislikes += res.dislikes
             stats.organic += res.organic
             stats.errors += res.errors
+            stats.explored_impressions += res.explored_impressions
+            stats.explored_clicks += res.explored_clicks
             stats.expected_ctr += res.prob_sum
         stats.expected_ctr = stats.expected_ctr / stats.impressions if stats.impressions else 0.0
         stats.model_versions = sorted({r.version for r in results if r.version})

@@ -39,6 +39,7 @@ from fusionrec.inference.checks import (
     top_k,
 )
 from fusionrec.inference.explain import explain as explain_items
+from fusionrec.inference.explore import Explorer, mark_explored
 from fusionrec.inference.slot import ModelSlot
 from fusionrec.inference.snapshot import NewItem, Snapshot
 from fusionrec.monitoring.state import Champion, ServingState
@@ -73,6 +74,7 @@ class InferenceEngine:
         self._served_lock = threading.Lock()
         self.resolver: Callable[[str], Path] | None = None  # model tag -> folder (set by the service)
         self.slot = ModelSlot(Path(model_dir), self.cfg, state, model_cache, self._observe)
+        self.explorer = Explorer.from_config(self.cfg)  # serve.explore_share of each answer beyond the top-k
 
     @property
     def snapshot(self) -> Snapshot:
@@ -147,7 +149,7 @@ class InferenceEngine:
             scores[snap.popular] = np.linspace(1.0, 0.0, snap.n_items, dtype=np.float32)
         scores = np.asarray(scores[: snap.n_items], dtype=np.float32)
         exclude = history if exclude_seen else np.zeros(0, np.int64)
-        top = top_k(scores, k, exclude)
+        top, n_explored = self.explorer.top_k(scores, k, exclude, rec.item_vectors())  # share 0: exactly top_k's answer
         request_id = uuid.uuid4().hex
         top_list, top_scores = top.tolist(), scores[top].tolist()
         top_ids = [rec.item_ids[i] for i in top_list]
@@ -156,7 +158,8 @@ class InferenceEngine:
         if explain:
             for item, expl in zip(items, explain_items(snap, top, history, path, self.cfg.max_recent_items), strict=True):
                 item["explanation"] = expl
-        self._log_served(request_id, user_id, top_ids, top_scores, snap.version)
+        explored = mark_explored(items, n_explored) if self.explorer.active else None  # exploration: marks
+        self._log_served(request_id, user_id, top_ids, top_scores, snap.version, explored)
         self._observe("recommend", path if reason is None else f"popular:{reason}")
         return {"request_id": request_id, "user_id": user_id, "path": path, "fallback_reason": reason,
                 "model_version": snap.version, "items": items, "ignored_items": ignored}
@@ -190,13 +193,13 @@ class InferenceEngine:
         return pd.DataFrame([ctx])
 
     def _log_served(self, request_id: str, user_id: str, item_ids: list[str], scores: list[float],
-                    version: str) -> None:
+                    version: str, explored: list[bool] | None = None) -> None:
         with self._served_lock:
             self._served[request_id] = (item_ids, scores)
             if len(self._served) > 10_000:
                 self._served.popitem(last=False)
         if self.store is not None and item_ids:
-            self.store.record_served(request_id, user_id, item_ids, scores, version)
+            self.store.record_served(request_id, user_id, item_ids, scores, version, explored=explored)
 
     # --- similar --------------------------------------------------------------------------
     def similar(self, item_id: str, k: int = 10) -> dict[str, Any]:

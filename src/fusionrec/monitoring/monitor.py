@@ -9,6 +9,12 @@ items are compared with the training catalogue's item vectors.
 `run_monitor` reads only those windows from the store (windows.py), deletes impressions past
 their retention, and keeps every run in its own dated folder with a history page (history.py);
 `monitor_frames` is the same judgement on whole tables held in memory (the demo loop, tests).
+
+Explored impressions (`served.explored`: items the service showed from beyond its model's top-k) and
+the feedback that answered them are left out of the feedback and score checks (`chosen_only`):
+click-through, its profile by position and the served scores then measure the model's own choices,
+whatever the exploration share, and a change of that share is no drift. The interest and new-item
+checks keep every event: what users click is their interest wherever it was shown.
 """
 
 from __future__ import annotations
@@ -129,10 +135,29 @@ def _vectors(view: ModelView, item_ids: pd.Series) -> np.ndarray:
     return view.vectors[rows] if rows else np.zeros((0, view.vectors.shape[1]), dtype=np.float32)
 
 
+def chosen_only(events: pd.DataFrame, served: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(events, served) without explored impressions and the events that answered one (same request
+    and item); organic events (no request) stay. Frames without an `explored` column (a reference
+    pinned before the column existed) are returned as they are."""
+    if "explored" not in served.columns or not len(served):
+        return events, served
+    flags = served["explored"].astype(bool).to_numpy()
+    if not flags.any():
+        return events, served
+    if "request_id" in served.columns and "request_id" in events.columns and len(events):
+        explored = set(zip(served.loc[flags, "request_id"].astype(str), served.loc[flags, ITEM_ID].astype(str),
+                           strict=True))
+        answered = np.array([(r, i) in explored for r, i in zip(events["request_id"].astype(str),
+                                                                 events[ITEM_ID].astype(str), strict=True)], dtype=bool)
+        events = events[~answered]
+    return events, served[~flags]
+
+
 def run_checks(w: Windows, view: ModelView, cfg: MonitorConfig) -> dict[str, DriftCheck]:
     """Every drift check on the two windows (feedback, interest, new_items, scores)."""
     popularity = {item: float(p) for item, p in zip(view.item_ids, view.popularity, strict=True)}
-    checks = {"feedback": feedback_drift(w.ref_events, w.cur_events, w.ref_served, w.cur_served, popularity, cfg)}
+    (ref_ev, ref_sv), (cur_ev, cur_sv) = chosen_only(w.ref_events, w.ref_served), chosen_only(w.cur_events, w.cur_served)
+    checks = {"feedback": feedback_drift(ref_ev, cur_ev, ref_sv, cur_sv, popularity, cfg)}
     ref_pos = w.ref_events[is_positive(w.ref_events[EVENT])]
     cur_pos = w.cur_events[is_positive(w.cur_events[EVENT])]
     checks["interest"] = embedding_drift(
@@ -146,7 +171,7 @@ def run_checks(w: Windows, view: ModelView, cfg: MonitorConfig) -> dict[str, Dri
         "new_items", catalogue, _vectors(view, pd.Series(new_ids, dtype=str)), cfg, cfg.min_new_items, seed=7
     )
     checks["new_items"].numbers.update({"new_items_current": len(new_ids), "unknown_to_model": len(unknown)})
-    checks["scores"] = score_drift(w.ref_served, w.cur_served, cfg)
+    checks["scores"] = score_drift(ref_sv, cur_sv, cfg)
     return checks
 
 

@@ -1,9 +1,11 @@
 """The feedback store: what the service served and what users did with it.
 
 Two tables (see docs/CONTRACTS.md): `served` (one row per recommended item: request_id,
-user_id, item_id, position, score, model_version, ts) and `feedback` (id, request_id,
+user_id, item_id, position, score, model_version, ts, explored) and `feedback` (id, request_id,
 user_id, item_id, event, ts, position, score, model_version). `position` is the 0-based
-rank in the response; `ts` is unix seconds (float). SQLite in WAL mode with
+rank in the response; `ts` is unix seconds (float). `explored` is true for an item the
+service showed from beyond its model's top-k (fusionrec.inference.explore), false for the model's own
+choice; a database written before the column existed gets it (false) when a store opens it. SQLite in WAL mode with
 `synchronous=FULL` is the embedded default, so an acknowledged feedback event survives a
 killed process; any SQLAlchemy URL (PostgreSQL: `postgresql+psycopg://...`) works the same.
 The service writes through it, the monitoring step reads through it; nobody else opens the
@@ -27,7 +29,7 @@ import sqlalchemy as sa
 
 from fusionrec.schema import FEEDBACK_TABLE, SERVED_TABLE
 
-SERVED_COLUMNS = ("request_id", "user_id", "item_id", "position", "score", "model_version", "ts")
+SERVED_COLUMNS = ("request_id", "user_id", "item_id", "position", "score", "model_version", "ts", "explored")
 FEEDBACK_COLUMNS = ("id", "request_id", "user_id", "item_id", "event", "ts", "position", "score", "model_version")
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 _CREATE_LOCK = zlib.crc32(b"fusionrec feedback store tables")  # PostgreSQL advisory lock key
@@ -47,6 +49,7 @@ served_table = sa.Table(
     sa.Column("score", sa.Float, nullable=False),
     sa.Column("model_version", sa.String(128), nullable=False),
     sa.Column("ts", sa.Float, nullable=False, index=True),
+    sa.Column("explored", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 feedback_table = sa.Table(
     FEEDBACK_TABLE, _metadata,
@@ -60,6 +63,22 @@ feedback_table = sa.Table(
     sa.Column("score", sa.Float, nullable=True),
     sa.Column("model_version", sa.String(128), nullable=True),
 )
+
+
+# Columns added after the first release: (table, column, DDL type and default). A store that opens a
+# database without one adds it, so an old database keeps working and its old rows read the default.
+_ADDED_COLUMNS = ((SERVED_TABLE, "explored", {"sqlite": "BOOLEAN NOT NULL DEFAULT 0",
+                                              "default": "BOOLEAN NOT NULL DEFAULT FALSE"}),)
+
+
+def _add_missing_columns(conn: sa.Connection) -> None:
+    """ALTER TABLE ... ADD COLUMN for each of _ADDED_COLUMNS the database lacks (inside the caller's
+    transaction, which holds the creation lock)."""
+    inspector = sa.inspect(conn)
+    for table, column, ddl in _ADDED_COLUMNS:
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            kind = ddl.get(conn.dialect.name, ddl["default"])
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 class FeedbackStoreError(RuntimeError):
@@ -145,22 +164,31 @@ class FeedbackStore:
         if self.is_sqlite:
             with self.write_connection() as conn, conn.begin():  # BEGIN IMMEDIATE takes the write lock
                 _metadata.create_all(conn)
+                _add_missing_columns(conn)
         elif self.engine.dialect.name == "postgresql":
             with self.engine.begin() as conn:  # DDL is transactional: the lock is held until commit
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_CREATE_LOCK)))
                 _metadata.create_all(conn)
+                _add_missing_columns(conn)
         else:
             _metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                _add_missing_columns(conn)
 
     # --- writes --------------------------------------------------------------------
     def record_served(
         self, request_id: str, user_id: str, item_ids: Sequence[str], scores: Sequence[float],
-        model_version: str, ts: float | None = None,
+        model_version: str, ts: float | None = None, explored: Sequence[bool] | None = None,
     ) -> None:
-        """Log one response: a row per item with its 0-based position and score."""
+        """Log one response: a row per item with its 0-based position, score and whether it was explored.
+
+        Args:
+            explored: per item, true where it came from beyond the model's top-k; None = none was.
+        """
         now = time.time() if ts is None else ts
-        rows = [(request_id, user_id, item, pos, float(score), model_version, now)  # SERVED_COLUMNS order
-                for pos, (item, score) in enumerate(zip(item_ids, scores, strict=True))]
+        flags = [False] * len(item_ids) if explored is None else [bool(e) for e in explored]
+        rows = [(request_id, user_id, item, pos, float(score), model_version, now, flag)  # SERVED_COLUMNS order
+                for pos, (item, score, flag) in enumerate(zip(item_ids, scores, flags, strict=True))]
         if not rows:
             return
         if self._queue is not None:

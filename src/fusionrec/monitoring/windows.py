@@ -41,7 +41,7 @@ from fusionrec.monitoring.store import FEEDBACK_COLUMNS, SERVED_COLUMNS, feedbac
 MARKS_FILE = "windows.json"
 REFERENCE_EVENTS = "reference_events.parquet"
 REFERENCE_SERVED = "reference_served.parquet"
-WINDOW_SERVED_COLUMNS = ("item_id", "position", "score", "ts")  # what the drift checks read of an impression
+WINDOW_SERVED_COLUMNS = ("request_id", "item_id", "position", "score", "ts", "explored")  # what the checks read
 DEPLOY_MARGIN_S = 3600.0  # replicas' clocks and the background writer may put a row this far before the mark
 PIN_AFTER_S = 60.0  # pin a full reference once the newest impression is this much later than its last event
 DELETE_BATCH = 50_000  # rows per DELETE: the service's writes wait for one batch at most
