@@ -168,6 +168,11 @@ def test_stale_or_unusable_index_is_not_served(ann_model: Path, tmp_path: Path) 
     blended.arrays = dict(rec.arrays, ease=np.eye(rec.n_items, dtype=np.float32))
     blended.meta = dict(rec.meta, ease_blend=0.3)
     assert "EASE" in (unusable_reason(blended) or "")
+    sparse = copy.copy(blended)
+    sparse.arrays = dict(rec.arrays, ease_indptr=np.zeros(rec.n_items + 1, np.int64),
+                         ease_indices=np.zeros(0, np.int32), ease_data=np.zeros(0, np.float32))
+    assert "EASE" in (unusable_reason(sparse) or "")  # the sparse EASE of large catalogues too
+    assert unusable_reason(rec) is None
     folder = Path(shutil.copytree(ann_model, tmp_path / "copy"))
     assert build_for_model(blended, folder, ANN_TRAIN) == {}
     assert not (folder / "ann").exists()  # the old index went with the old model

@@ -50,10 +50,11 @@ TRAIN_ROWS_PER_LIST = 64  # k-means runs on a sample this many times the lists
 def unusable_reason(rec: Any) -> str | None:
     """Why the indexes cannot reproduce this model's scores (None: they can).
 
-    The EASE part scores items by the user's history through a dense item-item matrix, not by
-    an inner product with one query vector, so a model that blends it is served exactly.
+    The EASE part (dense "ease", or sparse "ease_indptr" / "ease_indices" / "ease_data") scores
+    items by the user's history through an item-item matrix, not by an inner product with one
+    query vector, so a model that blends it is served exactly.
     """
-    if rec.ease_blend > 0 and "ease" in rec.arrays:
+    if rec.ease_blend > 0 and ("ease" in rec.arrays or "ease_indptr" in rec.arrays):
         return f"the model blends EASE scores (weight {rec.ease_blend:.2f}); set train.ease_blend: 0"
     return None
 
