@@ -162,3 +162,18 @@ def test_valid_sample_keeps_whole_rows_of_at_most_the_cap() -> None:
     assert len(kept) == 50
     assert (sample[kept] != valid[kept]).nnz == 0  # whole rows, unchanged
     assert valid_sample(valid, FAST.with_overrides(valid_max_users=0)).nnz == valid.nnz
+
+
+def test_large_catalogues_find_content_neighbours_through_an_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fusionrec.models.graph as graph
+
+    rng = np.random.default_rng(0)
+    topic = rng.integers(0, 20, 2000)
+    values = rng.normal(size=(20, 16))[topic] + 0.5 * rng.normal(size=(2000, 16))
+    feats = [(values, np.ones(2000, bool))]
+    exact_idx, _ = graph.content_similarity_topk(feats, 5)
+    monkeypatch.setattr(graph, "EXACT_KNN_MAX_ITEMS", 1000)
+    idx, sim = graph.content_similarity_topk(feats, 5)
+    assert idx.shape == (2000, 5) and not (idx == np.arange(2000)[:, None]).any()  # no self loops
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx, exact_idx, strict=True)]) > 0.9
+    assert (np.diff(sim, axis=1) <= 1e-6).all()  # best first
