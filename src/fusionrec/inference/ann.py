@@ -15,10 +15,10 @@ IVF-Flat index (k-means lists, the `ann_probe` nearest lists scanned exactly; in
 turned into L2 by one extra coordinate, sqrt(R^2 - |y|^2)). IVF rather than HNSW: user
 queries are not items, and on clustered catalogues the HNSW graphs (faiss's and hnswlib's)
 missed far more of the top 20 at the same latency and took several times longer to build
-(benchmarks/ann.py). The reference moments come from precomputed sums and second-moment matrices minus the user's
-history rows, so no request touches every item. Candidates are rescored exactly; items added
-at runtime (beyond the indexes) are scored exactly and merged. Returned scores equal
-`score_users`'s.
+(benchmarks/ann.py). The reference moments come from precomputed sums and second-moment
+matrices minus the user's history rows, so no request touches every item. Candidates are
+rescored exactly; items added at runtime (beyond the indexes) are scored exactly and merged.
+Returned scores equal `score_users`'s.
 
 Files, in `<model>/ann/`: `warm.faiss`, `cold.faiss` (faiss's own format; no pickle),
 `moments.safetensors` and `ann.json` (parameters and a fingerprint of the model's items,
