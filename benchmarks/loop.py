@@ -157,7 +157,8 @@ def trials_markdown(trials: list[dict[str, Any]]) -> str:
             "|---|---|---|---|---|---|\n")
     rows = "".join(
         f"| {t['report']} | {t['organic']} | {t['explore_share']} | {t['explore_pool']} | {t.get('explore_diverse')} | "
-        + "; ".join(f"{s['seed']}: {s['ctr_before_shift']}, {s['recovery']}" for s in t["seeds"]) + " |\n"
+        + "; ".join(f"{s['seed']}: {s['ctr_before_shift']}, {s['recovery']}" for s in t["seeds"])
+        + (f" ({t['note']})" if t.get("note") else "") + " |\n"
         for t in trials)
     return f"\n## Exploration settings tried (every run of this benchmark, oldest first)\n\n{head}{rows}"
 

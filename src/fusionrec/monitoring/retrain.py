@@ -291,7 +291,11 @@ def challenger_params(params: Params) -> Params:
 
 
 def _exposure(served: pd.DataFrame | None, holdout: pd.DataFrame, margin_s: float = 60.0) -> pd.DataFrame | None:
-    """What the holdout's users were shown from shortly before the holdout began (None without a log)."""
+    """What the holdout's users were shown from shortly before the holdout began (None without a log).
+
+    Explored impressions (served.explored) count as shown: they are items the champion did not
+    choose, so ranking among them favours it less than ranking among its own top-k alone.
+    """
     if served is None or served.empty:
         return None
     start = float(holdout["timestamp"].min()) - margin_s
