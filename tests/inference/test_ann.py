@@ -1,8 +1,10 @@
 """The approximate top-k index: same items and scores as exact scoring, built with the model, reloaded.
 
-On a tiny model the HNSW graphs are searched with a breadth larger than the catalogue, so they
-must return exactly what scoring every item returns; any difference is a bug in the moments,
-the exclusions, the cold-item blend or the merge of items added at runtime.
+On a tiny model the IVF indexes scan every list (probe above the lists), so they must return
+exactly what scoring every item returns; any difference is a bug in the moments, the
+exclusions, the cold-item blend, the sparse EASE blend or the merge of items added at runtime.
+Each model is also trained with the sparse EASE forced (a catalogue above train.ease_max_items)
+and blended.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fusionrec.models.recommender import Recommender
 
 ANN_TRAIN = TINY_TRAIN.with_overrides(ease_blend=0.0, ann_min_items=100, ann_probe=1000,
                                       context_columns=["hour"])
+SPARSE_EASE = {"ease_blend": 0.4, "ease_max_items": 10, "ease_head_items": 20, "ease_topk": 4}  # rows reach part
 
 
 @pytest.fixture(scope="module")
@@ -39,21 +42,48 @@ def ann_model(ingested_dir: Path, features_dir: Path, split_dir: Path, tmp_path_
 
 
 @pytest.fixture(scope="module")
-def colour_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The colour world (tests/models/model_samples.py), whose six cold items were never trained."""
+def ease_model(ingested_dir: Path, features_dir: Path, split_dir: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> Path:
+    """The same tiny demo, blending the sparse EASE."""
+    from fusionrec.training import run_train
+
+    out = tmp_path_factory.mktemp("ann-ease") / "model"
+    run_train(ingested_dir, features_dir, split_dir, out, ANN_TRAIN.with_overrides(**SPARSE_EASE))
+    return out
+
+
+def _colour(tmp_path_factory: pytest.TempPathFactory, name: str, **overrides: object) -> Path:
     from fusionrec.training import train
 
-    cfg = FAST.with_overrides(ease_blend=0.0, ann_min_items=50, ann_probe=1000, context_columns=["hour"])
+    cfg = FAST.with_overrides(**{"ease_blend": 0.0, "ann_min_items": 50, "ann_probe": 1000,
+                                 "context_columns": ["hour"], **overrides})
     rec = train(colour_data(), cfg).recommender
-    out = rec.save(tmp_path_factory.mktemp("ann-colour") / "model")
+    out = rec.save(tmp_path_factory.mktemp(name) / "model")
     assert build_for_model(rec, out, cfg)["n_items"] == rec.n_items
     return out
 
 
-@pytest.fixture(scope="module", params=["demo", "colour"])
+@pytest.fixture(scope="module")
+def colour_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The colour world (tests/models/model_samples.py), whose six cold items were never trained."""
+    return _colour(tmp_path_factory, "ann-colour")
+
+
+@pytest.fixture(scope="module")
+def colour_ease_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The colour world blending the sparse EASE."""
+    return _colour(tmp_path_factory, "ann-colour-ease", **SPARSE_EASE)
+
+
+MODELS = {"demo": "ann_model", "colour": "colour_model", "demo-ease": "ease_model",
+          "colour-ease": "colour_ease_model"}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
 def snap(request: pytest.FixtureRequest) -> Snapshot:
-    """A snapshot with its index: the tiny demo (every item trained) and the colour world (cold items)."""
-    model = request.getfixturevalue("ann_model" if request.param == "demo" else "colour_model")
+    """A snapshot with its index: the tiny demo (every item trained), the colour world (cold items),
+    and both blending the sparse EASE."""
+    model = request.getfixturevalue(MODELS[request.param])
     return Snapshot.build(Recommender.load(model), model)
 
 
@@ -94,8 +124,10 @@ def test_whole_catalogue_includes_never_trained_items_with_their_cold_scores(sna
     np.testing.assert_array_equal(np.sort(got_scores)[::-1], got_scores)
 
 
-def test_cold_items_are_found_by_their_blended_score(colour_model: Path) -> None:
-    snap = Snapshot.build(Recommender.load(colour_model), colour_model)
+@pytest.mark.parametrize("model", ["colour_model", "colour_ease_model"])
+def test_cold_items_are_found_by_their_blended_score(model: str, request: pytest.FixtureRequest) -> None:
+    folder = request.getfixturevalue(model)
+    snap = Snapshot.build(Recommender.load(folder), folder)
     rec = copy.copy(snap.rec)
     rec.config = rec.config.with_overrides(cold_offset=-20.0)  # cold items first: the second graph decides
     for u in range(rec.n_users):
@@ -125,8 +157,9 @@ def test_excluded_items_are_never_returned(snap: Snapshot) -> None:
     np.testing.assert_array_equal(got[:5], best[5:])
 
 
-def test_items_added_at_runtime_are_served_at_once(ann_model: Path, tmp_path: Path, token: str) -> None:
-    engine = InferenceEngine(ann_model)
+@pytest.mark.parametrize("model", ["ann_model", "ease_model"])
+def test_items_added_at_runtime_are_served_at_once(model: str, request: pytest.FixtureRequest, token: str) -> None:
+    engine = InferenceEngine(request.getfixturevalue(model))
     try:
         index = engine.snapshot.ann
         engine.add_item("brand-new", text="a red round cotton shirt")
@@ -167,11 +200,7 @@ def test_stale_or_unusable_index_is_not_served(ann_model: Path, tmp_path: Path) 
     blended = copy.copy(rec)
     blended.arrays = dict(rec.arrays, ease=np.eye(rec.n_items, dtype=np.float32))
     blended.meta = dict(rec.meta, ease_blend=0.3)
-    assert "EASE" in (unusable_reason(blended) or "")
-    sparse = copy.copy(blended)
-    sparse.arrays = dict(rec.arrays, ease_indptr=np.zeros(rec.n_items + 1, np.int64),
-                         ease_indices=np.zeros(0, np.int32), ease_data=np.zeros(0, np.float32))
-    assert "EASE" in (unusable_reason(sparse) or "")  # the sparse EASE of large catalogues too
+    assert "dense EASE" in (unusable_reason(blended) or "")
     assert unusable_reason(rec) is None
     folder = Path(shutil.copytree(ann_model, tmp_path / "copy"))
     assert build_for_model(blended, folder, ANN_TRAIN) == {}
@@ -181,3 +210,39 @@ def test_stale_or_unusable_index_is_not_served(ann_model: Path, tmp_path: Path) 
 def test_small_catalogues_get_no_index(model_dir: Path) -> None:
     assert not (model_dir / "ann").exists()
     assert Snapshot.build(Recommender.load(model_dir), model_dir).ann is None
+
+
+def test_the_sparse_ease_blend_is_served_through_the_index(ease_model: Path, colour_ease_model: Path) -> None:
+    for model in (ease_model, colour_ease_model):
+        snap = Snapshot.build(Recommender.load(model), model)
+        rec = snap.rec
+        assert rec.blends_ease and "ease_indptr" in rec.arrays and "ease" not in rec.arrays
+        assert unusable_reason(rec) is None and snap.ann is not None
+        from_index = 0  # top items the EASE does not reach: found by the indexes, not scored exactly
+        for u in range(rec.n_users):
+            _, ease = rec._history_terms(np.array([u]))
+            assert ease is not None
+            reached = np.flatnonzero(ease[0])
+            assert len(reached) > 0
+            got, _ = user_top_k(rec, snap.ann, u, 30, rec.seen(u))
+            from_index += int((~np.isin(got, reached)).sum())
+        assert from_index > 0
+
+
+def test_a_sparse_ease_reaching_every_item_or_none_still_matches(colour_ease_model: Path) -> None:
+    snap = Snapshot.build(Recommender.load(colour_ease_model), colour_ease_model)
+    n = snap.rec.n_items
+    rows = np.arange(n)
+    full = {"ease_indptr": np.arange(0, n * n + 1, n, dtype=np.int64),  # every item in every row
+            "ease_indices": np.tile(rows, n).astype(np.int32),
+            "ease_data": np.random.default_rng(0).normal(size=n * n).astype(np.float32)}
+    empty = {"ease_indptr": np.zeros(n + 1, np.int64), "ease_indices": np.zeros(0, np.int32),
+             "ease_data": np.zeros(0, np.float32)}
+    for ease in (full, empty):
+        rec = copy.copy(snap.rec)
+        rec.arrays = dict(snap.rec.arrays, **ease)
+        for u in range(0, rec.n_users, 5):
+            got, got_scores = user_top_k(rec, snap.ann, u, 15, rec.seen(u))
+            want, want_scores = _exact(rec, u, 15, rec.seen(u))
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_allclose(got_scores, want_scores, rtol=1e-4, atol=1e-4)

@@ -1,24 +1,35 @@
 """Approximate top-k for known users on large catalogues: inverted-file indexes built with the model.
 
-A known user's scores are, with EASE off, positive affine maps of inner products (see
-`Recommender._combine`):
+A known user's scores are (see `Recommender._combine`), with w the EASE blend (0: off):
 
-    trained item j:    s_j = (q . v_j - mu) / sd
-    untrained item j:  s_j = ((q . v_j - mu) / sd + (c . x_j + b_j - mu_c) / sd_c) / 2 - cold_offset
+    trained item j:    s_j = (1 - w) (q . v_j - mu) / sd + w (e_j - mu_e) / sd_e
+    untrained item j:  s_j = (s'_j + (c . x_j + b_j - mu_c) / sd_c) / 2 - cold_offset
 
-with q the user's query vector (request context included), v the item vectors, c / x / b the
-cold tower's user and item sides, and mu, sd (mu_c, sd_c) the mean and spread of the raw
-scores over the reference items (trained, not in the user's training history). Both are
-maximum-inner-product searches: the trained items by q, the untrained ones by the
-concatenated query [q / 2sd, c / 2sd_c, 1 / 2sd_c] over [v, x, b]. Each group gets a faiss
-IVF-Flat index (k-means lists, the `ann_probe` nearest lists scanned exactly; inner product
-turned into L2 by one extra coordinate, sqrt(R^2 - |y|^2)). IVF rather than HNSW: user
-queries are not items, and on clustered catalogues the HNSW graphs (faiss's and hnswlib's)
-missed far more of the top 20 at the same latency and took several times longer to build
-(benchmarks/ann.py). The reference moments come from precomputed sums and second-moment
-matrices minus the user's history rows, so no request touches every item. Candidates are
-rescored exactly; items added at runtime (beyond the indexes) are scored exactly and merged.
-Returned scores equal `score_users`'s.
+with q the user's query vector (request context included), v the item vectors, e the sparse
+EASE scores of the user's training history, s'_j the first line's formula, c / x / b the
+cold tower's user and item sides, and mu, sd (mu_e, sd_e; mu_c, sd_c) the mean and spread of
+the raw scores over the reference items (trained, not in the user's training history).
+
+e is nonzero only on the set E of items the history's sparse EASE rows reach: E is scored
+exactly. Every other item has e_j = 0, so its score is a positive affine map of an inner
+product: the trained items are a maximum-inner-product search by q, the untrained ones by
+the concatenated query [(1 - w) q / 2sd, c / 2sd_c, 1 / 2sd_c] over [v, x, b], both skipping
+E and the user's exclusions. E is not always small: a sparse EASE row covers about
+ease_topk / ease_head_items of the catalogue, so a history of many head items reaches a good
+share of it, and that share is scored exactly. The dense EASE (catalogues far below the
+index's threshold) is not supported: see `unusable_reason`.
+
+Each group gets a faiss IVF-Flat index (k-means lists, the `ann_probe` nearest lists scanned
+exactly; inner product turned into L2 by one extra coordinate, sqrt(R^2 - |y|^2)). IVF
+rather than HNSW: user queries are not items, and on clustered catalogues the HNSW graphs
+(faiss's and hnswlib's) missed far more of the top 20 at the same latency and took several
+times longer to build (benchmarks/ann.py). The neural and cold moments come from
+precomputed sums and second-moment matrices minus the user's history rows; the EASE moments
+from E's entries alone (the other reference items add zeros, counted but not read). The
+EASE scores are summed as exact scoring sums them (`sparse_row_sum`, one dense pass over the
+EASE's items); nothing else touches every item. Candidates are rescored exactly; items added
+at runtime (beyond the indexes) are scored exactly and merged. Returned scores equal
+`score_users`'s.
 
 Files, in `<model>/ann/`: `warm.faiss`, `cold.faiss` (faiss's own format; no pickle),
 `moments.safetensors` and `ann.json` (parameters and a fingerprint of the model's items,
@@ -39,6 +50,7 @@ import numpy as np
 
 from fusionrec.config import TrainConfig
 from fusionrec.io import read_json, write_json
+from fusionrec.models.sparse_ease import sparse_row_sum
 
 log = logging.getLogger(__name__)
 ANN_DIR = "ann"
@@ -50,12 +62,14 @@ TRAIN_ROWS_PER_LIST = 64  # k-means runs on a sample this many times the lists
 def unusable_reason(rec: Any) -> str | None:
     """Why the indexes cannot reproduce this model's scores (None: they can).
 
-    The EASE part (dense "ease", or sparse "ease_indptr" / "ease_indices" / "ease_data") scores
-    items by the user's history through an item-item matrix, not by an inner product with one
-    query vector, so a model that blends it is served exactly.
+    The sparse EASE ("ease_indptr" / "ease_indices" / "ease_data") is blended exactly: the items
+    a history reaches are scored exactly, the rest through the indexes. The dense "ease" matrix
+    (catalogues up to train.ease_max_items, far below the index's threshold) is not: every item
+    may have an EASE score, so a model that blends it is served exactly.
     """
-    if rec.ease_blend > 0 and ("ease" in rec.arrays or "ease_indptr" in rec.arrays):
-        return f"the model blends EASE scores (weight {rec.ease_blend:.2f}); set train.ease_blend: 0"
+    if rec.ease_blend > 0 and "ease" in rec.arrays:
+        return (f"the model blends the dense EASE (weight {rec.ease_blend:.2f}), which the index does not "
+                "support; set train.ease_blend: 0, or train.ease_max_items below the catalogue size")
     return None
 
 
@@ -135,7 +149,7 @@ class AnnIndex:
 
 
 def build_index(rec: Any, cfg: TrainConfig) -> AnnIndex:
-    """Build the indexes and moments of a Recommender (EASE must be off: see `unusable_reason`)."""
+    """Build the indexes and moments of a Recommender (no dense EASE blend: see `unusable_reason`)."""
     reason = unusable_reason(rec)
     if reason is not None:
         raise ValueError(f"cannot build an approximate index: {reason}")
@@ -221,7 +235,7 @@ def build_for_model(rec: Any, model_dir: Path, cfg: TrainConfig) -> dict[str, An
     """Build and save the index beside a saved model when its catalogue reaches cfg.ann_min_items.
 
     Returns:
-        the index's ann.json ({} when none was built: catalogue too small, or EASE blended).
+        the index's ann.json ({} when none was built: catalogue too small, or dense EASE blended).
     """
     folder = Path(model_dir) / ANN_DIR
     if folder.exists():  # whatever was there belongs to an older model
@@ -258,12 +272,48 @@ def _train_history(rec: Any, uidx: int) -> np.ndarray:
     return items[a["trained"][items].astype(bool)]
 
 
+@dataclass
+class _EasePart:
+    """A user's sparse EASE scores, as exact scoring computes them, and their reference moments."""
+
+    dense: np.ndarray  # (n_e,) float32: the EASE score of every item the EASE was trained on
+    items: np.ndarray  # (r,) ascending: the items with a nonzero score (E in the module doc)
+    weight: float  # the blend w
+    mu: float
+    sd: float
+
+
+def _ease_part(rec: Any, uidx: int, ref_count: int) -> _EasePart | None:
+    """The user's sparse EASE part (None: the model does not blend it).
+
+    Args:
+        ref_count: how many reference items (trained, not in the training history) there are;
+            the ones outside E have EASE score 0 and count towards the moments only.
+    """
+    if not rec.blends_ease:
+        return None
+    a = rec.arrays
+    if "ease" in a:
+        raise ValueError(f"cannot serve through the approximate index: {unusable_reason(rec)}")
+    lo, hi = a["hist_indptr"][uidx], a["hist_indptr"][uidx + 1]
+    hist = a["hist_indices"][lo:hi]
+    weights = a["hist_data"][lo:hi] if "hist_data" in a else np.ones(len(hist), np.float32)
+    dense = sparse_row_sum(a["ease_indptr"], a["ease_indices"], a["ease_data"], hist, weights)  # (n_e,)
+    items = np.flatnonzero(dense)
+    ref = a["trained"][items].astype(bool) & ~np.isin(items, hist)
+    e = dense[items[ref]].astype(np.float64)  # (r_ref,): the nonzero reference scores
+    mu = float(e.sum()) / ref_count
+    sd = float(np.sqrt(max(float(e @ e) / ref_count - mu * mu, 0.0)))
+    return _EasePart(dense, items, rec.ease_blend, mu, sd if sd > 1e-12 else 1.0)
+
+
 def user_top_k(rec: Any, index: AnnIndex, uidx: int, k: int, exclude: np.ndarray,
                context: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """The k best items of a known user through the index, best first, and their scores.
 
     Same result as `top_k(rec.score_users([uidx], context)[0], k, exclude)` up to the indexes'
-    recall, with the same scores.
+    recall, with the same scores. With the sparse EASE blended, the items it scores are scored
+    exactly and the indexes search the others (see the module doc).
 
     Args:
         rec: the snapshot's Recommender (items added at runtime included); index: its index.
@@ -281,8 +331,12 @@ def user_top_k(rec: Any, index: AnnIndex, uidx: int, k: int, exclude: np.ndarray
     hist = _train_history(rec, uidx)
     mu, sd = _moments(index.moments["n_sum"], index.moments["n_gram"], q64,
                       a["item_vecs"][hist].astype(np.float64), index.n_trained)
+    ease = _ease_part(rec, uidx, max(index.n_trained - len(hist), 1))
+    w_e = ease.weight if ease is not None else 0.0
+    exact = np.zeros(0, np.int64) if ease is None else ease.items[ease.items < index.n_items]
+    banned = np.union1d(exclude, exact)  # the searches return k items outside E and the exclusions
 
-    cand = [index.warm.search(q, k, index.probe, exclude)]
+    cand = [index.warm.search(q, k, index.probe, banned)]
     tail = np.arange(index.n_items, n)  # items added at runtime: scored exactly
     cold_user = a["cold_user"][uidx].astype(np.float64) if "cold_user" in a else None
     blend = cold_user is not None and "cold_item" in a
@@ -293,13 +347,18 @@ def user_top_k(rec: Any, index: AnnIndex, uidx: int, k: int, exclude: np.ndarray
         mu_c, sd_c = _moments(index.moments["c_sum"], index.moments["c_gram"], c1,
                               _cold_side(a, hist).astype(np.float64), index.n_trained)
     if index.cold is not None:
-        w = q64 / (2 * sd)
+        w = (1 - w_e) * q64 / (2 * sd)  # outside E the EASE term is a constant
         if blend:
             w = np.concatenate([w, c1 / (2 * sd_c)])  # (D + C + 1,)
-        cand.append(index.cold.search(w.astype(np.float32), k, index.probe, exclude))
-    items = np.concatenate([*cand, tail])
+        cand.append(index.cold.search(w.astype(np.float32), k, index.probe, banned))
+    items = np.concatenate([*cand, tail, exact])
     items = items[~np.isin(items, exclude)]
     scores = (a["item_vecs"][items] @ q - mu) / sd  # (r, D) x (D,) -> (r,)
+    if ease is not None:
+        e = np.zeros(len(items), np.float32)  # items added after training have no EASE column
+        inside = items < len(ease.dense)
+        e[inside] = ease.dense[items[inside]]
+        scores = (1 - w_e) * scores + w_e * (e - ease.mu) / ease.sd
     cold = ~a["trained"][items].astype(bool)
     if blend and cold.any():
         assert cold_user is not None
