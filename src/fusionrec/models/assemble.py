@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from fusionrec.models.network import FusionNet
 
 BLEND_GRID = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 11))
-BLEND_MAX_USERS = 2_000  # the blend is chosen on at most this many validation users (full ranking, 11 weights)
+BLEND_MAX_USERS = 1_000  # the blend is chosen on at most this many validation users (full ranking, 11 weights)
 
 
 def _csr_arrays(m: sp.csr_matrix, prefix: str, weighted: bool = False) -> dict[str, np.ndarray]:
