@@ -185,7 +185,10 @@ def run_stage(stage: str, work: Path, args: argparse.Namespace) -> dict[str, Any
     t1 = time.time()
     rec.save(d["model"])
     marks.parts.append({"part": "save model", "start": t1, "stop": time.time()})
-    return {"metrics": {"train_seconds": round(result.seconds, 1), "ease_blend": rec.ease_blend,
+    settings = {k: getattr(cfg, k) for k in ("ease_max_items", "ease_head_items", "ease_topk", "valid_max_users",
+                                               "knn_k", "n_layers", "dim", "batch_size")}
+    settings["blend_max_users"] = assemble.BLEND_MAX_USERS
+    return {"metrics": {"train_seconds": round(result.seconds, 1), "ease_blend": rec.ease_blend, "settings": settings,
                         "valid": result.valid_metrics, "ease_nnz": int(len(rec.arrays.get("ease_data", []))),
                         "model_mib": round(sum(f.stat().st_size for f in d["model"].iterdir()) / 2**20, 1)},
             "parts": marks.parts}
@@ -298,7 +301,14 @@ def quality_side_by_side(seeds: list[int], variants: dict[str, dict[str, int]]) 
 # --- report --------------------------------------------------------------------------------
 def markdown(data: dict[str, Any]) -> str:
     lines = []
-    syn = data.get("synthetic")
+    for key in sorted((k for k in data if k.startswith("synthetic")), reverse=True):
+        lines += _synthetic_lines(data[key])
+    lines += _quality_lines(data.get("quality"))
+    return "\n".join(lines)
+
+
+def _synthetic_lines(syn: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     if syn:
         g = syn["catalogue"]
         lines += [f"## Synthetic catalogue: {g['items']:,} items, {g['interactions']:,} interactions, "
@@ -317,8 +327,17 @@ def markdown(data: dict[str, Any]) -> str:
             for p in st.get("parts", []):
                 extra = f"valid ndcg@20 {p['valid_ndcg@20']:.4f}" if "valid_ndcg@20" in p else ""
                 lines.append(f"| &nbsp;&nbsp;{p['part']} | {p['wall_s']} | {p['peak_rss_gib']} | {extra} |")
+            if st.get("parts"):
+                rest = st["wall_s"] - sum(p["wall_s"] for p in st["parts"])
+                lines.append(f"| &nbsp;&nbsp;rest (imports, model setup, final validation metrics) | {rest:.1f} | - | |")
+        if syn.get("note"):
+            lines += ["", syn["note"]]
         lines.append("")
-    q = data.get("quality")
+    return lines
+
+
+def _quality_lines(q: dict[str, Any] | None) -> list[str]:
+    lines: list[str] = []
     if q:
         lines += [f"## ml100k-mm random-811: exact EASE vs sparse EASE (test, mean of seeds "
                   f"{', '.join(map(str, q['seeds']))})", "",
@@ -335,7 +354,7 @@ def markdown(data: dict[str, Any]) -> str:
                          f"{m['ease_alone']['ndcg@20']:.4f} | {m['ease_alone']['recall@20']:.4f} | "
                          f"{blend:.2f} | {nnz:,} |")
         lines.append(f"\n{q['n_items']} items; head >= items means every item is a regressor (only pruning differs).")
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     old = REPORTS / "scale.json" if args.out is None else args.out / "scale.json"
     data: dict[str, Any] = json.loads(old.read_text())["data"] if old.is_file() else {}
     if not args.skip_synthetic:
-        data["synthetic"] = synthetic(args)
+        full = (args.items, args.interactions) == (200_000, 10_000_000)
+        data["synthetic" if full else f"synthetic_{args.items}x{args.interactions}"] = synthetic(args)
     if args.quality_seeds:
         variants = {"head2048_top64": {"ease_max_items": 0, "ease_head_items": 2048, "ease_topk": 64},
                     "head512_top64": {"ease_max_items": 0, "ease_head_items": 512, "ease_topk": 64},
