@@ -246,3 +246,16 @@ def test_a_sparse_ease_reaching_every_item_or_none_still_matches(colour_ease_mod
             want, want_scores = _exact(rec, u, 15, rec.seen(u))
             np.testing.assert_array_equal(got, want)
             np.testing.assert_allclose(got_scores, want_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_many_banned_items_go_through_a_bitmap_selector_with_the_same_result(
+        snap: Snapshot, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fusionrec.inference.ann as ann
+
+    rec = snap.rec
+    want = [user_top_k(rec, snap.ann, u, 20, rec.seen(u)) for u in range(rec.n_users)]
+    monkeypatch.setattr(ann, "BATCH_MAX_BANNED", 0)
+    for u, (items, scores) in enumerate(want):
+        got, got_scores = user_top_k(rec, snap.ann, u, 20, rec.seen(u))
+        np.testing.assert_array_equal(got, items)
+        np.testing.assert_array_equal(got_scores, scores)
