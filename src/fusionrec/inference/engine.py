@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from fusionrec.config import IngestConfig, ServeConfig
+from fusionrec.inference.ann import user_top_k
 from fusionrec.inference.checks import (
     EVENTS,
     MAX_CONTEXT_KEYS,
@@ -134,11 +135,17 @@ class InferenceEngine:
         hist = np.array([i for i in known if i is not None and i < snap.n_items], dtype=np.int64)
         ignored = [r for r, i in zip(recent, known, strict=True) if i is None or i >= snap.n_items]
         uidx, reason = rec.user_index(user_id), None
+        found = None  # (candidates best first, their scores) from the approximate index
         if uidx is not None:
             path, history = "user", rec.seen(uidx)
-            scores = rec.score_users(np.array([uidx]), context=self._frame(ctx))[0]
             if len(hist):
                 history = np.union1d(history, hist)
+            if snap.ann is not None:  # a large catalogue: the index's best items, scored as score_users scores them
+                pool = self.explorer.pool if self.explorer.active else 0
+                found = user_top_k(rec, snap.ann, uidx, k + pool, history if exclude_seen else np.zeros(0, np.int64),
+                                   context=self._frame(ctx))
+            else:
+                scores = rec.score_users(np.array([uidx]), context=self._frame(ctx))[0]
         elif len(hist):
             path, history = "fold_in", hist
             scores = rec.score_histories([hist], context=[ctx] if ctx else None)[0]
@@ -147,11 +154,17 @@ class InferenceEngine:
             reason = "no_known_recent_items" if recent else "unknown_user"
             scores = np.zeros(snap.n_items, np.float32)
             scores[snap.popular] = np.linspace(1.0, 0.0, snap.n_items, dtype=np.float32)
-        scores = np.asarray(scores[: snap.n_items], dtype=np.float32)
-        exclude = history if exclude_seen else np.zeros(0, np.int64)
-        top, n_explored = self.explorer.top_k(scores, k, exclude, rec.item_vectors())  # share 0: exactly top_k's answer
+        if found is not None:  # choose among the candidates (exclusions already applied)
+            cand, scores = found[0], np.asarray(found[1], dtype=np.float32)
+            pos, n_explored = self.explorer.top_k(scores, k, np.zeros(0, np.int64), rec.item_vectors()[cand])
+            top, top_scores = cand[pos], scores[pos].tolist()
+        else:
+            scores = np.asarray(scores[: snap.n_items], dtype=np.float32)
+            exclude = history if exclude_seen else np.zeros(0, np.int64)
+            top, n_explored = self.explorer.top_k(scores, k, exclude, rec.item_vectors())  # share 0: top_k's answer
+            top_scores = scores[top].tolist()
         request_id = uuid.uuid4().hex
-        top_list, top_scores = top.tolist(), scores[top].tolist()
+        top_list = top.tolist()
         top_ids = [rec.item_ids[i] for i in top_list]
         items = [{"item_id": item_id, "title": rec.titles[i], "score": score, "position": p}
                  for p, (item_id, i, score) in enumerate(zip(top_ids, top_list, top_scores, strict=True))]
