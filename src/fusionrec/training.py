@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from fusionrec import schema
 from fusionrec.config import TrainConfig
-from fusionrec.data.train_data import TrainData
+from fusionrec.data.train_data import TrainData, valid_sample
 from fusionrec.io import StepResult
 
 if TYPE_CHECKING:
@@ -55,23 +55,6 @@ def select_features(data: TrainData, cfg: TrainConfig) -> list[str]:
             "train.image_encoder to one that exists (or 'none')"
         )
     return keys
-
-
-def valid_sample(valid: sp.csr_matrix, cfg: TrainConfig) -> sp.csr_matrix:
-    """The validation rows of at most cfg.valid_max_users users (a sample seeded by cfg.seed).
-
-    Full ranking costs users x items per evaluation; on large catalogues a sample keeps early
-    stopping and the blend choice affordable, and it changes nothing for smaller user sets.
-    """
-    valid = sp.csr_matrix(valid)
-    users = np.flatnonzero(np.diff(valid.indptr) > 0)
-    if cfg.valid_max_users <= 0 or len(users) <= cfg.valid_max_users:
-        return valid
-    keep = np.zeros(valid.shape[0], np.float32)
-    keep[np.random.default_rng(cfg.seed).choice(users, cfg.valid_max_users, replace=False)] = 1.0
-    out = sp.csr_matrix(sp.diags(keep) @ valid)
-    out.eliminate_zeros()
-    return out
 
 
 def seed_everything(seed: int) -> None:

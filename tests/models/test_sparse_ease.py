@@ -154,7 +154,7 @@ def test_blend_choice_from_two_scorings_equals_scoring_each_weight(forced: Train
 
 
 def test_valid_sample_keeps_whole_rows_of_at_most_the_cap() -> None:
-    from fusionrec.training import valid_sample
+    from fusionrec.data.train_data import valid_sample
 
     valid = _x(6, users=300)
     sample = valid_sample(valid, FAST.with_overrides(valid_max_users=50))

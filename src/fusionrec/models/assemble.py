@@ -72,9 +72,9 @@ def assemble_recommender(model: FusionNet, data: TrainData, cfg: TrainConfig, in
         (recommender, its validation metrics with the blend applied).
     """
     import fusionrec
+    from fusionrec.data.train_data import valid_sample
     from fusionrec.evaluation.metrics import evaluate_scores
     from fusionrec.models.ease import EASE_KEYS, item_item_arrays
-    from fusionrec.training import valid_sample
 
     exported = model.export()
     train = data.train_matrix
