@@ -10,8 +10,12 @@ near-identical copies of each item, where "the" top 20 is decided by ties, and i
 noise as wide as the neighbour distance (also tried while choosing the backend) fills the
 64-d space as uniform noise would, which no real embedding does. The model's real users are
 the queries (plus noisy copies of them, keeping their histories), and the real never-trained
-share (about 6%) is kept, so the index of cold items is measured too. EASE is off, as it is
-at these sizes (train refuses its dense matrix above 30,000 items).
+share (about 6%) is kept, so the index of cold items is measured too. EASE is off by default;
+with --ease W the catalogue blends a sparse EASE with weight W: the sparse EASE fitted on the
+base model's training history (train's ease_lambda / ease_head_items / ease_topk), each copy
+of an item taking its item's column, so a history item's row reaches about ease_topk / items
+of the catalogue, as at full size. The items a user's EASE reaches are scored exactly (their
+count per request is reported).
 
 Measured: index build time, size on disk, memory and load time; recall@20 of the index path
 against exact scoring over 1,000 users, seen items excluded, by lists probed; p50 / p99 of the
@@ -21,6 +25,7 @@ thread as in the service; and faiss IVF-Flat, faiss HNSW and hnswlib HNSW side b
 Goal: recall@20 >= 0.99 and p99 <= 5 ms at 1M items.
 
     python -m benchmarks.ann [--work DIR] [--sizes 100000 1000000] [--users 1000] [--skip-backends]
+                             [--ease 0.3] [--name ann_ease]
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from benchmarks.report import write_report
 from benchmarks.serving import _pcts, scale, train_base
@@ -77,6 +83,48 @@ def catalogue(base: Any, n_items: int, n_users: int, seed: int = 0) -> Any:
     rec.arrays.pop("ease", None)
     rec.meta = dict(base.meta, ease_blend=0.0)
     return more_users(rec, n_users, rng)
+
+
+def with_sparse_ease(rec: Any, base: Any, blend: float, cfg: TrainConfig) -> Any:
+    """rec (base tiled by `catalogue`) blending a sparse EASE fitted on base's history with weight blend.
+
+    Copy j of item r takes r's column; rows stay the base items (the first base.n_items of rec),
+    which are what the users' histories hold.
+    """
+    from fusionrec.models.sparse_ease import sparse_ease_weights
+
+    b = sparse_ease_weights(base._history(), cfg.ease_lambda, cfg.ease_head_items, cfg.ease_topk,
+                            weighted="hist_data" in base.arrays).tocsc()  # (b, b)
+    n, m = rec.n_items, base.n_items
+    whole, rest = divmod(n, m)  # columns repeat with period m
+    end = int(b.indptr[rest])
+    indices = np.concatenate([np.tile(b.indices, whole), b.indices[:end]])
+    data = np.concatenate([np.tile(b.data, whole), b.data[:end]])
+    lengths = np.diff(b.indptr)[np.arange(n) % m]
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    big = sp.csc_matrix((data, indices, indptr), shape=(n, n)).tocsr()  # (n, n): rows < m only
+    big.sort_indices()
+    rec.arrays.pop("ease", None)
+    rec.arrays.update(ease_indptr=big.indptr.astype(np.int64), ease_indices=big.indices.astype(np.int32),
+                      ease_data=big.data.astype(np.float32))
+    rec.meta = dict(rec.meta, ease_blend=blend)
+    rec._ease_csr = None
+    return rec
+
+
+def ease_reach(rec: Any, users: np.ndarray) -> dict[str, float]:
+    """Items a user's sparse EASE reaches (scored exactly by the index path): p50 / p99 / max."""
+    from fusionrec.models.sparse_ease import sparse_row_sum
+
+    a, sizes = rec.arrays, []
+    for u in users:
+        lo, hi = a["hist_indptr"][u], a["hist_indptr"][u + 1]
+        rows = a["hist_indices"][lo:hi]
+        weights = a["hist_data"][lo:hi] if "hist_data" in a else np.ones(len(rows), np.float32)
+        sizes.append(np.count_nonzero(sparse_row_sum(a["ease_indptr"], a["ease_indices"], a["ease_data"],
+                                                      rows, weights)))
+    return {"p50": float(np.percentile(sizes, 50)), "p99": float(np.percentile(sizes, 99)),
+            "max": float(np.max(sizes)), "share_p50": round(float(np.percentile(sizes, 50)) / rec.n_items, 4)}
 
 
 def more_users(rec: Any, n_users: int, rng: np.random.Generator) -> Any:
@@ -236,7 +284,7 @@ def compare_backends(vectors: np.ndarray, queries: np.ndarray) -> dict[str, Any]
 
 
 def bench_size(engine: Any, base: Any, model: Path, n: int, n_users: int, work: Path, cfg: TrainConfig,
-               through_engine: bool = False) -> dict[str, Any]:
+               through_engine: bool = False, ease: float = 0.0) -> dict[str, Any]:
     import faiss
 
     from fusionrec.config import ServeConfig
@@ -245,6 +293,8 @@ def bench_size(engine: Any, base: Any, model: Path, n: int, n_users: int, work: 
     from fusionrec.inference.engine import limit_threads
 
     rec = catalogue(base, n, n_users)
+    if ease > 0:
+        rec = with_sparse_ease(rec, base, ease, cfg)
     rss0 = rss_mb()
     faiss.omp_set_num_threads(os.cpu_count() or 1)  # built with the model, at training's parallelism
     index = build_index(rec, cfg)
@@ -260,8 +310,9 @@ def bench_size(engine: Any, base: Any, model: Path, n: int, n_users: int, work: 
     built["load_s"] = round(time.perf_counter() - t0, 3)
     rng = np.random.default_rng(n)
     users = rng.choice(rec.n_users, min(n_users, rec.n_users), replace=False)
+    reach = ease_reach(rec, users) if ease > 0 else None
     recall = recall_at(rec, index, users, 20, PROBES)
-    print(f"{n}: build {built}, recall@20 by probe {recall}", flush=True)
+    print(f"{n}: build {built}, recall@20 by probe {recall}, EASE reach {reach}", flush=True)
     ids = [rec.user_ids[int(u)] for u in rng.integers(0, rec.n_users, 2000)]
     engine._snap = Snapshot.build(rec, model, ann=None)  # benchmark only: serve the synthetic catalogue
     exact = timed(lambda u: engine.recommend(u, k=20, explain=False), ids[: 300 if n > 200_000 else 1000])
@@ -279,7 +330,7 @@ def bench_size(engine: Any, base: Any, model: Path, n: int, n_users: int, work: 
            "lists": index.meta["lists"], "cold_lists": index.meta["cold_lists"],
            "index": built, "recall@20": recall, "probe": index.probe, "users": len(users),
            "exact_recommend": exact, "index_recommend": indexed, "index_user_top_k": search_only,
-           "index_recommend_1000_runtime_items": with_added}
+           "index_recommend_1000_runtime_items": with_added, "ease_blend": ease, "ease_reach": reach}
     print(f"{n}: exact {exact}\n{n}: index {indexed}", flush=True)
     return out
 
@@ -301,6 +352,11 @@ def markdown(data: dict[str, Any]) -> str:
                      f"{r['index_recommend_1000_runtime_items']['p50_ms']:.2f} / "
                      f"{r['index_recommend_1000_runtime_items']['p99_ms']:.2f} | "
                      f"{ix['build_s']} | {ix['disk_mb']} | {ix['load_s']} |")
+    if data.get("ease_blend"):
+        lines += ["", f"Sparse EASE blended with weight {data['ease_blend']}. Items a user's EASE reaches "
+                  "(scored exactly on the index path), p50 / p99 per request: "
+                  + "; ".join(f"{r['items']:,} items: {r['ease_reach']['p50']:,.0f} / {r['ease_reach']['p99']:,.0f}"
+                              for r in data["sizes"]) + "."]
     if data.get("backends"):
         b = data["backends"]
         lines += ["", f"### Backends at {b['items']:,} trained items (the index alone, no exclusions; "
@@ -328,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--users", type=int, default=1000, help="users in the recall measurement")
     parser.add_argument("--skip-backends", action="store_true", help="no faiss / hnswlib side-by-side")
+    parser.add_argument("--ease", type=float, default=0.0,
+                        help="blend a sparse EASE with this weight (0: off); see the module doc")
+    parser.add_argument("--name", default=None, help="report name (default: ann, or ann_ease with --ease)")
     parser.add_argument("--engine", action="store_true",
                         help="time the index path through InferenceEngine.recommend (once it uses snapshot.ann)")
     args = parser.parse_args(argv)
@@ -339,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig()
     data: dict[str, Any] = {"config": cfg.model_dump(include={"ann_min_items", "ann_lists", "ann_probe"}),
                             "dim": int(base.arrays["item_vecs"].shape[1]), "users": args.users,
-                            "load_before": load_before, "sizes": [],
+                            "load_before": load_before, "sizes": [], "ease_blend": args.ease,
                             "index_path": "InferenceEngine.recommend" if args.engine else "recommend_with_index"}
     if not args.skip_backends:
         rec = catalogue(base, 100_000, args.users)
@@ -351,10 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     limit_threads(ServeConfig().blas_threads)
     engine = InferenceEngine(model)
     for n in args.sizes:
-        data["sizes"].append(bench_size(engine, base, model, n, args.users, work, cfg, args.engine))
+        data["sizes"].append(bench_size(engine, base, model, n, args.users, work, cfg, args.engine, args.ease))
     data["load_after"] = round(os.getloadavg()[0], 2)
     data["seconds"] = round(time.perf_counter() - t_start, 1)
-    paths = write_report("ann", data, markdown(data))
+    paths = write_report(args.name or ("ann_ease" if args.ease > 0 else "ann"), data, markdown(data))
     print(markdown(data))
     print(f"report: {paths['json']} ({data['seconds']} s)")
     return 0
