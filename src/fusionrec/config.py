@@ -122,7 +122,7 @@ class TrainConfig(Section):
     cold_weight_decay: float = 1e-6  # L2 of the cold tower (content must generalise to unseen items)
     cold_offset: float = 1.0  # z-score handicap of never-trained items ranked among trained ones
     threads: int = 1  # torch CPU threads while training (0 = torch's default); small ops gain nothing from more
-    # approximate top-k for known users: faiss IVF indexes saved in <model>/ann/ (not with an EASE blend)
+    # approximate top-k for known users: faiss IVF indexes saved in <model>/ann/ (a dense EASE blend is served exactly)
     ann_min_items: int = 100_000  # catalogues this large get the index (0 = never); smaller ones are scored exactly
     ann_lists: int = 0  # k-means lists of the index (0 = 2 sqrt(items)): more = faster queries, slower build
     ann_probe: int = 32  # lists scanned per request: recall against latency

@@ -78,7 +78,7 @@ def cluster_run(demo_dir: Path, wheel_env: WheelEnv, postgres, tmp_path_factory:
 
 def test_search_workers_share_one_postgresql_study(cluster_run: SimpleNamespace) -> None:
     assert len(task(cluster_run, "search")) == 3, "two workers and the summary"
-    summary = read_json(only(cluster_run.root, "*/search-2/study/summary.json"))
+    summary = read_json(only(cluster_run.root, "*/search-2/study/study/summary.json"))
     assert summary["n_trials"] == 2, "two workers x one trial each should add two trials to one study"
     assert summary["storage"].startswith("postgresql"), summary["storage"]
     engine = sa.create_engine(cluster_run.url)
@@ -90,8 +90,9 @@ def test_search_workers_share_one_postgresql_study(cluster_run: SimpleNamespace)
     assert sorted(map(str, states)) == ["COMPLETE", "COMPLETE"], states
     for folder in cluster_run.tasks:
         assert not list(folder.rglob("*.db")), f"{folder.name} kept a local study file"
-    best = load_config_file(only(cluster_run.root, "*/search-2/study/best.yaml"), TrainConfig)
+    best = load_config_file(only(cluster_run.root, "*/search-2/study/study/best.yaml"), TrainConfig)
     assert best.text_encoder == "tfidf"
+    assert only(cluster_run.root, "*/search-2/study/best_overlay.yaml").is_file()  # what the train task lays over
 
 
 def test_each_task_had_its_own_folders_and_the_image_env(cluster_run: SimpleNamespace) -> None:
