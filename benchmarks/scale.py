@@ -301,7 +301,7 @@ def quality_side_by_side(seeds: list[int], variants: dict[str, dict[str, int]]) 
 # --- report --------------------------------------------------------------------------------
 def markdown(data: dict[str, Any]) -> str:
     lines = []
-    for key in sorted((k for k in data if k.startswith("synthetic")), reverse=True):
+    for key in sorted((k for k in data if k.startswith("synthetic")), key=lambda k: (k != "synthetic", k)):
         lines += _synthetic_lines(data[key])
     lines += _quality_lines(data.get("quality"))
     return "\n".join(lines)
