@@ -75,10 +75,16 @@ async def run(url: str, bodies: list[bytes], rate: float, duration: float, conne
         async with slots:  # at most `connections` requests in flight; the rest wait (and it counts)
             conn = idle.pop() if idle else None
             try:
+                if conn is not None:
+                    try:
+                        status = await asyncio.wait_for(conn.post(head, body), timeout)
+                    except ConnectionError:  # the server closed an idle keep-alive connection: as any
+                        conn.writer.close()  # HTTP client does, send again on a new one
+                        conn = None
                 if conn is None:
                     opened += 1
                     conn = Connection(*await asyncio.open_connection(host, port))
-                status = await asyncio.wait_for(conn.post(head, body), timeout)
+                    status = await asyncio.wait_for(conn.post(head, body), timeout)
             except (TimeoutError, OSError, ConnectionError, ValueError, IndexError) as exc:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 if conn is not None:

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,37 @@ def saturate(service: Service, script: Path, path: str, duration: int, connectio
             "load_average": round(os.getloadavg()[0], 2)}
 
 
+def _tool(name: str) -> str | None:
+    """A command on PATH or beside this interpreter (py-spy and locust install into the venv's bin)."""
+    beside = Path(sys.executable).parent / name
+    return shutil.which(name) or (str(beside) if beside.is_file() else None)
+
+
+def profile(service: Service, script: Path, path: str, duration: int, out: Path) -> dict[str, Any]:
+    """py-spy on the API worker while wrk saturates it: the share of GIL-holding samples per frame.
+
+    Only the thread holding the interpreter lock is sampled (--gil), so the shares say where the
+    worker's Python time goes, not where it waits.
+    """
+    raw = out / "profile.raw"
+    wrk = subprocess.Popen(["wrk", "-t1", "-c16", f"-d{duration + 4}s", "-s", str(script), service.base + path],
+                           stdout=subprocess.DEVNULL)
+    time.sleep(2)
+    subprocess.run([str(_tool("py-spy")), "record", "-p", str(service.worker().pid), "-d", str(duration), "-r", "200",
+                    "-f", "raw", "-o", str(raw), "--gil", "--nonblocking"], capture_output=True, check=True,
+                   timeout=duration + 60)
+    wrk.wait(timeout=duration + 60)
+    total, inclusive = 0, Counter[str]()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        for frame in set(stack.split(";")):
+            inclusive[frame] += int(count)
+    ours = [(f, n) for f, n in inclusive.most_common() if "fusionrec/" in f or "serving/" in f or "orjson" in f]
+    return {"samples": total, "top_frames": {f: round(n / total, 3) for f, n in inclusive.most_common(40)},
+            "fusionrec_frames": {f: round(n / total, 3) for f, n in ours[:15]}}
+
+
 def open_loop(service: Service, bodies_file: Path, path: str, rate: int, duration: int) -> dict[str, Any]:
     """`benchmarks.openloop` in its own process at a fixed rate."""
     done = subprocess.run([sys.executable, "-m", "benchmarks.openloop", "--url", service.base + path,
@@ -255,7 +287,8 @@ def request_bodies(rec: Any, n: int = 2_000, k: int = 20, seed: int = 0) -> list
     return [{"user_id": rec.user_ids[int(i)], "k": k} for i in rng.integers(0, rec.n_users, n)]
 
 
-def bench_http(model: Path, work: Path, rounds: int, duration: int, rates: tuple[int, ...]) -> dict[str, Any]:
+def bench_http(model: Path, work: Path, rounds: int, duration: int, rates: tuple[int, ...],
+               with_profile: bool = True) -> dict[str, Any]:
     """The floor and fusionrec side by side: readiness, saturation (alternating rounds), open loop."""
     from fusionrec.models.recommender import Recommender
 
@@ -282,6 +315,9 @@ def bench_http(model: Path, work: Path, rounds: int, duration: int, rates: tuple
                     run = saturate(services[owner[name]], script, path, duration)
                     out["saturation"].setdefault(name, []).append(run)
                     print(f"saturation round {rnd + 1} {name}: {run}", flush=True)
+        if with_profile and shutil.which("wrk") and _tool("py-spy"):
+            script = wrk_script(bodies[:500], "/recommend", work / "wrk_profile.lua")
+            out["profile"] = profile(services["fusionrec"], script, "/recommend", duration, work)
         for rate in rates:
             for name in ("floor", "fusionrec"):
                 run = open_loop(services[name], bodies_file, "/recommend", rate, duration)
@@ -363,6 +399,12 @@ def markdown(data: dict[str, Any]) -> str:
                          f"{r['fold_in']['p50_ms']:.3f} | {r['recommend_explained']['p50_ms']:.3f} |")
     if data.get("profile"):
         lines += ["", "## Where the time went", "", data["profile"]]
+    if http and http.get("profile"):
+        prof = http["profile"]
+        lines += ["", f"### This run's profile (py-spy --gil on the fusionrec worker under wrk, {prof['samples']} "
+                  "samples): fusionrec's own frames, share of the worker's Python time", "",
+                  "| frame | share |", "|---|---:|"]
+        lines += [f"| `{frame}` | {share:.1%} |" for frame, share in prof["fusionrec_frames"].items()]
     return "\n".join(lines)
 
 
