@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,11 @@ def client(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 def test_health_and_readiness(client) -> None:  # /metrics needs the real server: test_http.py
     assert client.get("/healthz").status_code == 200
     assert client.get("/livez").status_code == 200
-    assert client.get("/readyz").status_code == 200
+    deadline, statuses = time.monotonic() + 60, []  # ready once the encoders have run (a background warm-up)
+    while not statuses or (statuses[-1] != 200 and time.monotonic() < deadline):
+        statuses.append(client.get("/readyz").status_code)
+        time.sleep(0.1)
+    assert set(statuses) <= {503, 200} and statuses[-1] == 200, statuses
 
 
 def test_recommend_paths(client) -> None:
