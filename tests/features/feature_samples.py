@@ -55,3 +55,14 @@ def write_catalogue(folder: Path, rows: list[tuple[str, str, str, str | None]] =
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+TEXTS = [  # text encoders' samples: 4 to ~60 words, so length buckets differ; varied topics, so vectors do
+    "A cat sleeps on the sofa.",
+    "After the plane crashes on a remote island, the survivors must learn to trust each other, while strange "
+    "signals from the jungle suggest they are not alone and a storm closes in on their makeshift camp.",
+    "The central bank raised interest rates again.",
+    "Toy Story (1995). Led by Woody, Andy's toys live happily in his room until Andy's birthday brings Buzz "
+    "Lightyear onto the scene. Afraid of losing his place in Andy's heart, Woody plots against Buzz.",
+    "Fresh coffee beans roasted this morning.",
+    "A retired detective is drawn back into one last case when his former partner vanishes without a trace.",
+]

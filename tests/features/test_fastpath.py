@@ -6,23 +6,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.features.feature_samples import TEXTS
 
 from fusionrec.config import FeaturizeConfig
 from fusionrec.features.cache import EmbeddingCache
 from fusionrec.features.fold import fold_batchnorm
 from fusionrec.features.registry import get_encoder
 from fusionrec.features.text import token_length_order
-
-TEXTS = [  # lengths from 4 to ~60 words, so buckets differ; varied topics, so vectors do
-    "A cat sleeps on the sofa.",
-    "After the plane crashes on a remote island, the survivors must learn to trust each other, while strange "
-    "signals from the jungle suggest they are not alone and a storm closes in on their makeshift camp.",
-    "The central bank raised interest rates again.",
-    "Toy Story (1995). Led by Woody, Andy's toys live happily in his room until Andy's birthday brings Buzz "
-    "Lightyear onto the scene. Afraid of losing his place in Andy's heart, Woody plots against Buzz.",
-    "Fresh coffee beans roasted this morning.",
-    "A retired detective is drawn back into one last case when his former partner vanishes without a trace.",
-]
 
 
 def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from tests.features.feature_samples import write_catalogue
+from tests.features.feature_samples import TEXTS, write_catalogue
 
 from fusionrec.config import FeaturizeConfig
 from fusionrec.features import ort
@@ -21,16 +21,6 @@ from fusionrec.features.registry import get_encoder
 from fusionrec.features.store import load_features
 from fusionrec.features.text import minilm_folder
 from fusionrec.inference.snapshot import encoder_for
-
-TEXTS = [
-    "A cat sleeps on the sofa.",
-    "After the plane crashes on a remote island, the survivors must learn to trust each other, while strange "
-    "signals from the jungle suggest they are not alone and a storm closes in on their makeshift camp.",
-    "The central bank raised interest rates again.",
-    "Toy Story (1995). Led by Woody, Andy's toys live happily in his room until Andy's birthday brings Buzz "
-    "Lightyear onto the scene. Afraid of losing his place in Andy's heart, Woody plots against Buzz.",
-    "Fresh coffee beans roasted this morning.",
-]
 
 
 @pytest.fixture(scope="module")
