@@ -152,8 +152,7 @@ class InferenceEngine:
         else:
             path, history = "popular", hist
             reason = "no_known_recent_items" if recent else "unknown_user"
-            scores = np.zeros(snap.n_items, np.float32)
-            scores[snap.popular] = np.linspace(1.0, 0.0, snap.n_items, dtype=np.float32)
+            scores = snap.popular_scores()  # built once per snapshot (read-only here)
         if found is not None:  # choose among the candidates (exclusions already applied)
             cand, scores = found[0], np.asarray(found[1], dtype=np.float32)
             pos, n_explored = self.explorer.top_k(scores, k, np.zeros(0, np.int64), rec.item_vectors()[cand])

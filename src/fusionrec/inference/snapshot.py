@@ -39,6 +39,15 @@ class Snapshot:
     base_items: int = 0  # items of the model as trained; the rest were added while serving
     ann: Any = None  # fusionrec.inference.ann.AnnIndex for known users' top-k; None: score every item
     _modality: dict[str, np.ndarray] | None = None
+    _popular_scores: np.ndarray | None = None
+
+    def popular_scores(self) -> np.ndarray:
+        """(n_items,) scores of the popularity fallback, 1.0 for the most popular item down to 0.0, built once."""
+        if self._popular_scores is None:
+            scores = np.zeros(self.n_items, np.float32)
+            scores[self.popular] = np.linspace(1.0, 0.0, self.n_items, dtype=np.float32)
+            self._popular_scores = scores
+        return self._popular_scores
 
     @classmethod
     def build(cls, rec: Any, model_dir: Path, encoders: dict[str, Any] | None = None,

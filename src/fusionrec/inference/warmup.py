@@ -32,6 +32,7 @@ def warm_reads(snap: Any, max_history: int) -> float:
         explain(snap, top, history, "user", max_history)
         if snap.ann is not None:  # large catalogues answer known users through the index
             user_top_k(rec, snap.ann, 0, 10, history)
+    top_k(snap.popular_scores(), 10, np.zeros(0, np.int64))  # unknown users without history
     recent = np.asarray(snap.popular[:3], dtype=np.int64)
     if len(recent):
         scores = rec.score_histories([recent])[0][: snap.n_items]
