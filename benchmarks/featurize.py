@@ -11,8 +11,8 @@ would leak the labels into the check). Writes benchmarks/reports/featurize.{json
 skips (exit 0, a note) when ml100k-mm is absent.
 
 Variants: MiniLM and EffNet-Lite0 also run over the whole catalogue as the fp32 reference
-(fp32 torch, batches of 64, BatchNorm unfolded), the previous default (MiniLM int8 on
-torch) and the fast paths, back to back in this process. The report gives each one's
+(fp32 torch, batches of 64, BatchNorm unfolded), the previous defaults (MiniLM int8 on
+torch, EffNet-Lite0 folded on torch) and the fast paths, back to back in this process. The report gives each one's
 speed (wall and per CPU-second, which a busy machine distorts less), the per-item cosine
 to the reference and the genre-neighbour share, and a goal table for the default.
 `TRIED` lists what was measured while choosing the fast path, kept or dropped.
@@ -107,6 +107,46 @@ TRIED: list[dict[str, str]] = [
      "numbers": "not applicable: posters (92 x 138) are upscaled to 224 x 224, draft only helps when shrinking"},
     {"what": "torch.fx conv+BN fusion", "kept": "no", "numbers": "folds 0 of 49 BatchNorms (EfficientNet-Lite's "
                                                                 "padded Conv2d subclass is a leaf to fx)"},
+    # Second round (ORT 1.32, load average 1.6-4.0 from another engineer's benchmark on the same 2 cores; EffNet:
+    # 256 posters decoded beforehand, batches of 16; MiniLM: 384-512 texts; per CPU-second unless said otherwise)
+    {"what": "EffNet-Lite0 (torch, folded): channels-last vs NCHW", "kept": "channels-last",
+     "numbers": "19.5 vs 15.1 images per CPU-second (in the code since the folding change, first measured here)"},
+    {"what": "EffNet-Lite0 on ONNX Runtime: the folded fp32 net exported, ORT_ENABLE_ALL (NCHWc convolutions)",
+     "kept": "yes", "numbers": "one batch on 2 intra-op threads 53.8, 2 batches at once on 1 thread each 67.5, vs "
+                               "torch channels-last 19.5 (same run); cosine to torch 1.0000"},
+    {"what": "EffNet-Lite0 ORT: ORT_ENABLE_EXTENDED (no NCHWc layout transform)", "kept": "no",
+     "numbers": "24.5 vs 53.8 (ENABLE_ALL, 2 threads)"},
+    {"what": "EffNet-Lite0 ORT: batches of 4 / 8 / 16 / 32 (1 thread)", "kept": "16",
+     "numbers": "70.3 / 71.7 / 72.5 / 75.1: within noise (batch_size is shared with MiniLM, where 16 wins)"},
+    {"what": "EffNet-Lite0 ORT int8, static QDQ, per-channel s8 weights, u8 activations (64 other posters to "
+             "calibrate)", "kept": "no",
+     "numbers": "MinMax: 110 (fp32: 75) but cosine mean 0.894, min 0.596; percentile + 7-bit weights: 112, cosine "
+                "0.9635 / 0.881: the depthwise convolutions do not survive int8"},
+    {"what": "EffNet-Lite0 ORT, whole catalogue: decode in 0 / 1 / 2 DataLoader workers", "kept": "2",
+     "numbers": "24.7 / 49.3 / 48.3 (load 2.7-4.0); decode + bicubic resize + normalise alone: 250 per CPU-second, "
+                "so in the main process it stalls the two inference threads"},
+    {"what": "MiniLM int8 ORT: 2 / 3 / 4 batches at once, 1 thread each", "kept": "2",
+     "numbers": "51.7 / 47.7 / 49.9 (512 texts, load 2.5-2.9): more threads than cores only take a larger share "
+                "of a contended machine (4: 84.8 texts/s wall at 49.9 per CPU-second)"},
+    {"what": "MiniLM: tokenizer cost (outside ORT)", "kept": "-",
+     "numbers": "3,400 texts per CPU-second (mean 74.9 tokens): under 1.5% of the time, nothing to win"},
+    {"what": "MiniLM int8 ORT profile (1 thread, 128 texts)", "kept": "-",
+     "numbers": "DynamicQuantizeMatMul 45%, QAttention 34%, SkipLayerNormalization 9%, BiasGelu 6.5%, "
+                "SmoothQuant Mul 4.2%, DynamicQuantizeLinear 0.5%: the matrix products are already int8"},
+    {"what": "MiniLM: MatMulNBits (blockwise weights, accuracy_level 4 = int8 compute), hand-packed (the ORT "
+             "quantizer needs onnx_ir, not installed)", "kept": "no",
+     "numbers": "one 1200 x 384 x 1536 product on 1 thread: 4-bit 72, 8-bit 50 GFLOP/s vs DynamicQuantizeMatMul "
+                "153, fp32 MatMul 79: no fast int8 path on AVX2 without VNNI"},
+    {"what": "MiniLM: static int8 activation scales (QuantizeLinear + MatMulIntegerToFloat) instead of dynamic",
+     "kept": "no (not built)",
+     "numbers": "same products, ms: 384x384 2.29 vs 2.37, 384x1536 8.94 vs 8.94, 1536x384 11.25 vs 13.85: at most "
+                "~6% of the graph (only the FFN output gains, whose GELU input is where a fixed per-tensor scale "
+                "clips most), far from the 1.2x still missing"},
+    {"what": "MiniLM: FastGelu (tanh approximation) for BiasGelu", "kept": "no",
+     "numbers": "48.3 / 50.5 vs 47.5 / 51.3 (two rounds), cosine mean 0.9928 either way: no gain"},
+    {"what": "MiniLM ORT session options: ENABLE_ALL / EXTENDED / BASIC / spinning on / ORT_PARALLEL", "kept": "ALL, no spin",
+     "numbers": "46.1-47.0 / 40.9-51.5 / 47.5-50.9 / 45.9-50.6 / 43.9-49.2 (two rounds, load 2.9): within noise; "
+                "the graph is fused when built, so no level adds kernels"},
 ]
 
 
@@ -139,13 +179,30 @@ def _timed(fn: Any) -> tuple[Any, float, float]:
     return out, time.perf_counter() - start, _cpu_seconds() - cpu
 
 
+def _torch_effnet(cfg: FeaturizeConfig) -> Any:
+    """EffNet-Lite0 on torch (BatchNorm folded, channels-last): the previous default."""
+    enc: Any = get_encoder("effnet-lite0", cfg)  # a TorchImageEncoder
+    enc.onnx_export = False  # featurize.image_runtime: torch, where the config has that field
+    return enc
+
+
 def _plain_effnet(cfg: FeaturizeConfig) -> Any:
-    """EffNet-Lite0 as it ran before BatchNorm folding (same weights, channels-last)."""
+    """EffNet-Lite0 as it ran before BatchNorm folding (same weights, torch, channels-last)."""
     import torch
 
-    enc: Any = get_encoder("effnet-lite0", cfg)  # a TorchImageEncoder
+    enc = _torch_effnet(cfg)
     model, _ = enc._build_model()
     enc._model = model.eval().to(memory_format=torch.channels_last)
+    return enc
+
+
+def _onnx_effnet_intra_op(cfg: FeaturizeConfig) -> Any:
+    """The default onnx EffNet-Lite0, but one batch at a time on intra-op threads."""
+    from fusionrec.features.ort_image import OrtImageModel
+
+    enc: Any = get_encoder("effnet-lite0", cfg)
+    enc.load()
+    enc._model = OrtImageModel(enc._model.graph, threads=1, intra_op_threads=cfg.torch_threads)
     return enc
 
 
@@ -172,8 +229,12 @@ def variants(cfg: FeaturizeConfig) -> dict[str, list[tuple[str, Any]]]:
                          lambda: get_encoder("minilm", torch_int8)),
                         ("int8 onnx, one batch on 2 intra-op threads", lambda: _onnx_intra_op(cfg)),
                         ("int8 onnx, 2 batches at once, 1 thread each (default)", lambda: get_encoder("minilm", cfg))],
-        "image:effnet-lite0": [("fp32, BatchNorm unfolded, batches of 64 (reference)", lambda: _plain_effnet(ref)),
-                               ("BatchNorm folded, batches of 16 (default)", lambda: get_encoder("effnet-lite0", cfg))],
+        "image:effnet-lite0": [("fp32 torch, BatchNorm unfolded, batches of 64 (reference)", lambda: _plain_effnet(ref)),
+                               ("torch, BatchNorm folded, channels-last, batches of 16 (previous default)",
+                                lambda: _torch_effnet(cfg)),
+                               ("onnx fp32, folded, one batch on 2 intra-op threads", lambda: _onnx_effnet_intra_op(cfg)),
+                               ("onnx fp32, folded, 2 batches at once, 1 thread each (default)",
+                                lambda: get_encoder("effnet-lite0", cfg))],
     }
 
 

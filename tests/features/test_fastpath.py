@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -103,10 +105,19 @@ def test_fold_batchnorm_keeps_the_original_when_the_guess_is_wrong() -> None:
     assert folded is net and n == 0
 
 
-def test_effnet_with_folded_batchnorm_matches_the_plain_network(images: dict[str, Image.Image]) -> None:
-    enc = get_encoder("effnet-lite0", FeaturizeConfig(num_workers=0, batch_size=2))
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_effnet_with_folded_batchnorm_matches_the_plain_network(runtime: str, images: dict[str, Image.Image]) -> None:
+    enc: Any = get_encoder("effnet-lite0", FeaturizeConfig(num_workers=0, batch_size=2))
+    enc.onnx_export = runtime == "onnx"
     values, mask = enc.encode_images([images["cat"], images["coffee"], images["red"]])
-    assert mask.all() and not any(isinstance(m, torch.nn.BatchNorm2d) for m in enc._model.modules())
+    if runtime == "torch":
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in enc._model.modules())
+    else:  # the exported graph is the folded network
+        import onnx
+
+        ops = {n.op_type for n in onnx.load(str(enc._model.graph)).graph.node}
+        assert "Conv" in ops and "BatchNormalization" not in ops
+    assert mask.all()
     plain, _ = enc._build_model()
     transform = enc.transform()
     x = torch.stack([transform(images[k]) for k in ("cat", "coffee", "red")])  # (3, 3, 224, 224)

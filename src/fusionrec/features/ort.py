@@ -19,7 +19,7 @@ The graph is built once per (weights, recipe, library versions) and reused:
 
 Every step is deterministic, so featurize and serving, building the graph apart, get
 the same file; a built graph is also copied into the encoder's state folder, and a state
-folder that holds one is used as is.
+folder that holds one is used as is (graphs.py: the cache both ONNX runtimes share).
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from fusionrec.features import graphs
 from fusionrec.features.encoder import EncoderError, file_digest
+from fusionrec.features.graphs import GRAPH_FILE, copy_graph, default_graph_root
 from fusionrec.features.quantize import CALIBRATION_TEXTS, SMOOTH_ALPHA, input_absmax
 
-GRAPH_FILE = "model.onnx"
 OPSET = 17
 RECIPE = f"onnx{OPSET}-bertfused"
 INT8_RECIPE = f"{RECIPE}-smooth{SMOOTH_ALPHA}f64-int8-w7a8-perchannel-fp32emb"
@@ -63,19 +61,6 @@ def graph_key(folder: Path, int8: bool) -> str:
     return h.hexdigest()[:16]
 
 
-def default_graph_root(cache_dir: str) -> Path:
-    """Where built graphs are kept: `<featurize.cache_dir>/graphs`, else the user's cache folder."""
-    if cache_dir:
-        return Path(cache_dir) / "graphs"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    root = Path(base) / "fusionrec" / "graphs"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError:  # a read-only home (a pod): build next to the other temporary files
-        root = Path(tempfile.gettempdir()) / "fusionrec-graphs"
-    return root
-
-
 def cached_graph(folder: Path, int8: bool, root: Path, state_dir: Path | None = None) -> Path:
     """The graph for this model and recipe: from the state folder, the cache, or built now.
 
@@ -85,65 +70,31 @@ def cached_graph(folder: Path, int8: bool, root: Path, state_dir: Path | None = 
         root: the graph cache (one sub-folder per graph key).
         state_dir: an encoder state folder that may hold the graph (a model's encoders/minilm).
     """
-    key = graph_key(folder, int8)
-    if state_dir is not None and _graph_info(state_dir).get("key") == key:
-        return state_dir / GRAPH_FILE
-    target = root / key
-    if _graph_info(target).get("key") != key:
-        build_graph(folder, int8, target)
-    return target / GRAPH_FILE
+    return graphs.cached(graph_key(folder, int8), root, state_dir, lambda work: build_graph(folder, int8, work))
 
 
-def _graph_info(folder: Path) -> dict[str, Any]:
-    path = folder / "graph.json"
-    if not (path.is_file() and (folder / GRAPH_FILE).is_file()):
-        return {}
-    try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        return {}
+def build_graph(folder: Path, int8: bool, work: Path) -> dict[str, Any]:
+    """Export, fuse and (int8) smooth + quantize the model in `folder` into `work/model.onnx`.
 
-
-def copy_graph(graph: Path, state_dir: Path) -> None:
-    """Put a built graph (and its graph.json) into an encoder state folder."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    for name in (GRAPH_FILE, "graph.json"):
-        if (graph.parent / name).resolve() != (state_dir / name).resolve():
-            shutil.copyfile(graph.parent / name, state_dir / name)
-
-
-def build_graph(folder: Path, int8: bool, target: Path) -> None:
-    """Export, fuse and (int8) smooth + quantize the model in `folder` into `target/model.onnx`.
-
-    Written to a temporary folder first and renamed, so a crash or a concurrent build never
-    leaves half a graph where a reader looks.
+    Returns:
+        what graph.json records about it (graphs.cached writes it, then renames `work` into place).
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        model, tokenizer, config = _torch_model(folder)
-        amax: dict[str, np.ndarray] = {}
-        if int8:  # before the export, which leaves tracing state behind; float64 so no last bit varies
-            exact = copy.deepcopy(model).double()
-            amax = {k: v.numpy() for k, v in input_absmax(exact, _calibration(exact, tokenizer)).items()}
-        _export(model, tokenizer, work / "exported.onnx")
-        fused = _fuse(work / "exported.onnx", config)
-        if int8:
-            _smooth(fused, amax, config)
-            _save(fused, work / "smoothed.onnx")
-            _quantize(work / "smoothed.onnx", work / GRAPH_FILE)
-        else:
-            _save(fused, work / GRAPH_FILE)
-        for name in ("exported.onnx", "smoothed.onnx"):
-            (work / name).unlink(missing_ok=True)
-        info = {"key": graph_key(folder, int8), "recipe": recipe(int8), "model": str(folder),
-                "sha256": hashlib.sha256((work / GRAPH_FILE).read_bytes()).hexdigest()}
-        (work / "graph.json").write_text(json.dumps(info, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    model, tokenizer, config = _torch_model(folder)
+    amax: dict[str, np.ndarray] = {}
+    if int8:  # before the export, which leaves tracing state behind; float64 so no last bit varies
+        exact = copy.deepcopy(model).double()
+        amax = {k: v.numpy() for k, v in input_absmax(exact, _calibration(exact, tokenizer)).items()}
+    _export(model, tokenizer, work / "exported.onnx")
+    fused = _fuse(work / "exported.onnx", config)
+    if int8:
+        _smooth(fused, amax, config)
+        _save(fused, work / "smoothed.onnx")
+        _quantize(work / "smoothed.onnx", work / GRAPH_FILE)
+    else:
+        _save(fused, work / GRAPH_FILE)
+    for name in ("exported.onnx", "smoothed.onnx"):
+        (work / name).unlink(missing_ok=True)
+    return {"recipe": recipe(int8), "model": str(folder)}
 
 
 def _torch_model(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
