@@ -74,28 +74,31 @@ class FusionRec:
         """Graceful stop: end polling and commit the served impressions still queued."""
         self.engine.close()
 
-    def _reply(self, ctx: bentoml.Context, api: str, write: bool = False, **kwargs: Any) -> Any:
+    def _reply(self, ctx: bentoml.Context | None, api: str, write: bool = False, **kwargs: Any) -> Any:
         """The engine's answer as a JSON response, encoded here (orjson): BentoML sends a Response as
         it is, where a returned dict would be validated and encoded again through a JSON schema it
-        rebuilds for every request."""
-        status, body = self.engine.call(api, ctx.request.headers.get("authorization"), write, **kwargs)
-        ctx.response.status_code = status
+        rebuilds for every request. Read APIs pass no context (BentoML then skips copying its headers
+        and cookies onto the response); write APIs read the bearer token from it."""
+        authorization = ctx.request.headers.get("authorization") if ctx is not None else None
+        status, body = self.engine.call(api, authorization, write, **kwargs)
+        if ctx is not None:
+            ctx.response.status_code = status
         return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
     # recommend and similar only compute (the served log is queued): they run on the event loop, with
     # no hand-off to a thread per request. The write APIs wait on the database: BentoML runs them in threads.
     @bentoml.api
-    async def recommend(self, ctx: bentoml.Context, user_id: str, k: int = 10, exclude_seen: bool = True,
-                  recent_items: list[str] | None = None, context: dict[str, Any] | None = None,
-                  explain: bool = True) -> dict[str, Any]:
+    async def recommend(self, user_id: str, k: int = 10, exclude_seen: bool = True,
+                        recent_items: list[str] | None = None, context: dict[str, Any] | None = None,
+                        explain: bool = True) -> dict[str, Any]:
         """Top-k items with scores, titles, explanations, the path taken and a request_id."""
-        return self._reply(ctx, "recommend", user_id=user_id, k=k, exclude_seen=exclude_seen,
+        return self._reply(None, "recommend", user_id=user_id, k=k, exclude_seen=exclude_seen,
                            recent_items=recent_items, context=context, explain=explain)
 
     @bentoml.api
-    async def similar(self, ctx: bentoml.Context, item_id: str, k: int = 10) -> dict[str, Any]:
+    async def similar(self, item_id: str, k: int = 10) -> dict[str, Any]:
         """The k items closest to item_id."""
-        return self._reply(ctx, "similar", item_id=item_id, k=k)
+        return self._reply(None, "similar", item_id=item_id, k=k)
 
     @bentoml.api
     def add_item(self, ctx: bentoml.Context, item_id: str, text: str | None = None,

@@ -236,6 +236,7 @@ class ServeConfig(Section):
     explore_pool: int = 60  # explored items are drawn from the ranks just past the top-k: k .. k + explore_pool - 1
     explore_seed: int = -1  # seed of the exploration draws; -1 = fresh entropy per process
     explore_diverse: bool = True  # draw near misses unlike the chosen items more often (False: uniformly from the pool)
+    rank_cache_users: int = 100_000  # known users whose ranking is kept per model version (default requests slice it); 0 = score every request
 
 
 class MonitorConfig(Section):

@@ -135,13 +135,16 @@ class InferenceEngine:
         hist = np.array([i for i in known if i is not None and i < snap.n_items], dtype=np.int64)
         ignored = [r for r, i in zip(recent, known, strict=True) if i is None or i >= snap.n_items]
         uidx, reason = rec.user_index(user_id), None
-        found = None  # (candidates best first, their scores) from the approximate index
+        found = None  # (candidates best first, their scores): the user's kept ranking or the approximate index
+        pool = self.explorer.pool if self.explorer.active else 0
         if uidx is not None:
             path, history = "user", rec.seen(uidx)
             if len(hist):
                 history = np.union1d(history, hist)
-            if snap.ann is not None:  # a large catalogue: the index's best items, scored as score_users scores them
-                pool = self.explorer.pool if self.explorer.active else 0
+            if snap.rankings is not None and exclude_seen and not len(hist) and not ctx \
+                    and k + pool <= snap.rankings.depth:  # the default rules: ranked once per snapshot
+                found = snap.rankings.get(uidx)
+            elif snap.ann is not None:  # a large catalogue: the index's best items, scored as score_users scores them
                 found = user_top_k(rec, snap.ann, uidx, k + pool, history if exclude_seen else np.zeros(0, np.int64),
                                    context=self._frame(ctx))
             else:
@@ -153,10 +156,12 @@ class InferenceEngine:
             path, history = "popular", hist
             reason = "no_known_recent_items" if recent else "unknown_user"
             scores = snap.popular_scores()  # built once per snapshot (read-only here)
-        if found is not None:  # choose among the candidates (exclusions already applied)
-            cand, scores = found[0], np.asarray(found[1], dtype=np.float32)
-            pos, n_explored = self.explorer.top_k(scores, k, np.zeros(0, np.int64), rec.item_vectors()[cand])
-            top, top_scores = cand[pos], scores[pos].tolist()
+        if found is not None and not self.explorer.active:  # candidates best first, exclusions applied
+            top, top_scores, n_explored = found[0][:k], found[1][:k].tolist(), 0
+        elif found is not None:  # choose among the candidates
+            cand, cand_scores = found[0][: k + pool], np.asarray(found[1][: k + pool], dtype=np.float32)
+            pos, n_explored = self.explorer.top_k(cand_scores, k, np.zeros(0, np.int64), rec.item_vectors()[cand])
+            top, top_scores = cand[pos], cand_scores[pos].tolist()
         else:
             scores = np.asarray(scores[: snap.n_items], dtype=np.float32)
             exclude = history if exclude_seen else np.zeros(0, np.int64)

@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from fusionrec.inference.checks import unit
-
 
 def explain(snap: Any, top: np.ndarray, history: np.ndarray, path: str, max_history: int) -> list[dict[str, Any]]:
     """Per item: how close each modality is to the user's history, and the closest history item."""
@@ -25,11 +23,12 @@ def explain(snap: Any, top: np.ndarray, history: np.ndarray, path: str, max_hist
     best = sims.argmax(axis=1)  # (k,)
     closest = hist[best].tolist()
     closest_sim = np.round(sims[np.arange(len(top)), best].astype(np.float64), 4).tolist()
-    modalities = snap.modality_vectors()  # unit rows, zeros where the item lacks the modality
-    keys = list(modalities)
+    keys = list(rec.modalities)
     if keys:  # (k, M): each modality's cosine between the item and the history's mean in that modality
-        per_mod = np.round(np.stack([mod[top] @ unit(mod[hist].sum(axis=0)) for mod in modalities.values()],
-                                    axis=1).astype(np.float64), 4)
+        z = snap.modality_stack()  # (n, M, d) unit rows, zeros where the item lacks the modality
+        mean = z[hist].sum(axis=0)  # (M, d)
+        mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+        per_mod = np.round((z[top] * mean).sum(axis=2).astype(np.float64), 4)  # (k, M)
         top_mod, contrib = [keys[m] for m in per_mod.argmax(axis=1).tolist()], per_mod.tolist()
     out = []
     for row in range(len(top)):

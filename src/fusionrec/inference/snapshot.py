@@ -7,7 +7,8 @@ A request reads `engine.snapshot` once and uses only it, so swapping in a new sn
 and returns a new snapshot over a shallow copy of the Recommender that holds them.
 A snapshot of a large catalogue also holds the model's approximate top-k index
 (`fusionrec.inference.ann`), shared by the snapshots of one model: items added later lie
-beyond it and are scored exactly.
+beyond it and are scored exactly. Known users' rankings under the default rules are kept per
+snapshot (`fusionrec.inference.ranking`); a snapshot with items added starts with none.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from fusionrec.inference.ranking import UserRankings
 from fusionrec.monitoring.rollout import model_version
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,8 @@ class Snapshot:
     encoders: dict[str, Any] = field(default_factory=dict)  # shared by snapshots of one model
     base_items: int = 0  # items of the model as trained; the rest were added while serving
     ann: Any = None  # fusionrec.inference.ann.AnnIndex for known users' top-k; None: score every item
-    _modality: dict[str, np.ndarray] | None = None
+    rankings: UserRankings | None = None  # known users' rankings under the default rules; None: scored per request
+    _modality: np.ndarray | None = None  # (n_items, M, d), see modality_stack
     _popular_scores: np.ndarray | None = None
 
     def popular_scores(self) -> np.ndarray:
@@ -51,27 +54,37 @@ class Snapshot:
 
     @classmethod
     def build(cls, rec: Any, model_dir: Path, encoders: dict[str, Any] | None = None,
-              base_items: int | None = None, ann: Any = LOAD) -> Snapshot:
+              base_items: int | None = None, ann: Any = LOAD, rank_depth: int = 0, rank_users: int = 0
+              ) -> Snapshot:
         """A snapshot of rec, read from model_dir.
 
         Args:
             base_items: the model's items as trained (default: all of rec's).
             ann: the approximate index to serve with; by default the one saved in model_dir
                 when the catalogue reaches the model's `ann_min_items` (None when absent or stale).
+            rank_depth, rank_users: items kept per known user's ranking and users kept at most
+                (`UserRankings`); 0 users: every request is scored.
         """
         version = model_version(rec.meta, model_dir.name)
         pop = np.asarray(rec.popularity(), dtype=np.float64)[: rec.n_items]
         popular = np.argsort(-pop, kind="stable")
         if ann is LOAD:
             ann = load_ann(rec, model_dir)
+        rankings = UserRankings(rec, ann, rank_depth, rank_users) if rank_users > 0 and rank_depth > 0 else None
         return cls(rec, model_dir, version, rec.n_items, popular, encoders if encoders is not None else {},
-                   rec.n_items if base_items is None else base_items, ann)
+                   rec.n_items if base_items is None else base_items, ann, rankings)
+
+    def modality_stack(self) -> np.ndarray:
+        """(n_items, M, d) per-modality item vectors in `rec.modalities` order (explanations only),
+        computed once per snapshot; a snapshot with added items extends its parent's (`with_items`)."""
+        if self._modality is None:
+            self._modality = self.rec.modality_stack()
+        return self._modality
 
     def modality_vectors(self) -> dict[str, np.ndarray]:
-        """Per-modality item vectors, computed once per snapshot (explanations only)."""
-        if self._modality is None:
-            self._modality = {k: np.asarray(v) for k, v in self.rec.modality_vectors().items()}
-        return self._modality
+        """Per-modality item vectors {key: (n_items, d)}: views of `modality_stack`."""
+        z = self.modality_stack()
+        return {k: z[:, m] for m, k in enumerate(self.rec.modalities)}
 
 
 def load_ann(rec: Any, model_dir: Path) -> Any:
@@ -150,7 +163,12 @@ def with_items(snap: Snapshot, items: list[NewItem]) -> tuple[Snapshot, list[dic
     rec.add_items([it.item_id for it in items], features, masks, titles=[it.title or "" for it in items])
     present = [{key: bool(masks[key][n]) if key in masks else False for key in snap.rec.modalities}
                for n in range(b)]
-    return Snapshot.build(rec, snap.model_dir, snap.encoders, snap.base_items, snap.ann), present
+    ranks = snap.rankings
+    new = Snapshot.build(rec, snap.model_dir, snap.encoders, snap.base_items, snap.ann,
+                         ranks.depth if ranks else 0, ranks.capacity if ranks else 0)
+    if snap._modality is not None:  # only the new rows are projected: the catalogue's stay as they were
+        new._modality = np.concatenate([snap._modality, rec.modality_stack(snap.n_items)])
+    return new, present
 
 
 def with_item(snap: Snapshot, item_id: str, text: str, pil: Any, title: str) -> tuple[Snapshot, dict[str, bool]]:

@@ -229,10 +229,15 @@ class Recommender:
 
     def modality_vectors(self) -> dict[str, np.ndarray]:
         """Per-modality projected item vectors {key: (n_items, d)}, L2-normalised, zeros where missing."""
-        feats = [self.arrays[f"feat::{k}"] for k in self.modalities]
-        masks = np.stack([self.arrays[f"mask::{k}"].astype(bool) for k in self.modalities], 1)
-        z = self._parts.project(feats, masks)  # (n, M, d)
+        z = self.modality_stack()
         return {k: z[:, m] for m, k in enumerate(self.modalities)}
+
+    def modality_stack(self, start: int = 0) -> np.ndarray:
+        """(n_items - start, M, d): every modality's projected vectors of the items from `start` on,
+        in `modalities` order, L2-normalised, zeros where an item lacks the modality."""
+        feats = [self.arrays[f"feat::{k}"][start:] for k in self.modalities]
+        masks = np.stack([self.arrays[f"mask::{k}"][start:].astype(bool) for k in self.modalities], 1)
+        return np.asarray(self._parts.project(feats, masks))
 
     def popularity(self) -> np.ndarray:
         """(n_items,) training interaction counts."""
