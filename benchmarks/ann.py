@@ -291,6 +291,7 @@ def bench_size(engine: Any, base: Any, model: Path, n: int, n_users: int, work: 
     from fusionrec.inference import Snapshot
     from fusionrec.inference.ann import build_index, load_index, save_index, user_top_k
     from fusionrec.inference.engine import limit_threads
+    from fusionrec.inference.slot import settle_heap
 
     rec = catalogue(base, n, n_users)
     if ease > 0:
@@ -320,6 +321,7 @@ def bench_size(engine: Any, base: Any, model: Path, n: int, n_users: int, work: 
         return engine.recommend(u, k=20, explain=False) if through_engine else recommend_with_index(engine, u, 20)
 
     engine._snap = Snapshot.build(rec, model, ann=index)
+    settle_heap()  # as the service does once its model is loaded: no full collection walks the libraries mid-run
     indexed = timed(indexed_path, ids)
     search_only = timed(lambda u: user_top_k(rec, index, rec.user_index(u), 20, rec.seen(rec.user_index(u))), ids)
     added = with_runtime_items(rec, 1000)

@@ -77,8 +77,10 @@ def test_suggest_config_covers_every_choice_and_respects_bounds() -> None:
         values = [t.params[name] for t, _ in samples]
         assert all(low <= v <= high for v in values), name
         assert frozen.distributions[name].log == (name in SPACE_LOG), name
-    for name in ("n_layers", "epochs"):
-        assert {getattr(c, name) for c in configs} == set(range(space.__dict__[name][0], space.__dict__[name][1] + 1))
+    for name in ("n_layers", "epochs"):  # integers, both ends reached
+        low, high = getattr(space, name)
+        values = {getattr(c, name) for c in configs}
+        assert values <= set(range(low, high + 1)) and {low, high} <= values, name
     blends = [c.ease_blend for c in configs]
     assert None in blends and any(b is not None for b in blends)  # validation-chosen and fixed EASE blends
     fixed = [(t.params["ease_blend"], c.ease_blend) for t, c in samples if t.params[EASE_MODE] == "fixed"]
@@ -275,7 +277,7 @@ def test_two_worker_processes_both_contribute(db_url: str) -> None:
 
 
 TINY_SPACE = SearchSpace(dim=[16, 32], epochs=[2, 4], n_layers=[0, 2], knn_k=[0, 5], ease_blend_auto=False,
-                         ease_blend=[0.0, 0.5])
+                         ease_blend=[0.0, 0.5], ease_head_items=[2048], ease_topk=[256])  # tiny: no sparse EASE
 TINY_BASE = TrainConfig(text_encoder="tfidf", image_encoder="color", dim=16, epochs=4, patience=2,
                         n_layers=1, knn_k=5, ease_blend=0.0)
 

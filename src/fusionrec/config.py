@@ -153,6 +153,8 @@ class SearchSpace(Section):
     ease_blend_auto: bool = True  # also try "blend chosen on validation" (train.ease_blend: null)
     ease_lambda: list[float] = [50.0, 1000.0]  # [low, high], log scale
     epochs: list[int] = [10, 60]  # [low, high] epochs cap (early stopping may end sooner)
+    ease_head_items: list[int] = [1024, 2048, 4096]  # choices; sparse EASE only (catalogues above train.ease_max_items)
+    ease_topk: list[int] = [128, 256, 512]  # choices; sparse EASE only
 
     @model_validator(mode="after")
     def _check(self) -> SearchSpace:
@@ -173,7 +175,8 @@ class SearchSpace(Section):
         return self
 
 
-SPACE_CHOICES = ("text_encoder", "image_encoder", "fusion", "knn_k", "dim", "loss")  # categorical fields
+SPACE_CHOICES = ("text_encoder", "image_encoder", "fusion", "knn_k", "dim", "loss",
+                 "ease_head_items", "ease_topk")  # categorical fields
 SPACE_RANGES = ("n_layers", "knn_weight", "lr", "weight_decay", "id_dropout", "modality_dropout",
                 "temperature", "contrastive_weight", "ease_blend", "ease_lambda", "epochs")  # [low, high] fields
 SPACE_LOG = ("lr", "weight_decay", "temperature", "ease_lambda")  # ranges sampled on a log scale

@@ -3,7 +3,8 @@
 `suggest_config` is the only code that asks an optuna Trial for values; training never sees
 the trial. Every parameter is suggested in every trial (no conditional branches), so the
 multivariate TPE models them jointly; a value that a config does not use (the kNN weight when
-k = 0, the fixed EASE weight when the blend is chosen on validation) is simply ignored.
+k = 0, the fixed EASE weight when the blend is chosen on validation, the sparse EASE's head size
+and row width on a catalogue small enough for the exact EASE) is simply ignored.
 
 The space a search uses is fitted to the features folder it trains on (`fit_space`): the text
 and image encoder choices are those of `search.space` that the folder holds (plus "none"), every
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fusionrec.config import SPACE_LOG, SearchSpace, TrainConfig
+from fusionrec.config import SPACE_CHOICES, SPACE_LOG, SearchSpace, TrainConfig
 
 if TYPE_CHECKING:
     import optuna
@@ -74,7 +75,7 @@ def suggest_config(trial: optuna.Trial | optuna.trial.FixedTrial, space: SearchS
         base with every searched field replaced.
     """
     values: dict[str, Any] = {}
-    for name in ("text_encoder", "image_encoder", "fusion", "knn_k", "dim", "loss"):
+    for name in SPACE_CHOICES:
         values[name] = trial.suggest_categorical(name, list(getattr(space, name)))
     for name in INT_RANGES:
         low, high = getattr(space, name)
@@ -166,7 +167,7 @@ def fit_space(space: SearchSpace, base: TrainConfig, available: dict[str, list[s
         _fit_encoders(data, fitted, available, notes)
         vectors = _fit_vectors(fitted, available, notes)
     base = TrainConfig(**fitted)
-    for name in ("text_encoder", "image_encoder", "fusion", "knn_k", "dim", "loss"):
+    for name in SPACE_CHOICES:
         value = getattr(base, name)
         if value not in data[name]:
             notes.append(f"{name}: added the default {value!r} to the choices")
@@ -194,7 +195,7 @@ def default_params(space: SearchSpace, base: TrainConfig, vectors: Sequence[str]
     `space` and `base` should come from `fit_space`, so every value lies inside the space.
     """
     params: dict[str, Any] = {}
-    for name in ("text_encoder", "image_encoder", "fusion", "knn_k", "dim", "loss", *INT_RANGES,
+    for name in (*SPACE_CHOICES, *INT_RANGES,
                  "knn_weight", "lr", "weight_decay", "id_dropout", "modality_dropout", "temperature",
                  "contrastive_weight", "ease_lambda"):
         params[name] = getattr(base, name)
