@@ -181,9 +181,7 @@ def _timed(fn: Any) -> tuple[Any, float, float]:
 
 def _torch_effnet(cfg: FeaturizeConfig) -> Any:
     """EffNet-Lite0 on torch (BatchNorm folded, channels-last): the previous default."""
-    enc: Any = get_encoder("effnet-lite0", cfg)  # a TorchImageEncoder
-    enc.onnx_export = False  # featurize.image_runtime: torch, where the config has that field
-    return enc
+    return get_encoder("effnet-lite0", cfg.model_copy(update={"image_runtime": "torch"}))
 
 
 def _plain_effnet(cfg: FeaturizeConfig) -> Any:

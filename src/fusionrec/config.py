@@ -77,6 +77,7 @@ class FeaturizeConfig(Section):
     torch_threads: int = 2
     text_int8: bool = True  # transformer text encoders in int8 (smoothed; cosine >= 0.99 to fp32); false: fp32
     text_runtime: Literal["onnx", "torch"] = "onnx"  # BERT text encoders on ONNX Runtime (fused graph, built once, cached) or torch
+    image_runtime: Literal["onnx", "torch"] = "onnx"  # EffNet-Lite0 on ONNX Runtime (folded graph, built once, cached) or torch
     max_image_pixels: int = 40_000_000  # decompression-bomb guard, as at ingest
     max_image_bytes: int = 20_000_000  # larger image files are masked
     cache_dir: str = ""  # empty: <out>/../.feature-cache next to the output

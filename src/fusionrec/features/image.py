@@ -101,12 +101,8 @@ class TorchImageEncoder(Encoder):
 
     @property
     def runtime(self) -> str:
-        """"onnx" for backbones that export (`onnx_export`), unless the config asks for torch.
-
-        `featurize.image_runtime` is read when the config has it; without the field, onnx.
-        """
-        wanted = getattr(self.cfg, "image_runtime", "onnx")
-        return "onnx" if self.onnx_export and wanted == "onnx" else "torch"
+        """"onnx" for backbones that export (`onnx_export`), unless `featurize.image_runtime` asks for torch."""
+        return "onnx" if self.onnx_export and self.cfg.image_runtime == "onnx" else "torch"
 
     def _graph_identity(self) -> str:
         """What the exported graph depends on besides the recipe (the weights); see ort_image."""
