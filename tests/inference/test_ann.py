@@ -259,3 +259,15 @@ def test_many_banned_items_go_through_a_bitmap_selector_with_the_same_result(
         got, got_scores = user_top_k(rec, snap.ann, u, 20, rec.seen(u))
         np.testing.assert_array_equal(got, items)
         np.testing.assert_array_equal(got_scores, scores)
+
+
+def test_kept_rankings_of_a_large_catalogue_come_from_the_index(snap: Snapshot) -> None:
+    from fusionrec.inference.ranking import UserRankings
+
+    rankings = UserRankings(snap.rec, snap.ann, depth=30, capacity=1000)
+    assert rankings.precompute() == 0  # no batch pass over every item: users are ranked as they come
+    for u in range(0, snap.rec.n_users, 7):
+        got, got_scores = rankings.get(u)
+        want, want_scores = user_top_k(snap.rec, snap.ann, u, 30, snap.rec.seen(u))
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(got_scores, want_scores, rtol=1e-6)
