@@ -120,7 +120,9 @@ class InferenceEngine:
                   recent_items: Sequence[str] | None = None, context: Mapping[str, Any] | None = None,
                   explain: bool = True) -> dict[str, Any]:
         """Top-k items for a user: known users by their vector, unknown ones folded in
-        from `recent_items`, and popularity when there is nothing to go on.
+        from `recent_items`, and popularity when there is nothing to go on. A known user asking
+        with the default rules (seen items excluded, no recent items, no context) reads the ranking
+        the snapshot keeps for them (`fusionrec.inference.ranking`): the same answer, computed once.
 
         Returns:
             {request_id, user_id, path ("user" | "fold_in" | "popular"), fallback_reason,
