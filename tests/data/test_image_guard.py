@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 from tests.data.image_samples import huge_png, jpeg_bytes, png_bytes, truncated_jpeg, write
 
-from fusionrec.data.images import ImageRejected, open_image_checked, open_rgb_checked
+from fusionrec.data.images import (
+    ImageRejected,
+    default_image_path,
+    image_names,
+    open_image_checked,
+    open_rgb_checked,
+)
 
 LIMITS = {"max_pixels": 10_000_000, "max_bytes": 1_000_000}
 
@@ -55,3 +61,16 @@ def test_header_only_check_skips_decode(tmp_path: Path) -> None:
     assert open_image_checked(truncated_jpeg(), decode=False, **LIMITS).size == (64, 64)
     with pytest.raises(ImageRejected):
         open_image_checked(huge_png(), decode=False, **LIMITS)
+
+
+def test_conventional_image_paths_come_from_one_listing_of_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    for name in ("a.png", "b.jpg", "b.webp", "c.txt"):
+        (tmp_path / "images" / name).write_bytes(b"x")
+    names = image_names(tmp_path / "images")
+    assert names == {"a.png", "b.jpg", "b.webp", "c.txt"}
+    for item in ("a", "b", "c", "missing"):  # the listing finds what probing every extension finds
+        assert default_image_path(tmp_path, "images", item, names) == default_image_path(tmp_path, "images", item)
+    assert default_image_path(tmp_path, "images", "a", names) == tmp_path / "images" / "a.png"
+    assert default_image_path(tmp_path, "images", "c", names) is None
+    assert image_names(tmp_path / "no-such-folder") == set()

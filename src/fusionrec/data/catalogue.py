@@ -30,7 +30,7 @@ import pandas as pd
 
 from fusionrec import schema
 from fusionrec.config import IngestConfig
-from fusionrec.data.images import ImageRejected, default_image_path, open_image_checked
+from fusionrec.data.images import ImageRejected, default_image_path, image_names, open_image_checked
 from fusionrec.data.tables import ROW, Rejects, as_id_strings, as_text
 
 
@@ -71,7 +71,8 @@ class _Resolver:
         return parent / path.name
 
 
-def _image_candidate(folder: Path, root: Path, item_id: str, value: str, real: _Resolver) -> tuple[Path | None, str, str]:
+def _image_candidate(folder: Path, root: Path, item_id: str, value: str, real: _Resolver, names: set[str]
+                     ) -> tuple[Path | None, str, str]:
     """(path, reason, detail) of an item's image before decoding; reason "" when it may be used."""
     if value:
         path = real(folder / value)
@@ -80,7 +81,7 @@ def _image_candidate(folder: Path, root: Path, item_id: str, value: str, real: _
         if not path.is_file():
             return None, "missing_image", f"image {value!r} not found under {folder}"
         return path, "", ""
-    found = default_image_path(folder, schema.IMAGES_DIR, item_id)
+    found = default_image_path(folder, schema.IMAGES_DIR, item_id, names)
     if found is None:
         return None, "", ""  # no image at all: masked, counted in the report, not a rejection
     path = real(found)
@@ -94,8 +95,9 @@ def check_images(items: pd.DataFrame, folder: Path, source: str, cfg: IngestConf
     root = folder.resolve()
     values = as_text(items[schema.IMAGE]) if schema.IMAGE in items else pd.Series([""] * len(items), dtype=object)
     real = _Resolver()
+    names = image_names(folder / schema.IMAGES_DIR)  # one listing, not four stats per item
     candidates = [
-        _image_candidate(folder, root, i, v, real) for i, v in zip(items[schema.ITEM_ID], values, strict=True)
+        _image_candidate(folder, root, i, v, real, names) for i, v in zip(items[schema.ITEM_ID], values, strict=True)
     ]
 
     def check(path: Path | None) -> tuple[str, str]:

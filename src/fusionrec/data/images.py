@@ -9,6 +9,7 @@ or corrupt file is a clear `ImageRejected`, never a Pillow traceback.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -104,10 +105,27 @@ def open_rgb_checked(source: Path | str | bytes, max_pixels: int, max_bytes: int
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def default_image_path(folder: Path, images_dir: str, item_id: str) -> Path | None:
-    """The conventional `images/{item_id}.<ext>` file of an item, or None when there is none."""
+def default_image_path(folder: Path, images_dir: str, item_id: str, names: set[str] | None = None) -> Path | None:
+    """The conventional `images/{item_id}.<ext>` file of an item, or None when there is none.
+
+    Args:
+        names: the file names of the images folder (`image_names`), listed once for a whole
+            catalogue: one directory read instead of a stat per extension and item.
+    """
     for ext in IMAGE_EXTENSIONS:
-        candidate = folder / images_dir / f"{item_id}{ext}"
+        name = f"{item_id}{ext}"
+        if names is not None and name not in names:
+            continue
+        candidate = folder / images_dir / name
         if candidate.is_file():
             return candidate
     return None
+
+
+def image_names(images: Path) -> set[str]:
+    """The names of the entries of an images folder (empty when there is no such folder)."""
+    try:
+        with os.scandir(images) as entries:
+            return {e.name for e in entries}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
