@@ -33,6 +33,8 @@ from benchmarks.search import DEFAULT_DATA, REPO, prepare
 METRICS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20", "precision@10", "mrr@20"]
 FAST_BASELINES = ["mostpop", "itemknn", "ease", "content-knn"]  # the trained ones: benchmarks.baselines
 BASELINES_REPORT = Path(__file__).resolve().parent / "reports" / "baselines.json"
+REPORT_MD = Path(__file__).resolve().parent / "reports" / "quality.md"
+TRIED_HEADING = "## Tried"  # the report's hand-written section of measured ideas, kept when the report is rewritten
 log = logging.getLogger("benchmarks.quality")
 
 
@@ -66,7 +68,7 @@ def run_seeds(data: Any, seeds: list[int]) -> dict[str, Any]:
         neural = _test(rec.score_users, data)
         rec.meta["ease_blend"] = blend
         runs.append({"seed": seed, "test": _round(blended), "neural_only": _round(neural), "ease_blend": blend,
-                     "best_epoch": res.best_epoch, "train_s": round(res.seconds, 1), "peak_rss_mib": peak_rss_mib()})
+                     "recency_half_life": rec.config.recency_half_life, "best_epoch": res.best_epoch, "train_s": round(res.seconds, 1), "peak_rss_mib": peak_rss_mib()})
         log.info("seed %d: test ndcg@20 %.4f recall@20 %.4f (neural only %.4f), blend %.1f, %.0fs", seed,
                  blended["ndcg@20"], blended["recall@20"], neural["ndcg@20"], blend, res.seconds)
     mean = {m: round(float(np.mean([r["test"][m] for r in runs])), 4) for m in METRICS}
@@ -134,8 +136,9 @@ def bootstrap(values: np.ndarray, n: int = 1000, seed: int = 0) -> list[float]:
     return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
 
 
-def run_temporal(ingested: Path, features: Path, work: Path) -> dict[str, Any]:
-    """temporal-loo: ours vs EASE, per-user bootstrap intervals of the means and of the difference."""
+def run_temporal(ingested: Path, features: Path, work: Path, seeds: list[int]) -> dict[str, Any]:
+    """temporal-loo: ours (one model per seed) vs EASE; per-user bootstrap intervals of the means and of
+    the difference, the per-user values averaged over the seeds."""
     from fusionrec.config import SplitConfig, TrainConfig
     from fusionrec.data.splits import run_split
     from fusionrec.data.train_data import TrainData
@@ -146,12 +149,20 @@ def run_temporal(ingested: Path, features: Path, work: Path) -> dict[str, Any]:
     if not (split / "train.parquet").is_file():
         run_split(ingested, split, SplitConfig(protocol="temporal-loo"))
     data = TrainData.from_dirs(ingested, features, split)
-    rec = train(data, TrainConfig()).recommender
-    ours = _test(rec.score_users, data, per_user=True)
+    runs, per_user = [], []
+    for seed in seeds:
+        rec = train(data, TrainConfig(seed=seed)).recommender
+        m = _test(rec.score_users, data, per_user=True)
+        per_user.append(m["per_user"])
+        runs.append({"seed": seed, "test": _round(m), "ease_blend": rec.ease_blend,
+                     "recency_half_life": rec.config.recency_half_life})
+        log.info("temporal seed %d: test ndcg@20 %.4f (recency half-life %g, blend %.1f)", seed, m["ndcg@20"],
+                 rec.config.recency_half_life, rec.ease_blend)
     ease = _test(make_baseline("ease").fit(data.train_matrix).score_users, data, per_user=True)
-    out: dict[str, Any] = {"fusionrec": _round(ours), "ease": _round(ease)}
+    mean = {k: round(float(np.mean([r["test"][k] for r in runs])), 4) for k in METRICS}
+    out: dict[str, Any] = {"fusionrec": mean, "ease": _round(ease), "runs": runs}
     for m in ("ndcg@20", "recall@20"):
-        a, b = ours["per_user"][m], ease["per_user"][m]
+        a, b = np.mean([p[m] for p in per_user], axis=0), ease["per_user"][m]
         out[f"ci_{m}"] = {"fusionrec": bootstrap(a), "ease": bootstrap(b), "difference": bootstrap(a - b)}
     return out
 
@@ -193,6 +204,16 @@ def _row(label: str, m: dict[str, float]) -> str:
     return f"| {label} | " + " | ".join(f"{m[c]:.4f}".lstrip("0") if c in m else "-" for c in METRICS) + " |"
 
 
+def kept_section(path: Path, heading: str) -> str:
+    """The section of an earlier report from `heading` to the next heading of its level ("" if none)."""
+    text = path.read_text() if path.is_file() else ""
+    start = text.find("\n" + heading + "\n")
+    if start < 0:
+        return ""
+    stops = [i for i in (text.find("\n## ", start + 1), text.find("\n_fusionrec ", start + 1)) if i >= 0]
+    return text[start + 1 : min(stops, default=len(text))].rstrip()  # not the next section, not the footer
+
+
 def markdown(result: dict[str, Any], peers: dict[str, dict[str, float]]) -> str:
     head = "| model | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS)
     r = result["random_811"]
@@ -212,8 +233,12 @@ def markdown(result: dict[str, Any], peers: dict[str, dict[str, float]]) -> str:
         lines += [_row(k, v if k in ("fusionrec", "random") else v["test"]) for k, v in c.items() if k != "n_cold_items"]
     if "temporal_loo" in result:
         t = result["temporal_loo"]
-        lines += ["", "## temporal-loo (one test item per user; 95% per-user bootstrap intervals)", "", head,
-                  _row("fusionrec", t["fusionrec"]), _row("ease", t["ease"]), ""]
+        seeds = ", ".join(str(x["seed"]) for x in t.get("runs", []))
+        lines += ["", f"## temporal-loo (one test item per user; fusionrec: mean of seeds {seeds}; 95% per-user "
+                  "bootstrap intervals)", "", head, _row("fusionrec", t["fusionrec"]), _row("ease", t["ease"]), ""]
+        lines += [f"- seed {x['seed']}: ndcg@20 {x['test']['ndcg@20']:.4f}, recency half-life "
+                  f"{x['recency_half_life']:g} (chosen on validation), EASE blend {x['ease_blend']:.1f}"
+                  for x in t.get("runs", [])]
         lines += [f"- {m}: fusionrec {t[f'ci_{m}']['fusionrec']}, EASE {t[f'ci_{m}']['ease']}, "
                   f"difference {t[f'ci_{m}']['difference']}" for m in ("ndcg@20", "recall@20")]
     if "scale" in result:
@@ -221,6 +246,9 @@ def markdown(result: dict[str, Any], peers: dict[str, dict[str, float]]) -> str:
         lines += ["", f"## cost: one epoch at {s['interactions']:,} demo interactions ({s['users']:,} users, "
                   f"{s['items']:,} items): {s['epoch_s_with_validation']}s including validation; "
                   f"peak RSS {s['peak_rss_mib']} MiB"]
+    tried = kept_section(REPORT_MD, TRIED_HEADING)
+    if tried:
+        lines += ["", tried]
     return "\n".join(lines) + "\n"
 
 
@@ -253,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     if "cold" not in skip:
         result["cold_items"] = run_cold(ingested, features, args.work)
     if "temporal" not in skip:
-        result["temporal_loo"] = run_temporal(ingested, features, args.work)
+        result["temporal_loo"] = run_temporal(ingested, features, args.work, [int(x) for x in args.seeds.split(",")])
     if "scale" not in skip:
         result["scale"] = run_scale(args.demo_1m or args.work / "demo-1m")
     text = markdown(result, read_peers(PEERS))

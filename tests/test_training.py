@@ -179,3 +179,43 @@ def test_negative_events_train_as_negatives_never_as_positives(demo_dir: Path, f
     cfg = TrainConfig(text_encoder="tfidf", image_encoder="color", dim=16, epochs=2, patience=2)
     rec = train(td, cfg).recommender
     assert set(cols) <= set(rec.seen(u).tolist())  # a disliked item is not recommended again
+
+
+def _recent_taste_valid() -> tuple[TrainData, np.ndarray]:
+    """_shifted_data whose shifted users' validation rows are colour-1 items too (the new taste goes on)."""
+    import scipy.sparse as sp
+    from tests.models.model_samples import cold_items, colour_of_items
+
+    data, shifted = _shifted_data()
+    valid = sp.lil_matrix(data.valid)
+    train = data.train_matrix
+    pool = np.setdiff1d(np.flatnonzero(colour_of_items() == 1), cold_items())
+    for u in shifted:
+        valid.rows[u], valid.data[u] = [], []
+        for i in np.setdiff1d(pool, train[u].indices)[:2]:
+            valid[u, i] = 1.0
+    data.valid = sp.csr_matrix(valid)
+    return data, shifted
+
+
+def test_recency_probe_turns_recency_on_only_where_validation_shows_the_newest_taste() -> None:
+    from fusionrec.models.recency import choose_recency
+
+    cfg = QUICK.with_overrides(recency_choices=[2.0])
+    assert isinstance(cfg, TrainConfig)
+    half_life, probe = choose_recency(_recent_taste_valid()[0], cfg)
+    assert half_life == 2.0 and probe["2"] > probe["0"]
+    sparse = cfg.with_overrides(ease_max_items=10, ease_head_items=20)  # above ease_max_items: the sparse EASE probes
+    assert choose_recency(_recent_taste_valid()[0], sparse)[0] == 2.0  # type: ignore[arg-type]
+    half_life, probe = choose_recency(colour_data(), cfg)  # validation drawn from the same taste as train
+    assert half_life == 0.0 and set(probe) == {"0", "2"}
+    # a half-life set in the config, or no choices, is kept without probing
+    assert choose_recency(colour_data(), cfg.with_overrides(recency_half_life=3.0)) == (3.0, {})  # type: ignore[arg-type]
+    assert choose_recency(colour_data(), QUICK.with_overrides(recency_choices=[])) == (0.0, {})  # type: ignore[arg-type]
+
+
+def test_train_records_the_recency_choice_in_the_model() -> None:
+    data, _ = _recent_taste_valid()
+    rec = train(data, QUICK.with_overrides(recency_choices=[2.0])).recommender  # type: ignore[arg-type]
+    assert rec.config.recency_half_life == 2.0 and "hist_data" in rec.arrays
+    assert set(rec.meta["recency_probe"]) == {"0", "2"}

@@ -93,7 +93,7 @@ class TrainConfig(Section):
     image_encoder: str = "effnet-lite0"  # a featurize output, or "none"
     extra_modalities: list[str] = []  # other featurize outputs, e.g. "vectors:audio"
     fusion: Literal["concat", "mean", "gated", "attention"] = "gated"
-    dim: int = 64  # shared embedding dimension
+    dim: int = 128  # shared embedding dimension
     proj_hidden: int = 0  # hidden width of the per-modality projection MLP (0 = linear)
     feature_pca: int = 128  # wider modalities are first mapped on their top principal axes (0 = off)
     use_id_emb: bool = True  # item id embeddings next to the content path
@@ -113,6 +113,7 @@ class TrainConfig(Section):
     epochs: int = 60  # cap; early stopping usually ends sooner
     patience: int = 5  # epochs without validation NDCG@20 improvement
     recency_half_life: float = 0.0  # an interaction weighs 0.5^(user's newer ones / this) in the softmax targets, graph and EASE; 0 = all alike
+    recency_choices: list[float] = [5.0, 20.0, 50.0]  # half-lives tried when recency_half_life is 0: one whose weighted EASE beats the binary one on validation by 2 standard errors is trained with; [] = off
     ease_lambda: float = 300.0
     ease_blend: float | None = None  # weight of EASE scores; None = chosen on validation; 0 = off
     ease_max_items: int = 10_000  # exact dense EASE up to this many items (~5 n^2 x 4 bytes while fitting); above, the sparse EASE

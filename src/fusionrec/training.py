@@ -195,7 +195,7 @@ def fit(data: TrainData, cfg: TrainConfig, callback: Callback | None = None
 
 
 def train(data: TrainData, cfg: TrainConfig, callback: Callback | None = None) -> TrainResult:
-    """Train the model, choose the EASE blend on validation and package a Recommender.
+    """Choose recency weighting, train the model, choose the EASE blend on validation, package a Recommender.
 
     Args:
         data: the training data (see `TrainData.from_dirs`).
@@ -206,14 +206,19 @@ def train(data: TrainData, cfg: TrainConfig, callback: Callback | None = None) -
     import torch
 
     from fusionrec.models.assemble import assemble_recommender
+    from fusionrec.models.recency import choose_recency
 
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     try:
+        half_life, probe = choose_recency(data, cfg)  # recency weighting: validation decides (models/recency.py)
+        cfg = cfg.model_copy(update={"recency_half_life": half_life})
         model, best_epoch, history, info = fit(data, cfg, callback)
         rec, valid_metrics = assemble_recommender(model, data, cfg, info, best_epoch)
+        if probe:
+            rec.meta["recency_probe"] = probe
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
