@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from fusionrec.schema import FEEDBACK_TABLE, SERVED_TABLE
 
 SERVED_COLUMNS = ("request_id", "user_id", "item_id", "position", "score", "model_version", "ts", "explored")
+SERVED_BATCH_S = 0.05  # the served-row writer commits at most this often (it was once per request under load)
 SERVED_ROWS_PER_STATEMENT = 500  # 4,000 parameters: under SQLite's 32,766 and PostgreSQL's 65,535
 FEEDBACK_COLUMNS = ("id", "request_id", "user_id", "item_id", "event", "ts", "position", "score", "model_version")
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -218,6 +219,8 @@ class FeedbackStore:
         done = False
         while not done:
             got = [self._queue.get()]  # blocks until there is work
+            if got[-1] is not None:
+                time.sleep(SERVED_BATCH_S)  # let a batch gather: one transaction per interval, not per request
             while got[-1] is not None and len(got) < 500:
                 try:
                     got.append(self._queue.get_nowait())
