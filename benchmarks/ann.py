@@ -1,14 +1,14 @@
 """Approximate top-k benchmark: recall@20 and in-process latency of known users at 100k and 1M items.
 
-The catalogue is a small trained model (benchmarks/serving.py's 1.7k-item demo model, dim 64,
-the TrainConfig default) tiled to n items as `scale()` does, but spread along the model's own
+The catalogue is a small trained model (benchmarks/serving.py's 1.7k-item demo model, at the
+TrainConfig default dim) tiled to n items as `scale()` does, but spread along the model's own
 item neighbourhoods: each copy of a real item lies a random way (up to half) towards one of
 that item's 10 nearest real items, plus isotropic noise of a tenth of the typical
 nearest-neighbour distance, renormalised. The catalogue keeps the clusters and the
 low-dimensional structure the model learned; `scale()`'s own noise (0.01) would make 588
 near-identical copies of each item, where "the" top 20 is decided by ties, and isotropic
 noise as wide as the neighbour distance (also tried while choosing the backend) fills the
-64-d space as uniform noise would, which no real embedding does. The model's real users are
+space as uniform noise would, which no real embedding does. The model's real users are
 the queries (plus noisy copies of them, keeping their histories), and the real never-trained
 share (about 6%) is kept, so the index of cold items is measured too. EASE is off by default;
 with --ease W the catalogue blends a sparse EASE with weight W: the sparse EASE fitted on the

@@ -65,7 +65,7 @@ def train_base(work: Path) -> Path:
     run_split(work / "ingested", work / "split", SplitConfig())
     feats = FeaturizeConfig(text_encoders=["tfidf"], image_encoders=["color"], tfidf_dim=64, num_workers=0)
     run_featurize(work / "ingested", work / "features", feats)
-    cfg = TrainConfig(text_encoder="tfidf", image_encoder="color", dim=64, epochs=3, patience=1, n_layers=1)
+    cfg = TrainConfig(text_encoder="tfidf", image_encoder="color", epochs=3, patience=1, n_layers=1)  # default dim
     run_train(work / "ingested", work / "features", work / "split", model, cfg)
     return model
 
