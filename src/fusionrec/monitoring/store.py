@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 import zlib
@@ -83,6 +84,19 @@ def _add_missing_columns(conn: sa.Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
+def _set_wal(cur: Any, attempts: int = 100) -> None:
+    """`PRAGMA journal_mode=WAL`, retried: on a new database file, connections opening at once (replicas
+    starting together) can get "database is locked" from it without SQLite's busy handler waiting."""
+    for attempt in range(attempts):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 class FeedbackStoreError(RuntimeError):
     """The store cannot be opened or written; the message names the URL."""
 
@@ -141,9 +155,9 @@ class FeedbackStore:
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA busy_timeout=30000")
+            _set_wal(cur)
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.close()
 
         @sa.event.listens_for(engine, "begin")
