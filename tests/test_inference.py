@@ -161,6 +161,7 @@ def test_copy_of_a_known_item_reaches_its_fans(engine: InferenceEngine, ingested
     assert rec.item_ids[source] in [it["item_id"] for it in engine.similar("copy", k=3)["items"]]
 
 
+@pytest.mark.slow  # 10 s; promotions under requests are covered by tests/serving/test_replica_state.py
 def test_model_swap_under_load_has_no_failures(engine: InferenceEngine, model_copy: Path) -> None:
     users = engine.snapshot.rec.user_ids[:20]
     failures: list[object] = []

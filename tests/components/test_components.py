@@ -73,6 +73,7 @@ def test_featurize(run_component, demo_dir: Path, ingested_dir: Path) -> None:
     assert task.metrics()["items"] == n_items
 
 
+@pytest.mark.slow  # 25 s; the isolated cluster run covers shared-study workers in the default suite
 def test_search_worker_then_summary_share_one_study(run_component, ingested_dir: Path, features_dir: Path,
                                                     split_dir: Path, postgres,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:

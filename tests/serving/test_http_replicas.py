@@ -54,6 +54,7 @@ def _version(base: str) -> str:
     return str(call(base, "/metadata", {})[1]["model_version"])
 
 
+@pytest.mark.slow  # 28 s; the rendered Deployment's two replicas (tests/k8s) cover this in the default suite
 def test_two_replicas_share_items_and_follow_the_champion(model_dir: Path, ingested_dir: Path, postgres,  # noqa: ANN001
                                                           tmp_path: Path) -> None:
     url = postgres.new_database("replicas")
