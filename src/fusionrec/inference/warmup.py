@@ -4,8 +4,8 @@ as the rest.
 The first call of each path builds what later calls reuse: the user matrix of every known user,
 the history matrix, the per-modality vectors behind explanations, known users' rankings (all of
 them when the score matrix is small enough, see `fusionrec.inference.ranking`), and numpy's and
-torch's own first-call setup. At a million items that is seconds; done here, on load and before a model swap,
-readiness means that a request is answered at full speed, not that the process is up.
+torch's own first-call setup. At a million items that is seconds; done here, on load and before
+a model swap, readiness means that a request is answered at full speed, not that the process is up.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from fusionrec.inference.explain import explain
 
 def warm_reads(snap: Any, max_history: int) -> float:
     """Rank known users (see `UserRankings.precompute`), score one (with explanations, and through
-    the index when there is one), fold in a history and rank similar items on `snap` (a Snapshot), exactly as requests do, without logging
-    anything; returns the seconds it took."""
+    the index when there is one), fold in a history and rank similar items on `snap` (a Snapshot),
+    exactly as requests do, without logging anything; returns the seconds it took."""
     start = time.perf_counter()
     rec = snap.rec
     if snap.rankings is not None:
