@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -212,6 +213,29 @@ def test_recency_probe_turns_recency_on_only_where_validation_shows_the_newest_t
     # a half-life set in the config, or no choices, is kept without probing
     assert choose_recency(colour_data(), cfg.with_overrides(recency_half_life=3.0)) == (3.0, {})  # type: ignore[arg-type]
     assert choose_recency(colour_data(), QUICK.with_overrides(recency_choices=[])) == (0.0, {})  # type: ignore[arg-type]
+
+
+def test_recency_probe_fit_is_stored_by_training_and_reused_by_later_trainings(monkeypatch: Any) -> None:
+    import fusionrec.models.ease as ease
+
+    data, _ = _recent_taste_valid()
+    cfg = QUICK.with_overrides(recency_choices=[2.0])
+    fits: list[bool] = []
+    real = ease.item_item_weights
+
+    def counted(hist: Any, c: Any, weighted: bool) -> Any:
+        fits.append(weighted)
+        return real(hist, c, weighted)
+
+    monkeypatch.setattr(ease, "item_item_weights", counted)
+    rec = train(data, cfg).recommender  # type: ignore[arg-type]
+    assert fits == [False, True]  # the probe's two fits; the model stores the chosen one without a third
+    expected = ease.ease_weights(data.recency_matrix(2.0), cfg.ease_lambda, weighted=True)
+    np.testing.assert_allclose(rec.arrays["ease"], expected, rtol=1e-5, atol=1e-6)
+    train(data, cfg.with_overrides(dim=8))  # type: ignore[arg-type]  # another search trial: nothing refitted
+    assert len(fits) == 2
+    train(data, cfg.with_overrides(ease_lambda=cfg.ease_lambda * 2))  # type: ignore[arg-type]  # a new fit: probed again
+    assert fits == [False, True, False, True]
 
 
 def test_train_records_the_recency_choice_in_the_model() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,8 @@ class TrainData:
     cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     fingerprint: str = ""
     negatives: pd.DataFrame | None = None  # user_idx, item_idx[, timestamp]: negative events (never positives)
+    # results derived from this data that later trainings on it reuse (the recency probe and its fit)
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_users(self) -> int:

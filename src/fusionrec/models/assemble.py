@@ -74,7 +74,8 @@ def assemble_recommender(model: FusionNet, data: TrainData, cfg: TrainConfig, in
     import fusionrec
     from fusionrec.data.train_data import valid_sample
     from fusionrec.evaluation.metrics import evaluate_scores
-    from fusionrec.models.ease import EASE_KEYS, item_item_arrays
+    from fusionrec.models.ease import EASE_KEYS, item_item_arrays, weights_key
+    from fusionrec.models.recency import ITEM_ITEM
 
     exported = model.export()
     train = data.train_matrix
@@ -94,7 +95,9 @@ def assemble_recommender(model: FusionNet, data: TrainData, cfg: TrainConfig, in
         arrays[f"mask::{k}"] = np.asarray(data.features[k][1], dtype=np.uint8)
     use_ease = cfg.ease_blend is None or cfg.ease_blend > 0
     if use_ease:
-        arrays.update(item_item_arrays(hist, cfg))  # dense EASE, or sparse CSR arrays on large catalogues
+        key, fit = data.cache.get(ITEM_ITEM, (None, None))  # the recency probe's fit of this history
+        arrays.update(item_item_arrays(hist, cfg, fit if key == weights_key(data.n_items, cfg, cfg.recency_half_life)
+                                       else None))  # dense EASE, or sparse CSR arrays on large catalogues
     meta: dict[str, Any] = {
         "version": getattr(fusionrec, "__version__", "0"),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),

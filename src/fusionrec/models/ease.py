@@ -2,7 +2,7 @@
 
 B = I - P diag(1 / diag P) with P = (X'X + lambda I)^-1 and a zero diagonal. It is
 the strongest id-only peer on MovieLens and the linear component the neural model's
-scores blend with. The baselines room imports `EASE` from here, so both use one fit.
+scores blend with. The baselines import `EASE` from here, so both use one fit.
 """
 
 from __future__ import annotations
@@ -46,19 +46,43 @@ def ease_weights(train: sp.csr_matrix, lam: float = 300.0, weighted: bool = Fals
     return b.astype(np.float32)
 
 
-def item_item_arrays(hist: sp.csr_matrix, cfg: TrainConfig) -> dict[str, np.ndarray]:
+def is_dense(n_items: int, cfg: TrainConfig) -> bool:
+    """Whether the item-item component of a catalogue this size is the exact (dense) EASE."""
+    return n_items <= min(cfg.ease_max_items, MAX_EASE_ITEMS)
+
+
+def weights_key(n_items: int, cfg: TrainConfig, half_life: float) -> tuple[object, ...]:
+    """What an item-item fit depends on besides the history: equal keys on one history, equal weights."""
+    if is_dense(n_items, cfg):
+        return ("dense", float(half_life), float(cfg.ease_lambda))
+    return ("sparse", float(half_life), float(cfg.ease_lambda), cfg.ease_head_items, cfg.ease_topk)
+
+
+def item_item_weights(hist: sp.csr_matrix, cfg: TrainConfig, weighted: bool) -> np.ndarray | sp.csr_matrix:
+    """Exact EASE (n, n) up to cfg.ease_max_items items, the sparse EASE (CSR) above."""
+    from fusionrec.models.sparse_ease import sparse_ease_weights
+
+    if is_dense(hist.shape[1], cfg):
+        return ease_weights(hist, cfg.ease_lambda, weighted=weighted)
+    return sparse_ease_weights(hist, cfg.ease_lambda, cfg.ease_head_items, cfg.ease_topk, weighted=weighted)
+
+
+def item_item_arrays(hist: sp.csr_matrix, cfg: TrainConfig,
+                     weights: np.ndarray | sp.csr_matrix | None = None) -> dict[str, np.ndarray]:
     """The recommender's item-item component: exact EASE, or the sparse one on large catalogues.
 
     Up to cfg.ease_max_items items the dense EASE matrix is stored as "ease" (n, n); above,
     the sparse EASE (fusionrec.models.sparse_ease) as CSR arrays "ease_indptr" (n + 1,),
     "ease_indices" and "ease_data" (nnz,), which serving reads row by row.
-    """
-    from fusionrec.models.sparse_ease import sparse_ease_weights
 
-    weighted = cfg.recency_half_life > 0
-    if hist.shape[1] <= min(cfg.ease_max_items, MAX_EASE_ITEMS):
-        return {"ease": ease_weights(hist, cfg.ease_lambda, weighted=weighted)}
-    b = sparse_ease_weights(hist, cfg.ease_lambda, cfg.ease_head_items, cfg.ease_topk, weighted=weighted)
+    Args:
+        weights: the fit for exactly this history and config, when it was made already
+            (the recency probe's); None fits it here.
+    """
+    b = item_item_weights(hist, cfg, weighted=cfg.recency_half_life > 0) if weights is None else weights
+    if not sp.issparse(b):
+        return {"ease": np.asarray(b, dtype=np.float32)}
+    b = sp.csr_matrix(b)
     return {"ease_indptr": b.indptr.astype(np.int64), "ease_indices": b.indices.astype(np.int32),
             "ease_data": b.data.astype(np.float32)}
 

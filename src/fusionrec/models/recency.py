@@ -19,35 +19,30 @@ import numpy as np
 import scipy.sparse as sp
 
 from fusionrec.config import TrainConfig
+from fusionrec.models.ease import weights_key
 
 if TYPE_CHECKING:
     from fusionrec.data.train_data import TrainData
 
 MIN_Z = 2.0  # a half-life must beat the binary history by this many paired standard errors
+ITEM_ITEM = "item_item"  # TrainData.cache: (weights_key, fit) of the chosen history, which assemble reuses
 
 
-def _item_item(hist: sp.csr_matrix, cfg: TrainConfig, weighted: bool) -> np.ndarray | sp.csr_matrix:
-    """The EASE matrix the model would store for this history: dense, or sparse above ease_max_items."""
-    from fusionrec.models.ease import MAX_EASE_ITEMS, ease_weights
-    from fusionrec.models.sparse_ease import sparse_ease_weights
-
-    if hist.shape[1] <= min(cfg.ease_max_items, MAX_EASE_ITEMS):
-        return ease_weights(hist, cfg.ease_lambda, weighted=weighted)
-    return sparse_ease_weights(hist, cfg.ease_lambda, cfg.ease_head_items, cfg.ease_topk, weighted=weighted)
-
-
-def _per_user_ndcg(data: TrainData, cfg: TrainConfig, half_life: float, valid: sp.csr_matrix) -> np.ndarray:
-    """Validation NDCG@20 per user (users with validation rows, in order) of EASE on this history."""
+def _per_user_ndcg(data: TrainData, cfg: TrainConfig, half_life: float, valid: sp.csr_matrix
+                   ) -> tuple[np.ndarray, np.ndarray | sp.csr_matrix]:
+    """Validation NDCG@20 per user (users with validation rows, in order) of EASE on this history, and its fit."""
     from fusionrec.evaluation.metrics import evaluate_scores
+    from fusionrec.models.ease import item_item_weights
 
     hist = sp.csr_matrix(data.recency_matrix(half_life), dtype=np.float32)
-    b = _item_item(hist, cfg, weighted=half_life > 0)
+    b = item_item_weights(hist, cfg, weighted=half_life > 0)
 
     def score(users: np.ndarray) -> np.ndarray:
         s = hist[users] @ b  # (u, n) x (n, n) -> (u, n)
         return s.toarray() if sp.issparse(s) else np.asarray(s)
 
-    return np.asarray(evaluate_scores(score, data.train_matrix, valid, ks=(20,), per_user=True)["per_user"]["ndcg@20"])
+    ndcg = np.asarray(evaluate_scores(score, data.train_matrix, valid, ks=(20,), per_user=True)["per_user"]["ndcg@20"])
+    return ndcg, b
 
 
 def choose_recency(data: TrainData, cfg: TrainConfig) -> tuple[float, dict[str, float]]:
@@ -64,12 +59,20 @@ def choose_recency(data: TrainData, cfg: TrainConfig) -> tuple[float, dict[str, 
     valid = valid_sample(data.valid, cfg)
     if valid.nnz == 0:
         return cfg.recency_half_life, {}
-    base = _per_user_ndcg(data, cfg, 0.0, valid)
-    probe, best, best_gain = {"0": float(base.mean())}, 0.0, 0.0
+    key = ("recency", *weights_key(data.n_items, cfg, 0.0), tuple(sorted(set(cfg.recency_choices))),
+           cfg.valid_max_users, cfg.seed)
+    if key in data.cache:  # the same probe ran on this data before (search trials)
+        return data.cache[key]
+    base, fit = _per_user_ndcg(data, cfg, 0.0, valid)
+    probe, best, best_gain, best_fit = {"0": float(base.mean())}, 0.0, 0.0, fit
     for half_life in sorted(set(cfg.recency_choices)):
-        gain = _per_user_ndcg(data, cfg, half_life, valid) - base  # (users,) paired differences
+        ndcg, fit = _per_user_ndcg(data, cfg, half_life, valid)
+        gain = ndcg - base  # (users,) paired differences
         probe[f"{half_life:g}"] = float(base.mean() + gain.mean())
         se = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else np.inf
         if gain.mean() > MIN_Z * se and gain.mean() > best_gain:
-            best, best_gain = float(half_life), float(gain.mean())
+            best, best_gain, best_fit = float(half_life), float(gain.mean()), fit
+        del fit
+    data.cache[key] = (best, probe)
+    data.cache[ITEM_ITEM] = (weights_key(data.n_items, cfg, best), best_fit)  # the fit training stores
     return best, probe
