@@ -215,6 +215,50 @@ def test_recency_probe_turns_recency_on_only_where_validation_shows_the_newest_t
     assert choose_recency(colour_data(), QUICK.with_overrides(recency_choices=[])) == (0.0, {})  # type: ignore[arg-type]
 
 
+def test_batches_sharing_a_step_take_the_step_of_one_batch_of_all_their_rows() -> None:
+    import torch
+
+    import fusionrec.training as T
+    from fusionrec.models.objective import Batch
+
+    data = colour_data()
+    cfg = QUICK.with_overrides(modality_dropout=0.0, id_dropout=0.0, batch_size=8)  # a deterministic forward pass
+    assert isinstance(cfg, TrainConfig)
+    b = list(T.iter_batches(data, cfg, None, data.train_matrix, np.random.default_rng(0)))[:3]
+    assert b[2].targets is not None
+    batches = [b[0], b[1], Batch(users=b[2].users[:3], targets=b[2].targets[:3])]  # batches of unequal weight
+    whole = Batch(users=torch.cat([b.users for b in batches]),
+                  targets=torch.cat([b.targets for b in batches if b.targets is not None]))
+    params = []
+    for step in (batches, [whole]):
+        torch.manual_seed(0)
+        model = T.build_model(data, cfg, T.select_features(data, cfg), 0)
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        T._step(model, opt, step, torch.Generator().manual_seed(0), lambda parts: None)
+        params.append({k: v.detach().clone() for k, v in model.named_parameters()})
+    assert params[0].keys() == params[1].keys()
+    for k in params[0]:
+        torch.testing.assert_close(params[0][k], params[1][k], rtol=1e-4, atol=1e-6, msg=k)
+    # the step changed the parameters the graph pass reaches (a dropped pass-through gradient would not)
+    torch.manual_seed(0)
+    start = dict(T.build_model(data, cfg, T.select_features(data, cfg), 0).named_parameters())
+    assert not torch.allclose(start["user_emb.weight"], params[0]["user_emb.weight"])
+    assert not torch.allclose(start["id_emb.weight"], params[0]["id_emb.weight"])
+
+
+def test_an_epoch_keeps_within_max_steps_per_epoch() -> None:
+    from fusionrec.training import batches_per_step
+
+    cfg = TrainConfig(batch_size=256, max_steps_per_epoch=64)
+    assert batches_per_step(100_000, cfg) == 7  # 391 batches in 56 steps
+    assert batches_per_step(943, cfg) == 1 and batches_per_step(64 * 256, cfg) == 1
+    assert batches_per_step(64 * 256 + 1, cfg) == 2
+    assert batches_per_step(100_000, cfg.with_overrides(max_steps_per_epoch=0)) == 1  # type: ignore[union-attr]
+    data = colour_data()
+    grouped = train(data, QUICK.with_overrides(batch_size=4, max_steps_per_epoch=3))  # type: ignore[arg-type]
+    assert grouped.best_epoch >= 1 and np.isfinite(grouped.history[0]["loss_main"])
+
+
 def test_recency_probe_fit_is_stored_by_training_and_reused_by_later_trainings(monkeypatch: Any) -> None:
     import fusionrec.models.ease as ease
 

@@ -109,7 +109,8 @@ class TrainConfig(Section):
     contrastive_weight: float = 0.0  # alignment between modalities
     lr: float = 3e-2
     weight_decay: float = 1e-6
-    batch_size: int = 256  # rows per step: users (full softmax, no context) or interactions (otherwise)
+    batch_size: int = 256  # rows per batch: users (full softmax, no context) or interactions (otherwise)
+    max_steps_per_epoch: int = 64  # more batches than this: consecutive batches share one graph pass and optimizer step (0 = never)
     epochs: int = 60  # cap; early stopping usually ends sooner
     patience: int = 5  # epochs without validation NDCG@20 improvement
     recency_half_life: float = 0.0  # an interaction weighs 0.5^(user's newer ones / this) in the softmax targets, graph and EASE; 0 = all alike

@@ -133,21 +133,66 @@ def iter_batches(data: TrainData, cfg: TrainConfig, ctx: np.ndarray | None, trai
                     context=torch.from_numpy(ctx[b]) if ctx is not None else None)
 
 
-def run_epoch(model: FusionNet, opt: Any, batches: Iterator[Batch], gen: Any) -> dict[str, float]:
-    """One pass over the batches; mean loss parts."""
-    from fusionrec.models.objective import batch_loss
+def batches_per_step(n_rows: int, cfg: TrainConfig) -> int:
+    """Consecutive batches that share an optimizer step: enough to keep an epoch within cfg.max_steps_per_epoch."""
+    n_batches = -(-n_rows // cfg.batch_size)
+    return max(1, -(-n_batches // cfg.max_steps_per_epoch)) if cfg.max_steps_per_epoch > 0 else 1
 
+
+def run_epoch(model: FusionNet, opt: Any, batches: Iterator[Batch], gen: Any, group: int = 1) -> dict[str, float]:
+    """One pass over the batches, `group` batches per optimizer step; mean loss parts.
+
+    The model's forward pass (the graph over every user and item, as costly for one user as for
+    many) runs once per step. With group > 1 each batch's loss is backpropagated in turn to
+    detached copies of that pass's outputs, and their summed gradient goes back through the pass
+    once: the step's loss is the batches' losses weighted by what each averages (positives or
+    interactions), the loss of one batch `group` times larger without its (B, n_items) logits
+    in memory at once.
+    """
     sums: dict[str, float] = {}
     n_batches = 0
-    for batch in batches:
-        loss, parts = batch_loss(model, batch, gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+
+    def add(parts: dict[str, float]) -> None:
+        nonlocal n_batches
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v
         n_batches += 1
+
+    step: list[Batch] = []
+    for batch in batches:
+        step.append(batch)
+        if len(step) < group:
+            continue
+        _step(model, opt, step, gen, add)
+        step = []
+    if step:
+        _step(model, opt, step, gen, add)
     return {f"loss_{k}": v / max(n_batches, 1) for k, v in sums.items()}
+
+
+def _step(model: FusionNet, opt: Any, step: list[Batch], gen: Any, add: Callable[[dict[str, float]], None]) -> None:
+    """One optimizer step over the batches in `step` (see run_epoch)."""
+    import torch
+
+    from fusionrec.models.objective import batch_loss, batch_weight
+
+    opt.zero_grad()
+    if len(step) == 1:
+        loss, parts = batch_loss(model, step[0], gen)
+        loss.backward()
+        add(parts)
+    else:
+        out = model(train=True)
+        shared = {k: v.detach().requires_grad_() if v.requires_grad else v for k, v in out.items()}
+        total = sum(batch_weight(b) for b in step) or 1.0
+        for b in step:
+            loss, parts = batch_loss(model, b, gen, out=shared)
+            (loss * (batch_weight(b) / total)).backward()
+            add(parts)
+        grads = [(out[k], v.grad) for k, v in shared.items() if v.grad is not None]
+        if grads:
+            torch.autograd.backward([t for t, _ in grads], [g for _, g in grads])
+    opt.step()
 
 
 def fit(data: TrainData, cfg: TrainConfig, callback: Callback | None = None
@@ -171,11 +216,16 @@ def fit(data: TrainData, cfg: TrainConfig, callback: Callback | None = None
     train_m = data.train_matrix
     target_m = data.recency_matrix(cfg.recency_half_life)  # the softmax targets (binary when off)
     valid = valid_sample(data.valid, cfg)
+    n_rows = int((np.diff(target_m.indptr) > 0).sum()) if user_rows(cfg, ctx) else len(data.train)
+    group = batches_per_step(n_rows, cfg)
+    if group > 1:
+        log.info("%d batches of %d rows per optimizer step (train.max_steps_per_epoch %d)", group, cfg.batch_size,
+                 cfg.max_steps_per_epoch)
     best, best_epoch, best_state, history = -1.0, 0, None, []
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         batches = iter_batches(data, cfg, ctx, target_m, rng)
-        row: dict[str, float] = {"epoch": epoch, **run_epoch(model, opt, batches, gen)}
+        row: dict[str, float] = {"epoch": epoch, **run_epoch(model, opt, batches, gen, group)}
         metrics = evaluate_scores(neural_scorer(model), train_m, valid, ks=EVAL_KS)
         row.update({k: float(v) for k, v in metrics.items() if "@" in k}, seconds=time.perf_counter() - t0)
         history.append(row)

@@ -32,6 +32,11 @@ class Batch:
     context: torch.Tensor | None = None
 
 
+def batch_weight(batch: Batch) -> float:
+    """What a batch's mean loss is a mean over: its positives (user rows) or its interactions."""
+    return float(batch.targets.sum()) if batch.targets is not None else float(len(batch.users))
+
+
 def multinomial_loss(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """Mean per-positive softmax cross-entropy of user rows.
 
@@ -59,10 +64,14 @@ def _interaction_loss(model: FusionNet, u: torch.Tensor, items: torch.Tensor, ba
     return F.cross_entropy(logits.masked_fill(~model.trained[None, :], MASKED), pos)
 
 
-def batch_loss(model: FusionNet, batch: Batch, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of one batch; returns (total, its parts as floats for the progress log)."""
+def batch_loss(model: FusionNet, batch: Batch, gen: torch.Generator, out: dict[str, torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one batch; returns (total, its parts as floats for the progress log).
+
+    out: the model's forward pass to read (several batches can share one); None runs it here.
+    """
     cfg = model.cfg
-    out = model(train=True)
+    out = model(train=True) if out is None else out
     u = model.user_head(out["users"][batch.users], batch.context)  # (B, d) -> (B, D)
     items = out["items"]  # (n, D)
     if batch.targets is not None:
