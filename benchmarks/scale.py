@@ -1,7 +1,8 @@
 """Scale benchmark: the default pipeline on a synthetic catalogue of 200,000 items and 10M interactions.
 
     python -m benchmarks.scale [--items 200000] [--interactions 10000000] [--epochs 2]
-                               [--work work/bench/scale] [--max-rss-gib 20] [--quality-seeds 2026,2027,2028]
+                               [--max-batches N] [--keep-data] [--work work/bench/scale] [--max-rss-gib 20]
+                               [--quality-seeds 2026,2027,2028]
 
 - a synthetic catalogue: items in latent topics with power-law popularity inside each topic,
   users with tastes over a few topics (plus popularity draws), precomputed item vectors that
@@ -11,6 +12,9 @@
   child and its children, sampled every 0.2 s; train is split into its parts (graphs,
   item-item component, each epoch, blend choice) by the times the child records;
 - a stage whose process tree passes --max-rss-gib is stopped and reported as not fitting;
+- `--max-batches N` cuts each epoch to its first N batches (the report says so); `--keep-data`
+  keeps the catalogue and the finished ingest / split / featurize of the last run in --work and
+  trains again;
 - `--quality-seeds`: on ml100k-mm (random-811), the exact EASE against the sparse EASE
   (forced) on the same trained network per seed, EASE alone and blended, test metrics.
 Writes benchmarks/reports/scale.{json,md} (sections not rerun are kept from the last report).
@@ -153,22 +157,27 @@ def run_stage(stage: str, work: Path, args: argparse.Namespace) -> dict[str, Any
     import fusionrec.models.assemble as assemble
     import fusionrec.models.ease as ease
     import fusionrec.models.graph as graph
+    import fusionrec.models.recency as recency
     import fusionrec.training as training
     from fusionrec.data.train_data import TrainData
 
-    if args.max_batches > 0:  # a bounded epoch: its first max_batches batches (the report says so)
-        full = training.iter_batches
+    full = training.iter_batches
+    counts: list[int] = []  # batches per epoch
 
-        def first_batches(*a: Any, **kw: Any) -> Any:
-            for n, batch in enumerate(full(*a, **kw)):
-                if n >= args.max_batches:
-                    return
-                yield batch
+    def counted_batches(*a: Any, **kw: Any) -> Any:
+        counts.append(0)
+        for batch in full(*a, **kw):
+            if 0 < args.max_batches <= counts[-1]:  # a bounded epoch: its first max_batches batches
+                return
+            counts[-1] += 1
+            yield batch
 
-        training.iter_batches = first_batches  # type: ignore[assignment]
+    training.iter_batches = counted_batches  # type: ignore[assignment]
     marks = _Marks()
+    marks.wrap(training, "run_epoch", "batches")
     marks.wrap(graph, "normalized_adjacency", "graph: user-item adjacency")
     marks.wrap(graph, "knn_graph", "graph: item kNN over content")
+    marks.wrap(recency, "choose_recency", "recency probe (EASE per half-life)")
     marks.wrap(ease, "item_item_arrays", "item-item component (EASE)")
     marks.wrap(assemble, "choose_blend", "blend weight on validation")
     t0 = time.time()
@@ -178,15 +187,21 @@ def run_stage(stage: str, work: Path, args: argparse.Namespace) -> dict[str, Any
                       patience=args.epochs, **({"batch_size": args.batch_size} if args.batch_size else {}))
     epoch_ends: list[float] = []
     result = training.train(data, cfg, callback=lambda epoch, row: epoch_ends.append(time.time()))
+    batch_parts = [p for p in marks.parts if p["part"] == "batches"]
+    marks.parts = [p for p in marks.parts if p["part"] != "batches"]
     for e, row in enumerate(result.history):  # an epoch: its batches and its validation
         marks.parts.append({"part": f"epoch {e + 1}", "start": epoch_ends[e] - row["seconds"], "stop": epoch_ends[e],
                             "valid_ndcg@20": row["ndcg@20"]})
+        b = batch_parts[e]
+        marks.parts.append({"part": f"epoch {e + 1}: {counts[e]} batches", "start": b["start"], "stop": b["stop"],
+                            "batches": counts[e], "batch_s": (b["stop"] - b["start"]) / max(counts[e], 1)})
     rec = result.recommender
     t1 = time.time()
     rec.save(d["model"])
     marks.parts.append({"part": "save model", "start": t1, "stop": time.time()})
     settings = {k: getattr(cfg, k) for k in ("ease_max_items", "ease_head_items", "ease_topk", "valid_max_users",
-                                               "knn_k", "n_layers", "dim", "batch_size")}
+                                               "knn_k", "n_layers", "dim", "batch_size", "max_steps_per_epoch",
+                                               "threads")}
     settings["blend_max_users"] = assemble.BLEND_MAX_USERS
     return {"metrics": {"train_seconds": round(result.seconds, 1), "ease_blend": rec.ease_blend, "settings": settings,
                         "valid": result.valid_metrics, "ease_nnz": int(len(rec.arrays.get("ease_data", []))),
@@ -325,10 +340,11 @@ def _synthetic_lines(syn: dict[str, Any]) -> list[str]:
                 f"exit code {st['returncode']}" if st["returncode"] else "")
             lines.append(f"| **{st['stage']}** | {st['wall_s']} | {st['peak_rss_gib']} | {note} |")
             for p in st.get("parts", []):
-                extra = f"valid ndcg@20 {p['valid_ndcg@20']:.4f}" if "valid_ndcg@20" in p else ""
+                extra = (f"valid ndcg@20 {p['valid_ndcg@20']:.4f}" if "valid_ndcg@20" in p else
+                         f"{p['batch_s']:.2f} s a batch" if "batch_s" in p else "")
                 lines.append(f"| &nbsp;&nbsp;{p['part']} | {p['wall_s']} | {p['peak_rss_gib']} | {extra} |")
             if st.get("parts"):
-                rest = st["wall_s"] - sum(p["wall_s"] for p in st["parts"])
+                rest = st["wall_s"] - sum(p["wall_s"] for p in st["parts"] if "batch_s" not in p)
                 lines.append(f"| &nbsp;&nbsp;rest (imports, model setup, final validation metrics) | {rest:.1f} | - | |")
         if syn.get("note"):
             lines += ["", syn["note"]]
@@ -367,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / "work" / "bench" / "scale")
     parser.add_argument("--max-rss-gib", type=float, default=20.0)
     parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--keep-data", action="store_true",
+                        help="reuse the catalogue and the finished stages in --work from the last run (train again)")
     parser.add_argument("--quality-seeds", default="", help="ml100k-mm exact vs sparse EASE on these seeds")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/reports)")
     parser.add_argument("--stage", choices=STAGES, default=None, help=argparse.SUPPRESS)  # child mode
@@ -396,21 +414,34 @@ def synthetic(args: argparse.Namespace) -> dict[str, Any]:
     import shutil
 
     work: Path = args.work
-    if work.exists():
-        shutil.rmtree(work)
-    t0 = time.time()
-    catalogue = generate(work / "data", args.items, args.interactions)
-    gen_s = round(time.time() - t0, 1)
-    log.info("generated %s in %.0fs", catalogue, gen_s)
+    done_file = work / "done.json"  # the catalogue and the rows of the stages that finished
+    done: dict[str, Any] = json.loads(done_file.read_text()) if args.keep_data and done_file.is_file() else {}
+    if done.get("catalogue", {}).get("items") != args.items or done["catalogue"]["interactions"] != args.interactions:
+        done = {}
+    if not done:
+        if work.exists():
+            shutil.rmtree(work)
+        t0 = time.time()
+        catalogue = generate(work / "data", args.items, args.interactions)
+        done = {"catalogue": catalogue, "generate_s": round(time.time() - t0, 1), "stages": {}}
+        done_file.write_text(json.dumps(done))
+        log.info("generated %s in %.0fs", catalogue, done["generate_s"])
     child_args = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                   "--max-batches", str(args.max_batches)]
     stages = []
     for stage in STAGES:
+        if stage in done["stages"] and stage != "train":
+            log.info("%s: kept from the last run", stage)
+            stages.append(done["stages"][stage])
+            continue
         row = run_child(stage, work, child_args, int(args.max_rss_gib * 2**30))
         stages.append(row)
         log.info("%s: %.0fs, peak %.2f GiB", stage, row["wall_s"], row["peak_rss_gib"])
         if row["returncode"] != 0:
             break
+        done["stages"][stage] = row
+        done_file.write_text(json.dumps(done, default=float))
+    catalogue, gen_s = done["catalogue"], done["generate_s"]
     return {"catalogue": catalogue, "generate_s": gen_s, "epochs": args.epochs, "batch_size": args.batch_size,
             "max_batches": args.max_batches,
             "max_rss_gib": args.max_rss_gib, "stages": stages, "threads": os.cpu_count()}
