@@ -62,7 +62,8 @@ def choose_recency(data: TrainData, cfg: TrainConfig) -> tuple[float, dict[str, 
     key = ("recency", *weights_key(data.n_items, cfg, 0.0), tuple(sorted(set(cfg.recency_choices))),
            cfg.valid_max_users, cfg.seed)
     if key in data.cache:  # the same probe ran on this data before (search trials)
-        return data.cache[key]
+        best, probe = data.cache[key]
+        return best, dict(probe)
     base, fit = _per_user_ndcg(data, cfg, 0.0, valid)
     probe, best, best_gain, best_fit = {"0": float(base.mean())}, 0.0, 0.0, fit
     for half_life in sorted(set(cfg.recency_choices)):
@@ -73,6 +74,6 @@ def choose_recency(data: TrainData, cfg: TrainConfig) -> tuple[float, dict[str, 
         if gain.mean() > MIN_Z * se and gain.mean() > best_gain:
             best, best_gain, best_fit = float(half_life), float(gain.mean()), fit
         del fit
-    data.cache[key] = (best, probe)
+    data.cache[key] = (best, dict(probe))
     data.cache[ITEM_ITEM] = (weights_key(data.n_items, cfg, best), best_fit)  # the fit training stores
     return best, probe
