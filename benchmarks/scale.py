@@ -293,8 +293,9 @@ def quality_side_by_side(seeds: list[int], variants: dict[str, dict[str, int]]) 
         for name, over in {"exact": {}, **variants}.items():
             arrays = {k: v for k, v in a.items() if k not in EASE_KEYS}
             t0 = time.perf_counter()
-            arrays.update(item_item_arrays(hist, cfg.with_overrides(**over)) if over else
-                          {k: a[k] for k in EASE_KEYS if k in a} or item_item_arrays(hist, cfg))
+            weighted = "hist_data" in a  # the model's history is weighted (recency, origin)
+            arrays.update(item_item_arrays(hist, cfg.with_overrides(**over), weighted) if over else
+                          {k: a[k] for k in EASE_KEYS if k in a} or item_item_arrays(hist, cfg, weighted))
             fit_s = time.perf_counter() - t0 if over else None
             variant = Recommender(cfg, arrays, rec.state, rec.item_ids, rec.user_ids, dict(rec.meta), rec.titles)
             blend, _ = choose_blend(variant, data.train_matrix, data.valid)

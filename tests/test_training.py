@@ -282,6 +282,39 @@ def test_recency_probe_fit_is_stored_by_training_and_reused_by_later_trainings(m
     assert fits == [False, True, False, True]
 
 
+def test_explored_and_organic_feedback_weigh_by_origin_in_targets_graph_and_ease() -> None:
+    from fusionrec import schema
+
+    data = colour_data()
+    train_rows = data.train.copy()
+    train_rows[schema.ORIGIN] = ""
+    train_rows.loc[train_rows.index[::5], schema.ORIGIN] = "organic"
+    train_rows.loc[train_rows.index[1::5], schema.ORIGIN] = "explored"
+    data.train = train_rows
+    weights = {"explored": 2.0, "organic": 3.0}
+    assert not data.is_weighted(0.0, {}) and data.is_weighted(0.0, weights)
+    assert (data.recency_matrix(0.0, {}).data == 1.0).all()
+    m = data.recency_matrix(0.0, weights)
+    users, items = train_rows[schema.USER_IDX].to_numpy(), train_rows[schema.ITEM_IDX].to_numpy()
+    got = np.asarray(m[users, items]).ravel()
+    expected = train_rows[schema.ORIGIN].map({"organic": 3.0, "explored": 2.0}).fillna(1.0).to_numpy()
+    assert np.allclose(got, expected)
+    both = data.recency_matrix(2.0, weights)  # recency times origin
+    assert np.allclose(both.toarray(), data.recency_matrix(2.0).toarray() * m.toarray())
+    cfg = QUICK.with_overrides(origin_weights=weights, recency_choices=[], ease_blend=0.5)
+    rec = train(data, cfg).recommender  # type: ignore[arg-type]
+    assert "hist_data" in rec.arrays  # the served history carries the weights
+    assert np.allclose(rec.arrays["ease"], ease_weights_of(m))
+    # no origin column (a dataset before serving): the binary history, whatever the weights
+    assert not colour_data().is_weighted(0.0, weights)
+
+
+def ease_weights_of(m: Any) -> np.ndarray:
+    from fusionrec.models.ease import ease_weights
+
+    return ease_weights(m, QUICK.ease_lambda, weighted=True)
+
+
 def test_train_records_the_recency_choice_in_the_model() -> None:
     data, _ = _recent_taste_valid()
     rec = train(data, QUICK.with_overrides(recency_choices=[2.0])).recommender  # type: ignore[arg-type]

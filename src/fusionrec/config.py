@@ -115,6 +115,7 @@ class TrainConfig(Section):
     patience: int = 5  # epochs without validation NDCG@20 improvement
     recency_half_life: float = 0.0  # an interaction weighs 0.5^(user's newer ones / this) in the softmax targets, graph and EASE; 0 = all alike
     recency_choices: list[float] = [5.0, 20.0, 50.0]  # half-lives tried when recency_half_life is 0: one whose weighted EASE beats the binary one on validation by 2 standard errors is trained with; [] = off
+    origin_weights: dict[str, float] = {"explored": 3.0, "organic": 3.0}  # merged feedback by origin (schema.ORIGINS): weight in the softmax targets, graph and EASE, like recency; others 1
     ease_lambda: float = 300.0
     ease_blend: float | None = None  # weight of EASE scores; None = chosen on validation; 0 = off
     ease_max_items: int = 10_000  # exact dense EASE up to this many items (~5 n^2 x 4 bytes while fitting); above, the sparse EASE

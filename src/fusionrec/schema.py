@@ -24,6 +24,9 @@ ITEM_ID = "item_id"
 TIMESTAMP = "timestamp"  # optional; raw: unix s/ms, ISO-8601 or datetime (data/timestamps.py); ingested: unix seconds
 RATING = "rating"  # optional float
 EVENT = "event"  # optional string: view / click / like / purchase / dislike ...
+# optional string, written by the feedback merge: how the interaction came about (ORIGINS); empty before serving
+ORIGIN = "origin"
+ORIGINS = ("served", "explored", "organic")  # the model's own pick / shown from beyond its top-k / found without it
 IMAGE = "image"  # optional item column: image path relative to the dataset folder
 
 REQUIRED_INTERACTION_COLUMNS = (USER_ID, ITEM_ID)  # without a timestamp only untimed splits work
@@ -37,7 +40,7 @@ IMAGE_PATH = "image_path"  # absolute path of a validated image, or null
 HAS_TEXT = "has_text"
 HAS_IMAGE = "has_image"
 
-INGESTED_INTERACTIONS = "interactions.parquet"  # user_id,item_id,user_idx,item_idx[,timestamp],rating,event[,context...]
+INGESTED_INTERACTIONS = "interactions.parquet"  # user_id,item_id,user_idx,item_idx[,timestamp],rating,event[,origin][,context...]
 INGESTED_ITEMS = "items.parquet"  # item_idx,item_id,<text cols>,text,image_path,has_text,has_image
 INGESTED_USERS = "users.parquet"  # user_idx,user_id[,context...]
 REJECTED = "rejected.parquet"  # source,row,item_id,user_id,reason,detail

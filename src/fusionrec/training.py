@@ -77,8 +77,10 @@ def build_model(data: TrainData, cfg: TrainConfig, keys: list[str], context_dim:
     feats = [data.features[k][0] for k in keys]
     mask = np.stack([data.features[k][1].astype(bool) for k in keys], 1) if keys else np.zeros((data.n_items, 0), bool)
     trained = np.asarray(train.sum(axis=0)).ravel() > 0
-    weighted = cfg.recency_half_life > 0  # recent interactions weigh more in the graph as in the loss
-    adj = normalized_adjacency(data.recency_matrix(cfg.recency_half_life), weighted) if cfg.n_layers > 0 else None
+    # recent (and explored / organic) interactions weigh more in the graph as in the loss
+    weighted = data.is_weighted(cfg.recency_half_life, cfg.origin_weights)
+    adj = (normalized_adjacency(data.recency_matrix(cfg.recency_half_life, cfg.origin_weights), weighted)
+           if cfg.n_layers > 0 else None)
     knn = None
     if cfg.knn_k > 0 and cfg.knn_weight > 0 and keys:
         knn = knn_graph([data.features[k] for k in keys], cfg.knn_k)
@@ -214,7 +216,7 @@ def fit(data: TrainData, cfg: TrainConfig, callback: Callback | None = None
     opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     train_m = data.train_matrix
-    target_m = data.recency_matrix(cfg.recency_half_life)  # the softmax targets (binary when off)
+    target_m = data.recency_matrix(cfg.recency_half_life, cfg.origin_weights)  # the softmax targets (binary when off)
     valid = valid_sample(data.valid, cfg)
     n_rows = int((np.diff(target_m.indptr) > 0).sum()) if user_rows(cfg, ctx) else len(data.train)
     group = batches_per_step(n_rows, cfg)

@@ -71,8 +71,8 @@ def test_row_sum_matches_the_sparse_product_and_skips_rows_added_later() -> None
 
 def test_item_item_arrays_switch_at_the_configured_size() -> None:
     x = _x()
-    assert set(item_item_arrays(x, FAST)) == {"ease"}
-    sparse = item_item_arrays(x, FAST.with_overrides(ease_max_items=10, ease_head_items=6, ease_topk=3))
+    assert set(item_item_arrays(x, FAST, weighted=False)) == {"ease"}
+    sparse = item_item_arrays(x, FAST.with_overrides(ease_max_items=10, ease_head_items=6, ease_topk=3), weighted=False)
     assert set(sparse) == {"ease_indptr", "ease_indices", "ease_data"} and len(sparse["ease_data"]) <= 3 * 25
 
 
@@ -100,7 +100,8 @@ def test_sparse_component_equals_dense_when_it_covers_every_item() -> None:
     hist = sp.csr_matrix((np.ones(len(rec.arrays["hist_indices"]), np.float32), rec.arrays["hist_indices"],
                           rec.arrays["hist_indptr"]), shape=(rec.n_users, rec.n_items))
     arrays = {k: v for k, v in rec.arrays.items() if k not in EASE_KEYS}
-    arrays.update(item_item_arrays(hist, cfg.with_overrides(ease_max_items=0, ease_head_items=10**6, ease_topk=0)))
+    arrays.update(item_item_arrays(hist, cfg.with_overrides(ease_max_items=0, ease_head_items=10**6, ease_topk=0),
+                                   weighted=False))
     sparse_rec = Recommender(rec.config, arrays, rec.state, rec.item_ids, rec.user_ids, dict(rec.meta), rec.titles)
     assert np.allclose(sparse_rec.score_users(users), dense_scores, atol=1e-4)
     assert np.allclose(sparse_rec.score_users(users[:1]), dense_scores[:1], atol=1e-4)

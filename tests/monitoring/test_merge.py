@@ -225,3 +225,25 @@ def test_events_the_merge_cannot_use_are_counted_by_reason(tmp_path: Path) -> No
     assert result.dropped == {"duplicate": 1, "superseded": 1, "unknown_item": 1}
     assert result.merged == 2 and result.new_events == 4  # u3-c (both events; the later one kept) merged
     assert result.to_dict()["dropped"] == result.dropped
+
+
+def test_merged_events_record_their_origin_and_ingest_keeps_it(tmp_path: Path) -> None:
+    from fusionrec.config import IngestConfig
+    from fusionrec.data.ingest import run_ingest
+
+    data = _dataset(tmp_path)
+    served = pd.DataFrame({"request_id": ["r1", "r1"], "user_id": ["u1", "u1"], "item_id": ["c", "d"],
+                           "position": [0, 1], "score": [1.0, 0.5], "model_version": "v1", "ts": [7000.0, 7000.0],
+                           "explored": [False, True]})
+    fb = _feedback(1, [("u1", "c", "click", 7010.0), ("u1", "d", "click", 7020.0), ("u2", "b", "click", 7030.0)])
+    fb["request_id"] = ["r1", "r1", None]
+    merge_feedback(data, fb, served, skip_after=0)
+    inter = pd.read_csv(data / "interactions.csv", dtype=str, keep_default_na=False)
+    origin = dict(zip(zip(inter["user_id"], inter["item_id"], strict=True), inter["origin"], strict=True))
+    # the model's pick, an item shown from beyond its top-k, one found without a recommendation; older rows none
+    assert (origin["u1", "c"], origin["u1", "d"], origin["u2", "b"]) == ("served", "explored", "organic")
+    assert origin["u1", "a"] == origin["u1", "b"] == ""
+    run_ingest(data, tmp_path / "ingested", IngestConfig(context_columns=[]))
+    ingested = pd.read_parquet(tmp_path / "ingested" / "interactions.parquet")
+    kept = dict(zip(zip(ingested["user_id"], ingested["item_id"], strict=True), ingested["origin"], strict=True))
+    assert (kept["u1", "d"], kept["u2", "b"], kept["u1", "a"]) == ("explored", "organic", "")

@@ -95,6 +95,8 @@ def prepare_interactions(
     else:
         inter[schema.RATING] = np.nan
     inter[schema.EVENT] = as_text(inter[schema.EVENT]) if schema.EVENT in inter else ""
+    if schema.ORIGIN in inter:
+        inter[schema.ORIGIN] = as_text(inter[schema.ORIGIN]).str.lower()
     unknown = ~inter[schema.ITEM_ID].isin(item_ids)
     inter = _reject_where(inter, unknown, source, "unknown_item",
                           "item_id {value!r} is not in the (valid) catalogue", rejects, schema.ITEM_ID)
@@ -152,6 +154,8 @@ def ingest_frames(
     })
     if schema.TIMESTAMP in inter:  # without one the column is absent: no time is made up
         out.insert(4, schema.TIMESTAMP, inter[schema.TIMESTAMP].to_numpy())
+    if schema.ORIGIN in inter:  # merged feedback: training can weigh what the model did not choose
+        out[schema.ORIGIN] = inter[schema.ORIGIN].to_numpy()
     for col in cfg.context_columns:
         if col in inter.columns:
             out[col] = _context_values(inter[col]).to_numpy()

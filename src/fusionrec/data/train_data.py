@@ -8,6 +8,7 @@ import another to reach it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,21 +65,44 @@ class TrainData:
             return None
         return self.matrix(self.negatives)
 
-    def recency_matrix(self, half_life: float) -> sp.csr_matrix:
-        """The train matrix with each user's interactions weighted by recency: 0.5^(newer / half_life).
+    def recency_matrix(self, half_life: float, origin_weights: Mapping[str, float] | None = None) -> sp.csr_matrix:
+        """The train matrix with each interaction weighted by its recency and by its origin.
 
-        `newer` counts the user's interactions after this one (by timestamp; file order without
-        one), so the newest weighs 1 whatever the time gaps; half_life <= 0 gives the binary matrix.
+        Recency: 0.5^(newer / half_life), where `newer` counts the user's interactions after this
+        one (by timestamp; file order without one), so the newest weighs 1 whatever the time gaps.
+        Origin: origin_weights[origin] for merged feedback (schema.ORIGIN: what the model did not
+        choose, explored or organic, can count more), 1 otherwise. Binary when half_life <= 0 and
+        no interaction's origin is weighted.
         """
-        if half_life <= 0:
+        factor = self._origin_factor(origin_weights)
+        if half_life <= 0 and factor is None:
             return self.train_matrix
         frame = self.train
-        order = frame.sort_values(schema.TIMESTAMP, kind="stable") if schema.TIMESTAMP in frame.columns else frame
-        newer = order.groupby(schema.USER_IDX).cumcount(ascending=False).to_numpy(np.float64)
-        rows, cols = order[schema.USER_IDX].to_numpy(np.int64), order[schema.ITEM_IDX].to_numpy(np.int64)
-        m = sp.csr_matrix((0.5 ** (newer / half_life), (rows, cols)), shape=(self.n_users, self.n_items))
+        order = (np.argsort(frame[schema.TIMESTAMP].to_numpy(), kind="stable") if schema.TIMESTAMP in frame.columns
+                 else np.arange(len(frame)))
+        rows = frame[schema.USER_IDX].to_numpy(np.int64)[order]
+        cols = frame[schema.ITEM_IDX].to_numpy(np.int64)[order]
+        weights = np.ones(len(frame))
+        if half_life > 0:
+            newer = pd.Series(rows).groupby(rows).cumcount(ascending=False).to_numpy(np.float64)
+            weights = 0.5 ** (newer / half_life)
+        if factor is not None:
+            weights = weights * factor[order]
+        m = sp.csr_matrix((weights, (rows, cols)), shape=(self.n_users, self.n_items))
         m.sum_duplicates()  # a pair met twice: both weights count
         return m.astype(np.float32)
+
+    def is_weighted(self, half_life: float, origin_weights: Mapping[str, float] | None = None) -> bool:
+        """Whether recency_matrix(half_life, origin_weights) is weighted (not the binary matrix)."""
+        return half_life > 0 or self._origin_factor(origin_weights) is not None
+
+    def _origin_factor(self, origin_weights: Mapping[str, float] | None) -> np.ndarray | None:
+        """(rows,) weight of each train row by its origin; None when every weight is 1."""
+        if not origin_weights or schema.ORIGIN not in self.train.columns:
+            return None
+        factor = self.train[schema.ORIGIN].astype(str).str.lower().map(dict(origin_weights)).fillna(1.0)
+        factor = factor.to_numpy(np.float64)
+        return None if np.all(factor == 1.0) else factor
 
     @classmethod
     def from_dirs(cls, ingested_dir: Path | str, features_dir: Path | str, split_dir: Path | str) -> TrainData:

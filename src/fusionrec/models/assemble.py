@@ -83,8 +83,9 @@ def assemble_recommender(model: FusionNet, data: TrainData, cfg: TrainConfig, in
     arrays = dict(exported.arrays)
     arrays["popularity"] = np.asarray(train.sum(axis=0), dtype=np.float32).ravel()
     # the history EASE reads: recency-weighted like the training targets when recency_half_life > 0
-    hist = data.recency_matrix(cfg.recency_half_life)
-    arrays.update(_csr_arrays(hist, "hist", weighted=cfg.recency_half_life > 0))
+    hist = data.recency_matrix(cfg.recency_half_life, cfg.origin_weights)
+    weighted = data.is_weighted(cfg.recency_half_life, cfg.origin_weights)
+    arrays.update(_csr_arrays(hist, "hist", weighted=weighted))
     negatives = data.negative_matrix()
     seen = train + data.valid  # what a user met is not offered again, a disliked item neither
     if negatives is not None:
@@ -96,8 +97,8 @@ def assemble_recommender(model: FusionNet, data: TrainData, cfg: TrainConfig, in
     use_ease = cfg.ease_blend is None or cfg.ease_blend > 0
     if use_ease:
         key, fit = data.cache.get(ITEM_ITEM, (None, None))  # the recency probe's fit of this history
-        arrays.update(item_item_arrays(hist, cfg, fit if key == weights_key(data.n_items, cfg, cfg.recency_half_life)
-                                       else None))  # dense EASE, or sparse CSR arrays on large catalogues
+        fit = fit if key == weights_key(data, cfg, cfg.recency_half_life) else None
+        arrays.update(item_item_arrays(hist, cfg, weighted, fit))  # dense EASE, or sparse CSR arrays on large catalogues
     meta: dict[str, Any] = {
         "version": getattr(fusionrec, "__version__", "0"),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),

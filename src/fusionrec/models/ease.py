@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 if TYPE_CHECKING:
     from fusionrec.config import TrainConfig
+    from fusionrec.data.train_data import TrainData
 
 MAX_EASE_ITEMS = 30_000  # the Gram matrix is dense: n_items^2 floats
 
@@ -51,11 +52,12 @@ def is_dense(n_items: int, cfg: TrainConfig) -> bool:
     return n_items <= min(cfg.ease_max_items, MAX_EASE_ITEMS)
 
 
-def weights_key(n_items: int, cfg: TrainConfig, half_life: float) -> tuple[object, ...]:
-    """What an item-item fit depends on besides the history: equal keys on one history, equal weights."""
-    if is_dense(n_items, cfg):
-        return ("dense", float(half_life), float(cfg.ease_lambda))
-    return ("sparse", float(half_life), float(cfg.ease_lambda), cfg.ease_head_items, cfg.ease_topk)
+def weights_key(data: TrainData, cfg: TrainConfig, half_life: float) -> tuple[object, ...]:
+    """What an item-item fit on this data depends on: equal keys, equal weights."""
+    origins = tuple(sorted(cfg.origin_weights.items())) if data.is_weighted(0.0, cfg.origin_weights) else ()
+    if is_dense(data.n_items, cfg):
+        return ("dense", float(half_life), origins, float(cfg.ease_lambda))
+    return ("sparse", float(half_life), origins, float(cfg.ease_lambda), cfg.ease_head_items, cfg.ease_topk)
 
 
 def item_item_weights(hist: sp.csr_matrix, cfg: TrainConfig, weighted: bool) -> np.ndarray | sp.csr_matrix:
@@ -67,7 +69,7 @@ def item_item_weights(hist: sp.csr_matrix, cfg: TrainConfig, weighted: bool) -> 
     return sparse_ease_weights(hist, cfg.ease_lambda, cfg.ease_head_items, cfg.ease_topk, weighted=weighted)
 
 
-def item_item_arrays(hist: sp.csr_matrix, cfg: TrainConfig,
+def item_item_arrays(hist: sp.csr_matrix, cfg: TrainConfig, weighted: bool,
                      weights: np.ndarray | sp.csr_matrix | None = None) -> dict[str, np.ndarray]:
     """The recommender's item-item component: exact EASE, or the sparse one on large catalogues.
 
@@ -76,10 +78,11 @@ def item_item_arrays(hist: sp.csr_matrix, cfg: TrainConfig,
     "ease_indices" and "ease_data" (nnz,), which serving reads row by row.
 
     Args:
+        weighted: hist holds weights (recency, origin) to fit on as they are, not a binary history.
         weights: the fit for exactly this history and config, when it was made already
             (the recency probe's); None fits it here.
     """
-    b = item_item_weights(hist, cfg, weighted=cfg.recency_half_life > 0) if weights is None else weights
+    b = item_item_weights(hist, cfg, weighted=weighted) if weights is None else weights
     if not sp.issparse(b):
         return {"ease": np.asarray(b, dtype=np.float32)}
     b = sp.csr_matrix(b)

@@ -34,8 +34,8 @@ def _per_user_ndcg(data: TrainData, cfg: TrainConfig, half_life: float, valid: s
     from fusionrec.evaluation.metrics import evaluate_scores
     from fusionrec.models.ease import item_item_weights
 
-    hist = sp.csr_matrix(data.recency_matrix(half_life), dtype=np.float32)
-    b = item_item_weights(hist, cfg, weighted=half_life > 0)
+    hist = sp.csr_matrix(data.recency_matrix(half_life, cfg.origin_weights), dtype=np.float32)
+    b = item_item_weights(hist, cfg, weighted=data.is_weighted(half_life, cfg.origin_weights))
 
     def score(users: np.ndarray) -> np.ndarray:
         s = hist[users] @ b  # (u, n) x (n, n) -> (u, n)
@@ -59,7 +59,7 @@ def choose_recency(data: TrainData, cfg: TrainConfig) -> tuple[float, dict[str, 
     valid = valid_sample(data.valid, cfg)
     if valid.nnz == 0:
         return cfg.recency_half_life, {}
-    key = ("recency", *weights_key(data.n_items, cfg, 0.0), tuple(sorted(set(cfg.recency_choices))),
+    key = ("recency", *weights_key(data, cfg, 0.0), tuple(sorted(set(cfg.recency_choices))),
            cfg.valid_max_users, cfg.seed)
     if key in data.cache:  # the same probe ran on this data before (search trials)
         best, probe = data.cache[key]
@@ -75,5 +75,5 @@ def choose_recency(data: TrainData, cfg: TrainConfig) -> tuple[float, dict[str, 
             best, best_gain, best_fit = float(half_life), float(gain.mean()), fit
         del fit
     data.cache[key] = (best, dict(probe))
-    data.cache[ITEM_ITEM] = (weights_key(data.n_items, cfg, best), best_fit)  # the fit training stores
+    data.cache[ITEM_ITEM] = (weights_key(data, cfg, best), best_fit)  # the fit training stores
     return best, probe

@@ -6,7 +6,9 @@ atomically and only then moves the watermark. Should a crash fall between the tw
 the next merge sees the same events again and the (user, item, timestamp, event) key drops
 them, so nothing is counted twice. Positive events become interactions with their event
 name; negative ones (schema.NEGATIVE_EVENTS) are kept with theirs. A (user, item) pair keeps
-its latest event, as ingest's `dedupe: last` would.
+its latest event, as ingest's `dedupe: last` would. Each merged event records its origin
+(`schema.ORIGIN`: served, explored or organic), so training can weigh what the model did not
+choose itself (train.origin_weights).
 
 Items added while serving (the shared state's runtime items) are written into the catalogue
 first (new_items.py), so their feedback merges like any other. An event the merge cannot use
@@ -34,6 +36,7 @@ from fusionrec.schema import (
     INTERACTIONS_STEM,
     ITEM_ID,
     ITEMS_STEM,
+    ORIGIN,
     RATING,
     TIMESTAMP,
     USER_ID,
@@ -107,6 +110,8 @@ def feedback_rows(feedback: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         TIMESTAMP: ts.values,
         EVENT: feedback[EVENT].astype(str).str.lower().values,
     })
+    if ORIGIN in feedback.columns:
+        rows[ORIGIN] = feedback[ORIGIN].astype(str).values
     for col in columns:
         if col == "hour":
             rows[col] = (ts.values // 3600) % 24
@@ -115,6 +120,21 @@ def feedback_rows(feedback: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         elif col not in rows.columns:
             rows[col] = pd.NA
     return rows[columns]
+
+
+def feedback_origins(events: pd.DataFrame, served: pd.DataFrame | None) -> np.ndarray:
+    """Per event, how the item reached the user (schema.ORIGINS): "organic" without a request id,
+    "explored" when it answered an impression served from beyond the model's top-k, else "served"."""
+    if "request_id" not in events.columns:
+        return np.full(len(events), "organic", dtype=object)
+    organic = events["request_id"].isna().to_numpy()
+    explored = np.zeros(len(events), dtype=bool)
+    if served is not None and len(served) and "explored" in served.columns:
+        flagged = served[served["explored"].astype(bool)]
+        shown = set(zip(flagged["request_id"].astype(str), flagged[ITEM_ID].astype(str), strict=True))
+        explored = np.array([(r, i) in shown for r, i in zip(events["request_id"].astype(str),
+                                                            events[ITEM_ID].astype(str), strict=True)], dtype=bool)
+    return np.where(organic, "organic", np.where(explored, "explored", "served")).astype(object)
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
@@ -154,9 +174,11 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame 
     Args:
         data_dir: a dataset folder (the contract: interactions.csv|parquet, items.csv|parquet).
         feedback: the store's feedback rows (id, user_id, item_id, event, ts, ...), any superset.
-        served: the store's served rows; items shown `skip_after` times or more to a user with
-            no reaction merge as "skip" (see `skip_events`), but never over a pair the user has a
-            positive event on. None: no skips.
+        served: the store's served rows: they tell explored impressions from chosen ones (each
+            merged event's `origin`, see `feedback_origins`), and items shown `skip_after` times or
+            more to a user with no reaction merge as "skip" (see `skip_events`), but never over a
+            pair the user has a positive event on. None: no skips, no "explored" origin.
+        skip_after: 0 merges no skips.
         runtime_items: items added while serving (`ServingState.items_frame()`); those the
             catalogue lacks are written into it first, so their feedback is merged too.
         text_columns: ingest's text columns (where a runtime item's text goes); IngestConfig's by default.
@@ -178,11 +200,14 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame 
     inter = read_table(inter_path, dtype={USER_ID: str, ITEM_ID: str})
     if EVENT not in inter.columns:
         inter[EVENT] = "interaction"
+    if ORIGIN not in inter.columns:  # rows from before serving have none
+        inter[ORIGIN] = ""
     catalogue = set(read_table(items_path, dtype={ITEM_ID: str})[ITEM_ID].astype(str))
     known = new[ITEM_ID].astype(str).isin(catalogue)
-    rows = feedback_rows(new[known], list(inter.columns))
+    events = new[known].assign(**{ORIGIN: feedback_origins(new[known], served)})
+    rows = feedback_rows(events, list(inter.columns))
     n_events = len(rows)  # rows[:n_events] are feedback events, the rest skips
-    skips = skip_events(served, feedback, served_mark, skip_after) if served is not None else None
+    skips = skip_events(served, feedback, served_mark, skip_after) if served is not None and skip_after > 0 else None
     if skips is not None and len(skips):
         skips = skips[skips[ITEM_ID].astype(str).isin(catalogue)]
         liked = pd.concat([inter[~is_negative(inter)], rows[~is_negative(rows)]])

@@ -244,7 +244,7 @@ def retrain(
     pairs = zip(feedback[USER_ID].astype(str), feedback[ITEM_ID].astype(str), strict=True)
     fresh = feedback.loc[np.array([p not in old_pairs for p in pairs], dtype=bool)]
     new_ids = pd.to_numeric(feedback["id"]) > read_watermark(data_dir)
-    merge = merge_feedback(data_dir, feedback, served if cfg.skip_after > 0 else None, cfg.skip_after,
+    merge = merge_feedback(data_dir, feedback, served, cfg.skip_after,
                            runtime_items=state.items_frame() if state is not None else None,
                            text_columns=params.ingest.text_columns)
     record: dict[str, Any] = {"started_at": started, "trigger": trigger, "reason": reason, "run_dir": str(run_dir),
