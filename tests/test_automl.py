@@ -339,3 +339,19 @@ def test_search_on_a_vectors_only_catalogue_runs_every_trial_and_finds_the_vecto
     with_vectors = [t.value for t, c in zip(study.trials, configs, strict=True) if c.extra_modalities]
     without = [t.value for t, c in zip(study.trials, configs, strict=True) if not c.extra_modalities]
     assert min(with_vectors) > max(without)  # every trial with content beats every trial without
+
+
+def test_a_second_worker_waits_until_the_enqueued_trial_is_taken() -> None:
+    from fusionrec.automl.study import _wait_for_enqueued
+
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0})
+    t0 = time.monotonic()
+    _wait_for_enqueued(study, timeout=0.6)  # nobody takes it: gives up after the timeout
+    assert time.monotonic() - t0 >= 0.6
+    taker = threading.Timer(0.3, lambda: study.ask())  # the first worker takes it
+    taker.start()
+    t0 = time.monotonic()
+    _wait_for_enqueued(study, timeout=30)
+    taker.join()
+    assert time.monotonic() - t0 < 10 and not study.get_trials(states=(optuna.trial.TrialState.WAITING,))

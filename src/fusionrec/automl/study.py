@@ -231,6 +231,23 @@ def finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
 
 
+ENQUEUED_WAIT_S = 60.0  # how long a second worker waits for the first to take the enqueued trials
+
+
+def _wait_for_enqueued(study: optuna.Study, timeout: float = ENQUEUED_WAIT_S) -> None:
+    """Return once no trial of the study is waiting (enqueued), or after `timeout` seconds.
+
+    SQLite has no row locks: two workers starting together can both take the same enqueued
+    trial (the default config) and the second fails when it reports it. So only the first
+    worker takes enqueued trials; the others start sampling after it has.
+    """
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + timeout
+    while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def _optimize(cfg: SearchConfig, storage_url: str, objective: Objective, n_trials: int, max_epochs: int,
               worker: int, threads: int | None) -> None:
     """One worker: open the study and run up to n_trials trials (spawned processes start here)."""
@@ -242,6 +259,8 @@ def _optimize(cfg: SearchConfig, storage_url: str, objective: Objective, n_trial
         torch.set_num_threads(threads)
     # A different seed per worker and per resume: seeded samplers would otherwise repeat their proposals.
     probe = open_study(cfg, storage_url, max_epochs)
+    if worker > 0:
+        _wait_for_enqueued(probe)
     seed = cfg.seed + 1009 * worker + 7919 * len(probe.trials)
     study = open_study(cfg, storage_url, max_epochs, seed=seed)
     callbacks = []
