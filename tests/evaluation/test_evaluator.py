@@ -85,3 +85,17 @@ def test_run_evaluate_writes_metrics_reports_and_plots(ingested_dir: Path, split
         assert (tmp_path / "eval" / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     assert "ndcg@20" in result.metrics
     assert len(json.loads((tmp_path / "eval" / "evaluation.json").read_text())["holdout"]) == 16
+
+
+def test_a_baseline_too_large_for_the_catalogue_is_skipped(monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from fusionrec.evaluation.evaluator import fit_baselines
+    from fusionrec.models.baselines import ItemKNN
+
+    train = sp.random(20, 12, density=0.3, format="csr", random_state=0)
+    cfg = EvaluateConfig(baselines=["mostpop", "itemknn"])
+    assert set(fit_baselines(cfg, train, None)[0]) == {"mostpop", "itemknn"}
+    monkeypatch.setattr(ItemKNN, "max_items", 10)  # 12 items: more than its dense matrix allows
+    with caplog.at_level("WARNING"):
+        fitted, _ = fit_baselines(cfg, train, None)
+    assert set(fitted) == {"mostpop"} and "itemknn skipped: 12 items" in caplog.text

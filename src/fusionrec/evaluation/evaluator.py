@@ -102,7 +102,8 @@ def evaluate_scorer(scorer: Scorer, holdout: Holdout, cfg: EvaluateConfig,
 
 def fit_baselines(cfg: EvaluateConfig, train: sp.csr_matrix, features: Mapping[str, FeatureMatrix] | None
                   ) -> tuple[dict[str, Baseline], dict[str, float]]:
-    """Fit every configured baseline; a content baseline without features is skipped with a warning.
+    """Fit every configured baseline; a content baseline without features, or one whose dense n x n
+    matrix does not fit a catalogue this large (Baseline.max_items), is skipped with a warning.
 
     Returns:
         ({name: fitted baseline}, {name: fit seconds}).
@@ -115,6 +116,10 @@ def fit_baselines(cfg: EvaluateConfig, train: sp.csr_matrix, features: Mapping[s
         model = make_baseline(name, **cfg.baseline_params.get(name, {}))
         if model.needs_features and not features:
             log.warning("baseline %s skipped: it needs item features and none were given", name)
+            continue
+        if model.max_items is not None and train.shape[1] > model.max_items:
+            log.warning("baseline %s skipped: %d items is more than its dense item x item matrix allows (%d); "
+                        "remove it from evaluate.baselines", name, train.shape[1], model.max_items)
             continue
         start = time.perf_counter()
         fitted[name] = model.fit(train, features)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from fusionrec.models.ease import MAX_EASE_ITEMS
+
 if TYPE_CHECKING:
     import torch
 
@@ -26,6 +28,7 @@ class Baseline:
 
     name = "baseline"
     needs_features = False
+    max_items: int | None = None  # larger catalogues cannot be fitted (a dense n x n matrix); None = any size
 
     def __init__(self) -> None:
         self.user_factors: np.ndarray | None = None  # (n_users, d)
@@ -78,6 +81,7 @@ class ItemKNN(Baseline):
     """Item-based kNN: cosine similarity of item columns, the k nearest neighbours of each item kept."""
 
     name = "itemknn"
+    max_items = MAX_EASE_ITEMS  # the co-occurrence matrix is dense
 
     def __init__(self, k: int = 100, shrink: float = 0.0) -> None:
         super().__init__()
@@ -109,6 +113,7 @@ class EASE(Baseline):
     """EASE (Steck 2019), the closed-form item-item model of `fusionrec.models.ease`."""
 
     name = "ease"
+    max_items = MAX_EASE_ITEMS
 
     def __init__(self, lam: float = 300.0) -> None:
         super().__init__()
