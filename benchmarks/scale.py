@@ -417,14 +417,15 @@ def synthetic(args: argparse.Namespace) -> dict[str, Any]:
     work: Path = args.work
     done_file = work / "done.json"  # the catalogue and the rows of the stages that finished
     done: dict[str, Any] = json.loads(done_file.read_text()) if args.keep_data and done_file.is_file() else {}
-    if done.get("catalogue", {}).get("items") != args.items or done["catalogue"]["interactions"] != args.interactions:
+    if done.get("requested") != [args.items, args.interactions]:  # another size: generate again
         done = {}
     if not done:
         if work.exists():
             shutil.rmtree(work)
         t0 = time.time()
         catalogue = generate(work / "data", args.items, args.interactions)
-        done = {"catalogue": catalogue, "generate_s": round(time.time() - t0, 1), "stages": {}}
+        done = {"requested": [args.items, args.interactions], "catalogue": catalogue,
+                "generate_s": round(time.time() - t0, 1), "stages": {}}
         done_file.write_text(json.dumps(done))
         log.info("generated %s in %.0fs", catalogue, done["generate_s"])
     child_args = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size),

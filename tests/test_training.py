@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -285,14 +286,14 @@ def test_recency_probe_fit_is_stored_by_training_and_reused_by_later_trainings(m
 def test_explored_and_organic_feedback_weigh_by_origin_in_targets_graph_and_ease() -> None:
     from fusionrec import schema
 
-    data = colour_data()
-    train_rows = data.train.copy()
+    train_rows = colour_data().train.copy()
     train_rows[schema.ORIGIN] = ""
     train_rows.loc[train_rows.index[::5], schema.ORIGIN] = "organic"
     train_rows.loc[train_rows.index[1::5], schema.ORIGIN] = "explored"
-    data.train = train_rows
+    data = dataclasses.replace(colour_data(), train=train_rows)  # merged feedback: rows with an origin
     weights = {"explored": 2.0, "organic": 3.0}
     assert not data.is_weighted(0.0, {}) and data.is_weighted(0.0, weights)
+    assert data._origin_factor(weights) is data._origin_factor(dict(weights))  # mapped once per weights
     assert (data.recency_matrix(0.0, {}).data == 1.0).all()
     m = data.recency_matrix(0.0, weights)
     users, items = train_rows[schema.USER_IDX].to_numpy(), train_rows[schema.ITEM_IDX].to_numpy()

@@ -36,8 +36,9 @@ class TrainData:
     cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     fingerprint: str = ""
     negatives: pd.DataFrame | None = None  # user_idx, item_idx[, timestamp]: negative events (never positives)
-    # results derived from this data that later trainings on it reuse (the recency probe and its fit)
-    cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    # results derived from this data that later trainings on it reuse (the recency probe and its fit, the
+    # origin weights); the fields above are not changed after construction
+    cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_users(self) -> int:
@@ -97,12 +98,20 @@ class TrainData:
         return half_life > 0 or self._origin_factor(origin_weights) is not None
 
     def _origin_factor(self, origin_weights: Mapping[str, float] | None) -> np.ndarray | None:
-        """(rows,) weight of each train row by its origin; None when every weight is 1."""
+        """(rows,) weight of each train row by its origin; None when every weight is 1.
+
+        Kept in `cache` per weights: one training asks for it a dozen times (graph, targets, EASE,
+        every recency candidate), and mapping the origin strings costs seconds at 10M rows.
+        """
         if not origin_weights or schema.ORIGIN not in self.train.columns:
             return None
-        factor = self.train[schema.ORIGIN].astype(str).str.lower().map(dict(origin_weights)).fillna(1.0)
-        factor = factor.to_numpy(np.float64)
-        return None if np.all(factor == 1.0) else factor
+        key = ("origin_factor", tuple(sorted(origin_weights.items())))
+        if key not in self.cache:
+            factor = self.train[schema.ORIGIN].astype(str).str.lower().map(dict(origin_weights)).fillna(1.0)
+            factor = factor.to_numpy(np.float64)
+            self.cache[key] = None if np.all(factor == 1.0) else factor
+        cached: np.ndarray | None = self.cache[key]
+        return cached
 
     @classmethod
     def from_dirs(cls, ingested_dir: Path | str, features_dir: Path | str, split_dir: Path | str) -> TrainData:

@@ -82,7 +82,7 @@ def assemble_recommender(model: FusionNet, data: TrainData, cfg: TrainConfig, in
     keys: list[str] = info["keys"]
     arrays = dict(exported.arrays)
     arrays["popularity"] = np.asarray(train.sum(axis=0), dtype=np.float32).ravel()
-    # the history EASE reads: recency-weighted like the training targets when recency_half_life > 0
+    # the history EASE reads, weighted by recency and origin like the training targets (binary when neither applies)
     hist = data.recency_matrix(cfg.recency_half_life, cfg.origin_weights)
     weighted = data.is_weighted(cfg.recency_half_life, cfg.origin_weights)
     arrays.update(_csr_arrays(hist, "hist", weighted=weighted))

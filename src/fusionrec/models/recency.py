@@ -73,7 +73,7 @@ def choose_recency(data: TrainData, cfg: TrainConfig) -> tuple[float, dict[str, 
         se = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else np.inf
         if gain.mean() > MIN_Z * se and gain.mean() > best_gain:
             best, best_gain, best_fit = float(half_life), float(gain.mean()), fit
-        del fit
+        del fit  # a losing candidate's fit can be freed before the next one is made
     data.cache[key] = (best, dict(probe))
     data.cache[ITEM_ITEM] = (weights_key(data, cfg, best), best_fit)  # the fit training stores
     return best, probe

@@ -37,6 +37,7 @@ from fusionrec.schema import (
     ITEM_ID,
     ITEMS_STEM,
     ORIGIN,
+    ORIGINS,
     RATING,
     TIMESTAMP,
     USER_ID,
@@ -125,8 +126,9 @@ def feedback_rows(feedback: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def feedback_origins(events: pd.DataFrame, served: pd.DataFrame | None) -> np.ndarray:
     """Per event, how the item reached the user (schema.ORIGINS): "organic" without a request id,
     "explored" when it answered an impression served from beyond the model's top-k, else "served"."""
+    served_pick, explored_pick, organic_find = ORIGINS
     if "request_id" not in events.columns:
-        return np.full(len(events), "organic", dtype=object)
+        return np.full(len(events), organic_find, dtype=object)
     organic = events["request_id"].isna().to_numpy()
     explored = np.zeros(len(events), dtype=bool)
     if served is not None and len(served) and "explored" in served.columns:
@@ -134,7 +136,7 @@ def feedback_origins(events: pd.DataFrame, served: pd.DataFrame | None) -> np.nd
         shown = set(zip(flagged["request_id"].astype(str), flagged[ITEM_ID].astype(str), strict=True))
         explored = np.array([(r, i) in shown for r, i in zip(events["request_id"].astype(str),
                                                             events[ITEM_ID].astype(str), strict=True)], dtype=bool)
-    return np.where(organic, "organic", np.where(explored, "explored", "served")).astype(object)
+    return np.where(organic, organic_find, np.where(explored, explored_pick, served_pick)).astype(object)
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
