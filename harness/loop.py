@@ -324,7 +324,7 @@ def run_loop(out: Path, params: Params, rounds_before: int = 4, max_shifted: int
             promoted = bool(record.get("decision", {}).get("promote"))
             state.mark(r, "promoted" if promoted else "rejected", reason=record.get("decision", {}).get("reason"))
             if promoted:  # a rejected challenger is kept on record; the monitor will ask again next round
-                model_dir = Path(record["challenger_dir"])
+                model_dir = Path(record["promoted_dir"])
                 state.numbers["events_until_promotion"] = len(fb) - ref_events
                 state.numbers["retrain_wall_s"] = record.get("wall_s")
                 state.numbers["gate"] = record.get("decision")

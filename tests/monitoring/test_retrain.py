@@ -81,6 +81,68 @@ def test_equal_challenger_is_promoted_and_packaged(data_copy: Path, model_dir: P
     assert again["decision"]["promote"] is False
 
 
+def _interaction_pairs(data_dir: Path) -> set[tuple[str, str]]:
+    inter = pd.read_csv(data_dir / "interactions.csv", dtype=str)
+    return set(zip(inter["user_id"], inter["item_id"], strict=True))
+
+
+def test_a_promoted_recipe_is_refit_on_all_the_data_and_the_refit_ships(
+        data_copy: Path, model_dir: Path, taste_model, tmp_path: Path) -> None:  # noqa: ANN001, F811
+    """The holdout judges the challenger; the model that ships has also learnt from the holdout."""
+    from fusionrec.monitoring.retrain import retrain
+
+    calls: list[tuple[Path, Path, Params]] = []
+
+    def trainer(data: Path, run: Path, params: Params) -> Path:
+        calls.append((Path(data), Path(run), params))
+        return Path(shutil.copytree(model_dir, run / "model"))
+
+    fb = _feedback(data_copy, taste_model, ts0=2e9, seed=4)
+    params = PARAMS.model_copy(update={"monitor": PARAMS.monitor.with_overrides(models_root=str(tmp_path / "models"))})
+    record = retrain(data_copy, fb, model_dir, tmp_path / "work", params, trainer=trainer)
+    assert record["decision"]["promote"] is True and len(calls) == 2
+    run_dir = Path(record["run_dir"])
+    holdout = pd.read_parquet(run_dir / "holdout.parquet")
+    held = set(zip(holdout["user_id"].astype(str), holdout["item_id"].astype(str), strict=True))
+    (chal_data, _, _), (refit_data, refit_run, refit_params) = calls
+    assert held and not held & _interaction_pairs(chal_data)  # the gated challenger never saw the holdout
+    assert held <= _interaction_pairs(refit_data) and refit_data == data_copy  # the refit trains on all of it
+    assert refit_run == run_dir / "refit"
+    saved = json.loads((Path(record["challenger_dir"]) / "config.json").read_text())["train_config"]
+    assert refit_params.train.model_dump(mode="json") == saved  # the gated recipe, with no second search
+    assert refit_params.search.enabled is False
+    assert refit_params.featurize.cache_dir == str(run_dir / ".feature-cache")  # the challenger's vectors
+    shipped = Path(record["promoted_dir"])
+    assert shipped == refit_run / "model" and record["refit"]["model_dir"] == str(shipped)
+    assert json.loads((shipped / "holdout_metrics.json").read_text()) == record["challenger_metrics"]
+    assert record["refit"]["valid_metrics"] is not None
+
+
+def test_without_refit_or_when_it_fails_the_gated_challenger_ships(
+        data_copy: Path, model_dir: Path, taste_model, tmp_path: Path) -> None:  # noqa: ANN001, F811
+    from fusionrec.monitoring.retrain import retrain
+
+    fb = _feedback(data_copy, taste_model, ts0=2e9, seed=5)
+    off = PARAMS.model_copy(update={"monitor": PARAMS.monitor.with_overrides(refit=False)})
+    runs: list[Path] = []
+    record = retrain(data_copy, fb, model_dir, tmp_path / "work", off,
+                     trainer=lambda _d, run, _p: runs.append(run) or Path(shutil.copytree(model_dir, run / "model")))
+    assert record["decision"]["promote"] is True and len(runs) == 1 and "refit" not in record
+    assert record["promoted_dir"] == record["challenger_dir"]
+
+    def failing_refit(_d: Path, run: Path, _p: Params) -> Path:
+        if run.name == "refit":
+            raise MemoryError("out of memory")
+        return Path(shutil.copytree(model_dir, run / "model"))
+
+    fb2 = _feedback(data_copy, taste_model, ts0=3e9, seed=6).assign(id=lambda f: f["id"] + len(fb))
+    record = retrain(data_copy, pd.concat([fb, fb2], ignore_index=True), model_dir, tmp_path / "work2", PARAMS,
+                     trainer=failing_refit)
+    assert record["decision"]["promote"] is True
+    assert "MemoryError: out of memory" in record["refit"]["error"]
+    assert record["promoted_dir"] == record["challenger_dir"]
+
+
 def test_too_small_a_holdout_trains_nothing_and_says_why(data_copy: Path, model_dir: Path, taste_model,  # noqa: ANN001, F811
                                                           tmp_path: Path) -> None:
     from fusionrec.monitoring.retrain import retrain

@@ -4,7 +4,8 @@
 once (merge.py), cut a common holdout from the newest feedback, train a challenger on the
 rest (the `run_<verb>` steps locally, or a Kubeflow run through the kfp client), score the
 champion and the challenger on that same holdout, ask `fusionrec.evaluation.gate.decide_promotion`,
-and on promotion package the challenger, copy it under monitor.models_root and move the champion
+and on promotion train the challenger's recipe once more on all the data, holdout included
+(monitor.refit), package that model, copy it under monitor.models_root and move the champion
 pointer in the shared state (every serving replica follows it; rollout.py). With the Kubeflow
 trigger the pipeline trains and gates on the cluster, and its `package` task publishes a promoted
 model and moves the same pointer (`fusionrec.packaging.run_package` with a rollout). Every run
@@ -271,7 +272,12 @@ def retrain(
     exposure = None if organic else _exposure(served, holdout)  # organic events: full ranking is fair
     record.update(_gate(data_dir, train_data, holdout, challenger_dir, champion_dir, params, exposure))
     if record["decision"]["promote"]:
-        record["promotion"] = _promote(challenger_dir, run_dir, params, model_store, state)
+        shipped = challenger_dir
+        if cfg.refit:
+            record["refit"] = _refit(data_dir, run_dir, challenger_dir, params, trainer)
+            shipped = Path(record["refit"].get("model_dir") or challenger_dir)
+        record["promoted_dir"] = str(shipped)
+        record["promotion"] = _promote(shipped, run_dir, params, model_store, state)
     return _finish(record, run_dir, work_dir, started)
 
 
@@ -341,6 +347,45 @@ def _gate(data_dir: Path, train_data: Path, holdout: pd.DataFrame, challenger: P
     return {"holdout": {"fingerprint": fp, "rows": len(holdout), "users": int(holdout[USER_ID].nunique()),
                         "protocol": protocol},
             "challenger_metrics": chal, "champion_metrics": champ, "decision": decision.to_dict()}
+
+
+def _refit(data_dir: Path, run_dir: Path, challenger_dir: Path, params: Params,
+           trainer: Callable[[Path, Path, Params], Path]) -> dict[str, Any]:
+    """Train the promoted challenger's recipe once more on all the merged data, holdout included.
+
+    The holdout is there to judge the recipe. Once the recipe has passed, the newest feedback
+    (after a taste shift, most of what shows the new taste) is worth more inside the model than
+    outside it. The refit trains the challenger's resolved train config (no second search), with
+    the same split protocol, and reads the challenger's feature cache. It is trained on the
+    holdout, so it is not scored on it again: the challenger's holdout metrics are copied into
+    its folder as the recipe's.
+
+    Returns:
+        {"model_dir", "train_wall_s", "valid_metrics", "challenger_valid_metrics"}; on a failure
+        {"error"}, and the gated challenger ships.
+    """
+    from fusionrec.config import TrainConfig
+    from fusionrec.schema import MODEL_CONFIG
+
+    saved = json.loads((challenger_dir / MODEL_CONFIG).read_text())
+    known = {k: v for k, v in saved["train_config"].items() if k in TrainConfig.model_fields}
+    featurize = params.featurize if params.featurize.cache_dir else params.featurize.with_overrides(
+        cache_dir=str(run_dir / ".feature-cache"))  # where the challenger's featurize kept its vectors
+    base = challenger_params(params)
+    refit_params = base.model_copy(update={"train": TrainConfig(**known), "featurize": featurize,
+                                           "search": base.search.with_overrides(enabled=False)})
+    t0 = time.time()
+    try:
+        model_dir = Path(trainer(data_dir, run_dir / "refit", refit_params))
+    except Exception as exc:  # the gated challenger is still a good model: it ships instead
+        logger.error("the refit on all the merged data failed, the gated challenger ships: %s", exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    if (challenger_dir / "holdout_metrics.json").is_file():
+        (model_dir / "holdout_metrics.json").write_text((challenger_dir / "holdout_metrics.json").read_text())
+    refit_meta = json.loads((model_dir / MODEL_CONFIG).read_text())["meta"]
+    return {"model_dir": str(model_dir), "train_wall_s": round(time.time() - t0, 2),
+            "valid_metrics": refit_meta.get("valid_metrics"),
+            "challenger_valid_metrics": saved["meta"].get("valid_metrics")}
 
 
 def _pointed_champion(state: ServingState) -> Path | None:
