@@ -1,7 +1,8 @@
 """Scale benchmark: the default pipeline on a synthetic catalogue of 200,000 items and 10M interactions.
 
     python -m benchmarks.scale [--items 200000] [--interactions 10000000] [--epochs 2]
-                               [--max-batches N] [--keep-data] [--work work/bench/scale] [--max-rss-gib 20]
+                               [--max-batches N] [--threads N] [--keep-data] [--work work/bench/scale]
+                               [--max-rss-gib 20]
                                [--quality-seeds 2026,2027,2028]
 
 - a synthetic catalogue: items in latent topics with power-law popularity inside each topic,
@@ -12,6 +13,7 @@
   child and its children, sampled every 0.2 s; train is split into its parts (graphs,
   item-item component, each epoch, blend choice) by the times the child records;
 - a stage whose process tree passes --max-rss-gib is stopped and reported as not fitting;
+- `--threads N` trains with train.threads N (0: every core) instead of the default config's;
 - `--max-batches N` cuts each epoch to its first N batches (the report says so); `--keep-data`
   keeps the catalogue and the finished ingest / split / featurize of the last run in --work and
   trains again;
@@ -184,7 +186,8 @@ def run_stage(stage: str, work: Path, args: argparse.Namespace) -> dict[str, Any
     data = TrainData.from_dirs(d["ingested"], d["features"], d["split"])
     marks.parts.append({"part": "load data", "start": t0, "stop": time.time()})
     cfg = TrainConfig(text_encoder="none", image_encoder="none", extra_modalities=["content"], epochs=args.epochs,
-                      patience=args.epochs, **({"batch_size": args.batch_size} if args.batch_size else {}))
+                      patience=args.epochs, **({"batch_size": args.batch_size} if args.batch_size else {}),
+                      **({"threads": args.threads} if args.threads >= 0 else {}))
     epoch_ends: list[float] = []
     result = training.train(data, cfg, callback=lambda epoch, row: epoch_ends.append(time.time()))
     batch_parts = [p for p in marks.parts if p["part"] == "batches"]
@@ -380,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interactions", type=int, default=10_000_000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=0, help="train batch size (0: the default config's)")
+    parser.add_argument("--threads", type=int, default=-1, help="train.threads (-1: the default config's)")
     parser.add_argument("--max-batches", type=int, default=0, help="batches per epoch (0: the whole epoch)")
     parser.add_argument("--work", type=Path, default=REPO / "work" / "bench" / "scale")
     parser.add_argument("--max-rss-gib", type=float, default=20.0)
@@ -429,7 +433,7 @@ def synthetic(args: argparse.Namespace) -> dict[str, Any]:
         done_file.write_text(json.dumps(done))
         log.info("generated %s in %.0fs", catalogue, done["generate_s"])
     child_args = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-                  "--max-batches", str(args.max_batches)]
+                  "--max-batches", str(args.max_batches), "--threads", str(args.threads)]
     stages = []
     for stage in STAGES:
         if stage in done["stages"] and stage != "train":

@@ -354,7 +354,7 @@ def _refit(data_dir: Path, run_dir: Path, challenger_dir: Path, params: Params,
     """Train the promoted challenger's recipe once more on all the merged data, holdout included.
 
     The holdout is there to judge the recipe. Once the recipe has passed, the newest feedback
-    (after a taste shift, most of what shows the new taste) is worth more inside the model than
+    (after a taste shift, the newest signs of the new taste) is worth more inside the model than
     outside it. The refit trains the challenger's resolved train config (no second search), with
     the same split protocol, and reads the challenger's feature cache. It is trained on the
     holdout, so it is not scored on it again: the challenger's holdout metrics are copied into
