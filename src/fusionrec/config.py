@@ -125,7 +125,7 @@ class TrainConfig(Section):
     cold_tower: bool = True  # separate content tower for items never seen in training
     cold_weight_decay: float = 1e-6  # L2 of the cold tower (content must generalise to unseen items)
     cold_offset: float = 1.0  # z-score handicap of never-trained items ranked among trained ones
-    threads: int = 1  # torch CPU threads while training (0 = torch's default); small ops gain nothing from more
+    threads: int = 0  # torch CPU threads while training; 0 = automatic: 1 below 1M interactions (a result independent of the core count), else every CPU the process may use (affinity, pod CPU limit)
     # approximate top-k for known users: faiss IVF indexes saved in <model>/ann/ (a dense EASE blend is served exactly)
     ann_min_items: int = 100_000  # catalogues this large get the index (0 = never); smaller ones are scored exactly
     ann_lists: int = 0  # k-means lists of the index (0 = 2 sqrt(items)): more = faster queries, slower build

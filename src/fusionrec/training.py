@@ -246,6 +246,28 @@ def fit(data: TrainData, cfg: TrainConfig, callback: Callback | None = None
     return model, best_epoch, history, {"keys": keys, "context_spec": spec}
 
 
+AUTO_THREADS_MIN_ROWS = 1_000_000  # train.threads 0: fewer training interactions train on one thread
+
+
+def training_threads(cfg: TrainConfig, n_rows: int) -> int:
+    """Torch threads for a training on n_rows interactions: train.threads, or with 0 the automatic choice.
+
+    Automatic: one thread below AUTO_THREADS_MIN_ROWS, where a training takes seconds to minutes
+    and one thread keeps its result independent of the machine's core count (more threads sum
+    in another order: on the demo data early stopping ended 3 epochs sooner on 2), else every
+    CPU the process may use (`fusionrec.cpus.usable_cpus`: its affinity, capped by
+    a pod's CPU limit; torch's own default counts the node's cores), and never more than torch is
+    set to already (a search worker's share of the CPUs).
+    """
+    import torch
+
+    from fusionrec.cpus import usable_cpus
+
+    if cfg.threads > 0:
+        return cfg.threads
+    return 1 if n_rows < AUTO_THREADS_MIN_ROWS else max(1, min(usable_cpus(), torch.get_num_threads()))
+
+
 def train(data: TrainData, cfg: TrainConfig, callback: Callback | None = None) -> TrainResult:
     """Choose recency weighting, train the model, choose the EASE blend on validation, package a Recommender.
 
@@ -262,8 +284,7 @@ def train(data: TrainData, cfg: TrainConfig, callback: Callback | None = None) -
 
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(training_threads(cfg, len(data.train)))
     try:
         half_life, probe = choose_recency(data, cfg)  # recency weighting: validation decides (models/recency.py)
         cfg = cfg.model_copy(update={"recency_half_life": half_life})

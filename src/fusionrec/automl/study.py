@@ -23,6 +23,7 @@ import numpy as np
 
 from fusionrec.automl.space import FittedSpace, SpaceError
 from fusionrec.config import SearchConfig
+from fusionrec.cpus import usable_cpus
 
 if TYPE_CHECKING:
     import optuna
@@ -293,7 +294,7 @@ def run_workers(cfg: SearchConfig, storage_url: str, objective: Objective, max_e
         _optimize(cfg, storage_url, objective, n_trials, max_epochs, 0, None)
         return n_trials
     shares = [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
-    threads = max(1, math.floor((os.cpu_count() or 1) / workers))
+    threads = max(1, math.floor(usable_cpus() / workers))
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_optimize, args=(cfg, storage_url, objective, share, max_epochs, i, threads),
                          name=f"fusionrec-search-{i}") for i, share in enumerate(shares)]
