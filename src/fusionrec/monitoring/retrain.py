@@ -284,9 +284,12 @@ def retrain(
 def challenger_params(params: Params) -> Params:
     """params for training the challenger: the monitor's retrain_split and retrain_half_life laid over.
 
-    After a drift the newest interactions say most about the present: validating on them (a
-    temporal split) picks the epoch and the EASE blend that predict it, and recency weights let
-    them outvote a long history.
+    After a drift the newest interactions say most about the present: recency weights let them
+    outvote a long history. The epoch and the EASE blend are chosen on a random tenth of the
+    interactions by default: each user's newest interaction (temporal-loo) is more often a click
+    on what the old model showed than a find of the new taste, and one row per user is a noisy
+    choice (in the closed loop the challenger validated at random reached 3-6% more click-through
+    after a taste shift, on each of three demo worlds).
     """
     cfg, update = params.monitor, {}
     if cfg.retrain_split:
