@@ -262,7 +262,7 @@ class MonitorConfig(Section):
     holdout_share: float = 0.2  # newest share of the merged feedback held out as the common holdout
     skip_after: int = 2  # an item shown this often to a user with no reaction merges as a "skip" negative; 0 = never
     min_holdout: int = 100  # fewer holdout rows: no challenger yet (a smaller holdout cannot tell two models apart)
-    retrain_half_life: float = 0.0  # the challenger's train.recency_half_life (0 = the train section's own)
+    retrain_half_life: float = 16.0  # the challenger's train.recency_half_life, in interactions (0 = the train section's own)
     retrain_split: Literal["", "random-811", "temporal-loo", "global-time"] = "random-811"  # the challenger's split (its epoch and EASE blend); "" = split section's
     refit: bool = True  # a promoted challenger's recipe trains once more on all the merged data, holdout included, and that model ships
     pipeline_package: str = "pipelines/compiled/training.yaml"  # kfp pipeline submitted by --trigger kfp
