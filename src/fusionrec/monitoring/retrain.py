@@ -288,11 +288,13 @@ def challenger_params(params: Params) -> Params:
     default a user's newest 16 interactions weigh at least half) let them outvote a long history.
     Training's own recency probe (retrain_half_life 0) judges on validation rows from the whole
     history, and in the closed loop it recovered less (expected click-through .344 / .378
-    against .368 / .384 with 16, on two demo worlds). The epoch and the EASE blend are chosen on a random tenth of the
-    interactions by default: each user's newest interaction (temporal-loo) is more often a click
-    on what the old model showed than a find of the new taste, and one row per user is a noisy
-    choice (in the closed loop the challenger validated at random reached 3-6% more click-through
-    after a taste shift, on each of three demo worlds).
+    against .368 / .384 with 16, on two demo worlds).
+
+    The epoch and the EASE blend are chosen on a random tenth of the interactions by default:
+    each user's newest interaction (temporal-loo) is more often a click on what the old model
+    showed than a find of the new taste, and one row per user is a noisy choice (in the closed
+    loop the challenger validated at random reached 3-6% more click-through after a taste
+    shift, on each of three demo worlds).
     """
     cfg, update = params.monitor, {}
     if cfg.retrain_split:
