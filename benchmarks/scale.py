@@ -13,7 +13,7 @@
   child and its children, sampled every 0.2 s; train is split into its parts (graphs,
   item-item component, each epoch, blend choice) by the times the child records;
 - a stage whose process tree passes --max-rss-gib is stopped and reported as not fitting;
-- `--threads N` trains with train.threads N (0: every core) instead of the default config's;
+- `--threads N` trains with train.threads N (0: automatic, the default) instead of the default config's;
 - `--max-batches N` cuts each epoch to its first N batches (the report says so); `--keep-data`
   keeps the catalogue and the finished ingest / split / featurize of the last run in --work and
   trains again;

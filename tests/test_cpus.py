@@ -40,21 +40,20 @@ def test_usable_cpus_is_the_affinity_capped_by_the_quota(monkeypatch: pytest.Mon
     assert cpus.usable_cpus() == 1
 
 
-def test_training_threads_automatic_by_size_and_never_above_what_torch_was_given(
+def test_training_threads_automatic_by_size_and_within_a_search_workers_share(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch
-
     from fusionrec.training import AUTO_THREADS_MIN_ROWS, training_threads
 
-    monkeypatch.setattr(cpus, "usable_cpus", lambda: 4)
-    before = torch.get_num_threads()
+    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda _pid: set(range(4)))
+    monkeypatch.setattr(cpus, "cgroup_quota", lambda: None)
     try:
-        torch.set_num_threads(8)
         assert training_threads(TrainConfig(threads=3), 10) == 3  # set: used as it is
         assert training_threads(TrainConfig(threads=0), AUTO_THREADS_MIN_ROWS - 1) == 1  # small: one thread
         assert training_threads(TrainConfig(threads=0), AUTO_THREADS_MIN_ROWS) == 4  # large: every usable CPU
-        torch.set_num_threads(2)  # a search worker's share
+        cpus.set_share(2)  # a search worker beside another
         assert training_threads(TrainConfig(threads=0), AUTO_THREADS_MIN_ROWS) == 2
+        assert training_threads(TrainConfig(threads=3), AUTO_THREADS_MIN_ROWS) == 3  # an explicit setting wins
     finally:
-        torch.set_num_threads(before)
+        cpus.set_share(None)
+    assert cpus.usable_cpus() == 4
     assert TrainConfig().threads == 0

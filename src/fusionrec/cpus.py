@@ -14,6 +14,13 @@ from pathlib import Path
 CGROUP_V2_MAX = Path("/sys/fs/cgroup/cpu.max")  # "max 100000" or "<quota> <period>"
 CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")  # -1 = no quota
 CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+_share: int | None = None  # this process's part of the CPUs when it runs beside others (set_share)
+
+
+def set_share(n: int | None) -> None:
+    """Cap what `usable_cpus` reports in this process: a search worker's share of the CPUs; None lifts it."""
+    global _share
+    _share = None if n is None else max(1, int(n))
 
 
 def cgroup_quota(v2: Path = CGROUP_V2_MAX, v1_quota: Path = CGROUP_V1_QUOTA,
@@ -32,7 +39,8 @@ def cgroup_quota(v2: Path = CGROUP_V2_MAX, v1_quota: Path = CGROUP_V1_QUOTA,
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may use: its affinity mask, capped by the cgroup quota (rounded up), at least 1."""
+    """The CPUs this process may use: its affinity mask, capped by the cgroup quota (rounded up) and by
+    its share (`set_share`), at least 1."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -40,4 +48,6 @@ def usable_cpus() -> int:
     quota = cgroup_quota()
     if quota is not None:
         n = min(n, math.ceil(quota))
+    if _share is not None:
+        n = min(n, _share)
     return max(1, n)

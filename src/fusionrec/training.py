@@ -255,17 +255,14 @@ def training_threads(cfg: TrainConfig, n_rows: int) -> int:
     Automatic: one thread below AUTO_THREADS_MIN_ROWS, where a training takes seconds to minutes
     and one thread keeps its result independent of the machine's core count (more threads sum
     in another order: on the demo data early stopping ended 3 epochs sooner on 2), else every
-    CPU the process may use (`fusionrec.cpus.usable_cpus`: its affinity, capped by
-    a pod's CPU limit; torch's own default counts the node's cores), and never more than torch is
-    set to already (a search worker's share of the CPUs).
+    CPU the process may use (`fusionrec.cpus.usable_cpus`: its affinity, capped by a pod's CPU
+    limit and by a search worker's share; torch's own default counts the node's cores).
     """
-    import torch
-
     from fusionrec.cpus import usable_cpus
 
     if cfg.threads > 0:
         return cfg.threads
-    return 1 if n_rows < AUTO_THREADS_MIN_ROWS else max(1, min(usable_cpus(), torch.get_num_threads()))
+    return 1 if n_rows < AUTO_THREADS_MIN_ROWS else usable_cpus()
 
 
 def train(data: TrainData, cfg: TrainConfig, callback: Callback | None = None) -> TrainResult:

@@ -257,6 +257,9 @@ def _optimize(cfg: SearchConfig, storage_url: str, objective: Objective, n_trial
     if threads:
         import torch
 
+        from fusionrec.cpus import set_share
+
+        set_share(threads)  # automatic training threads stay within this worker's share
         torch.set_num_threads(threads)
     # A different seed per worker and per resume: seeded samplers would otherwise repeat their proposals.
     probe = open_study(cfg, storage_url, max_epochs)
