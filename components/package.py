@@ -8,7 +8,7 @@ from components.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def package(model: Input[Model], evaluation: Input[Dataset], packaged: Output[Model], metrics: Output[Metrics],
-            cfg: dict, force: bool = False, models_root: str = "", run_id: str = ""):
+            cfg: dict, force: bool = False, models_root: str = "", run_id: str = "", keep_models: int = 0):
     """Store the model in the BentoML model store, with its metadata, if the promotion gate allows;
     then, where the task has the serving state's database, make it the champion of every replica.
 
@@ -18,6 +18,8 @@ def package(model: Input[Model], evaluation: Input[Dataset], packaged: Output[Mo
     into the output artifact as `<name>-<version>.bentomodel` (`bentoml models import FILE`).
     models_root: where the model is published for the serving replicas when $FUSIONREC_FEEDBACK_URL
     (the Secret pipeline.state_secret) is set; the champion pointer in that database then names it.
+    keep_models: then the folders of champions older than the last keep_models promotions are
+    deleted from models_root (monitor.keep_models; 0 = keep all).
     run_id: the pipeline run, kept on the pointer as what promoted the model.
     """
     from pathlib import Path
@@ -34,7 +36,7 @@ def package(model: Input[Model], evaluation: Input[Dataset], packaged: Output[Mo
     out = Path(packaged.path)
     result = run_package(Path(model.path), out, PackageConfig(**cfg), BentoStore(),
                          promotion=Path(evaluation.path) / PROMOTION_FILE, force=force,
-                         rollout=rollout_from_env(models_root), source=f"kfp run {run_id}")
+                         rollout=rollout_from_env(models_root, keep=keep_models), source=f"kfp run {run_id}")
     record = read_json(result.outputs["package"])
     tag = bentoml.models.get(record["tag"]).tag
     bentoml.models.export_model(tag, str(out / f"{tag.name}-{tag.version}.bentomodel"))

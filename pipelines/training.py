@@ -143,7 +143,8 @@ def build_pipeline(params_path: Path | str | None = "params.yaml") -> Any:
                                      cfg=evaluate_cfg, champion_metrics=champion_metrics), "evaluate", cfg)
         with dsl.If(verdict.outputs["Output"] == True, name="promoted"):  # noqa: E712 (a kfp condition, not Python)
             promote = configure(package(model=model, evaluation=verdict.outputs["evaluation"], cfg=package_cfg,
-                                        models_root=models_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                                        models_root=models_root, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                        keep_models=params.monitor.keep_models),
                                 "package", cfg)
             if cfg.state_secret:
                 use_state_secret(promote, cfg)

@@ -269,6 +269,7 @@ class MonitorConfig(Section):
     service_url: str = ""  # running service asked to reload after a promotion ("" = none)
     token_env: str = "FUSIONREC_TOKEN"  # env var with the bearer token of the service's reload endpoint
     models_root: str = ""  # where a promotion publishes for every replica (shared path or fsspec URI); "" = left where it was trained (kfp: /models of pipeline.models_pvc)
+    keep_models: int = 3  # a promotion deletes the models_root folders of champions older than the last N promotions (0 = keep all)
     served_retention_days: float = 30.0  # each monitor run deletes served impressions older than this (0 = keep all)
     report_html_days: float = 7.0  # Evidently HTML (~4 MB a report) of older runs is deleted; JSON and decisions stay (0 = keep)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from pipelines.compile import COMPILED, compile_pipeline, sort_header
 
-from fusionrec.config import PipelineConfig
+from fusionrec.config import MonitorConfig, PipelineConfig
 
 
 def test_compiled_pipeline_is_up_to_date(tmp_path: Path) -> None:
@@ -98,6 +98,7 @@ def test_the_promoted_branch_rolls_the_model_out_to_serving() -> None:
     package = spec["components"]["comp-condition-1"]["dag"]["tasks"]["package"]["inputs"]["parameters"]
     assert package["models_root"] == {"componentInputParameter": "pipelinechannel--models_root"}
     assert package["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert package["keep_models"]["runtimeValue"]["constant"] == MonitorConfig().keep_models == 3  # old folders go
 
 
 def test_the_models_root_default_follows_the_params(tmp_path: Path) -> None:

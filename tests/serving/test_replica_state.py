@@ -210,6 +210,12 @@ def test_a_champion_in_an_object_store_is_fetched_then_served(replicas: Replicas
     champ = promote(v4, ServingState(a.store), "memory://fusionrec-replicas/models")
     assert champ.uri.startswith("memory://") and a.poll()["champion"]["id"] == champ.id
     assert a.snapshot.version.startswith("v4+") and a.snapshot.model_dir.parent == replicas.cache
+    for version in ("v5", "v6"):  # each swap keeps the new and the previous copy, deletes the rest
+        promote(_new_version(model_dir, tmp_path / version, version), ServingState(a.store),
+                "memory://fusionrec-replicas/models")
+        previous = a.snapshot.model_dir
+        assert a.poll()["champion"] is not None and a.snapshot.version.startswith(f"{version}+")
+        assert sorted(replicas.cache.iterdir()) == sorted([previous, a.snapshot.model_dir])
 
 
 def test_a_started_replica_reads_only_what_is_new(replicas: Replicas, monkeypatch: pytest.MonkeyPatch) -> None:

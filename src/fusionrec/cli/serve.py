@@ -26,7 +26,8 @@ def package(
                                           "a model it rejected is refused (exit 1)"),
     force: bool = typer.Option(False, "--force", help="package even when --promotion rejected the model"),
     roll_out: str | None = typer.Option(None, "--roll-out", help="feedback store URL: also publish the model under "
-                                        "--models-root and move that database's champion pointer to it"),
+                                        "--models-root and move that database's champion pointer to it (older champions' "
+                                        "folders there beyond monitor.keep_models are deleted)"),
     models_root: str | None = typer.Option(None, "--models-root", help="where --roll-out publishes (default: "
                                            "params monitor.models_root), a folder every replica reads or a URI"),
 ) -> None:
@@ -45,11 +46,12 @@ def package(
     cfg = step_config(params, "package", PackageConfig, model_name=model_name or None)
     rollout = None
     if roll_out:  # only a roll-out reads the monitor section (the DVC stage declares `package` alone)
-        root = models_root if models_root is not None else load_params(params).monitor.models_root
+        monitor = load_params(params).monitor
+        root = models_root if models_root is not None else monitor.models_root
         if not root:
             raise fail("package", "--roll-out needs --models-root (or monitor.models_root): a folder or URI every "
                        "replica reads", code=2)
-        rollout = Rollout(root, roll_out)
+        rollout = Rollout(root, roll_out, monitor.keep_models)
     started = time.perf_counter()
     try:
         with progress("package"):

@@ -28,7 +28,7 @@ from fusionrec.inference.checks import ServeError, open_image_checked
 from fusionrec.inference.poller import Poller
 from fusionrec.inference.snapshot import NewItem, Snapshot, warm, with_items
 from fusionrec.inference.warmup import warm_reads
-from fusionrec.monitoring.rollout import RolloutError, fetch_model
+from fusionrec.monitoring.rollout import RolloutError, fetch_model, is_remote, prune_cache
 from fusionrec.monitoring.state import Champion, ItemExists, RuntimeItem, ServingState, StateError
 
 logger = logging.getLogger(__name__)
@@ -176,7 +176,8 @@ class ModelSlot:
         """Load the model the champion pointer names, when it moved; returns the new pointer or None.
 
         A champion that cannot be fetched or loaded is logged and skipped until the pointer moves
-        again: the replica keeps serving what it has.
+        again: the replica keeps serving what it has. After a swap to a model fetched from an object
+        store, the cache keeps the new and the previous model only.
         """
         champ = self.state.champion() if self.state is not None else None
         if champ is None or champ.id == self.refused or (self.champion is not None and champ.id == self.champion.id):
@@ -193,6 +194,11 @@ class ModelSlot:
         self.champion = champ
         self.observe("champion", "swapped")
         logger.info("champion %s: serving %s (was %s)", champ.id, new.version, old.version)
+        if is_remote(champ.uri):  # fetched copies pile up in the cache: keep the two this replica just held
+            try:
+                prune_cache(cache, [new.model_dir, old.model_dir])
+            except OSError as exc:
+                logger.warning("old champions in %s not deleted: %s", cache, exc)
         return champ
 
     # --- polling ---------------------------------------------------------------------------

@@ -426,7 +426,8 @@ def _promote(model_dir: Path, run_dir: Path, params: Params, store: ModelStore |
             out["package_error"] = str(exc)
     if state is not None:
         try:
-            out["champion"] = promote(model_dir, state, params.monitor.models_root, source=str(run_dir)).to_dict()
+            out["champion"] = promote(model_dir, state, params.monitor.models_root, source=str(run_dir),
+                                      keep=params.monitor.keep_models).to_dict()
         except (RolloutError, StateError) as exc:
             logger.error("the challenger passed the gate but was not rolled out: %s", exc)
             out["champion_error"] = str(exc)

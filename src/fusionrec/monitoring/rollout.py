@@ -10,16 +10,23 @@ its own cache folder once, by the same atomic rename.
 A retraining run promotes with the state it already holds (`promote`); the training pipeline's
 `package` task promotes with a `Rollout` built from its env (`rollout_from_env`): the database
 URL from a Kubernetes Secret, the models root from the run's `models_root` parameter.
+
+Every promotion publishes one more folder, so a promotion also deletes, under the models root,
+the folders of champions that the last `keep` promotions no longer name (monitor.keep_models).
+Only folders a promotion once named are candidates: a folder being published right now, or one
+a failed promotion left behind, is never touched. A replica deletes the object-store models it
+fetched into its cache once it serves a newer one (`prune_cache`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +36,8 @@ from fusionrec.schema import MODEL_CONFIG, MODEL_WEIGHTS
 
 if TYPE_CHECKING:
     from fusionrec.monitoring.state import Champion, ServingState
+
+logger = logging.getLogger(__name__)
 
 FEEDBACK_URL_ENV = "FUSIONREC_FEEDBACK_URL"  # the feedback store's database, which holds the champion pointer
 
@@ -143,14 +152,93 @@ def fetch_model(uri: str, cache_dir: Path) -> Path:
     return target
 
 
-def promote(model_dir: Path, state: ServingState, models_root: str = "", source: str = "") -> Champion:
+def promote(model_dir: Path, state: ServingState, models_root: str = "", source: str = "",
+            keep: int = 0) -> Champion:
     """Publish a model under the models root and make it the champion of every replica.
 
+    Args:
+        keep: then delete the models root's folders of champions older than the last `keep`
+            promotions (0 = keep every folder); a failure to delete is logged, never raised.
     Returns:
         The new pointer (id, model_version, uri, promoted_at, source).
     """
     uri = publish_model(model_dir, models_root)
-    return state.set_champion(folder_version(Path(model_dir)), uri, source)
+    champion = state.set_champion(folder_version(Path(model_dir)), uri, source)
+    if keep > 0 and models_root:
+        try:
+            deleted = prune_published(models_root, state.champions(), keep)
+        except Exception as exc:  # noqa: BLE001 (the promotion stands; the next one tries again)
+            logger.warning("old champions under %s not deleted: %s", models_root, exc)
+        else:
+            if deleted:
+                logger.info("deleted %d old champion folder(s) under %s: %s", len(deleted), models_root, deleted)
+    return champion
+
+
+def _under(uri: str, models_root: str) -> bool:
+    """True when `uri` is a folder directly under the models root (where `publish_model` writes)."""
+    if is_remote(uri) or is_remote(models_root):
+        return uri.rstrip("/").rsplit("/", 1)[0] == models_root.rstrip("/")
+    return _local(uri).resolve().parent == _local(models_root).resolve()
+
+
+def prune_published(models_root: str, champions: Sequence[Champion], keep: int) -> list[str]:
+    """Delete the folders of champions that the last `keep` promotions no longer name.
+
+    Args:
+        models_root: the folder or fsspec URI models are published under; nothing outside it
+            is deleted (a first champion installed from elsewhere stays).
+        champions: the promotion log, oldest first (`ServingState.champions`).
+        keep: how many of the newest promotions keep their folders (a rollback re-promotes
+            one of them); at least 1.
+    Returns:
+        The URIs deleted.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1 (the champion itself), got {keep}")
+    kept = {c.uri for c in champions[-keep:]}
+    stale = list(dict.fromkeys(c.uri for c in champions[:-keep] if c.uri not in kept and _under(c.uri, models_root)))
+    deleted = []
+    for uri in stale:
+        if is_remote(uri):
+            fs, key = _filesystem(uri)
+            if not fs.exists(key):
+                continue
+            if fs.exists(f"{key}/{MODEL_WEIGHTS}"):  # first: a half-deleted folder is then no model to
+                fs.rm(f"{key}/{MODEL_WEIGHTS}")  # publish_model, which puts the whole folder again
+            fs.rm(key, recursive=True)
+        else:
+            folder = _local(uri)
+            if not folder.is_dir():
+                continue
+            _remove_folder(folder)
+        deleted.append(uri)
+    return deleted
+
+
+def _remove_folder(path: Path) -> None:
+    """Rename a folder to a hidden name, then delete it: a crash halfway leaves no half model under
+    a published name (publish_model would otherwise take it for a complete copy)."""
+    doomed = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.deleting."))
+    os.replace(path, doomed / path.name)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def prune_cache(cache_dir: Path, keep: Iterable[Path]) -> list[Path]:
+    """Delete the models a replica fetched into `cache_dir`, except those in `keep` (in use).
+
+    Hidden folders (a fetch in progress) are left alone. Returns the folders deleted.
+    """
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        return []
+    kept = {Path(p).resolve() for p in keep}
+    deleted = []
+    for folder in sorted(cache_dir.iterdir()):
+        if folder.is_dir() and not folder.name.startswith(".") and folder.resolve() not in kept:
+            _remove_folder(folder)
+            deleted.append(folder)
+    return deleted
 
 
 @dataclass(frozen=True)
@@ -160,6 +248,7 @@ class Rollout:
 
     models_root: str
     state_url: str = field(repr=False)  # a database URL holds its password
+    keep: int = 0  # promote's `keep`: folders of the newest promotions left under models_root (0 = all)
 
     def promote(self, model_dir: Path, source: str = "") -> Champion:
         """`promote` the model on the state of `state_url`, opened for this call."""
@@ -167,10 +256,10 @@ class Rollout:
         from fusionrec.monitoring.store import FeedbackStore
 
         with FeedbackStore(self.state_url) as store:
-            return promote(model_dir, ServingState(store), self.models_root, source)
+            return promote(model_dir, ServingState(store), self.models_root, source, keep=self.keep)
 
 
-def rollout_from_env(models_root: str, env: Mapping[str, str] | None = None) -> Rollout | None:
+def rollout_from_env(models_root: str, env: Mapping[str, str] | None = None, keep: int = 0) -> Rollout | None:
     """The rollout of a model promoted inside a pipeline task, or None to package it only.
 
     The database URL is $FUSIONREC_FEEDBACK_URL (on Kubeflow it comes from the Secret named by
@@ -180,6 +269,7 @@ def rollout_from_env(models_root: str, env: Mapping[str, str] | None = None) -> 
     Args:
         models_root: where the task publishes (the run's `models_root` parameter).
         env: the variables to read (default: this process's environment).
+        keep: folders of the newest promotions left under models_root (monitor.keep_models).
     Raises:
         RolloutError: the URL is set but models_root is empty: the pointer would name a folder
             inside this task, which no serving replica can read.
@@ -192,8 +282,9 @@ def rollout_from_env(models_root: str, env: Mapping[str, str] | None = None) -> 
                            "models_root is empty and the model would stay inside this task where no serving "
                            "replica reads it: set monitor.models_root to an object-store URI, or keep "
                            "pipeline.models_pvc (the models volume, mounted at /models) and recompile")
-    return Rollout(models_root, url)
+    return Rollout(models_root, url, keep)
 
 
 __all__ = ["FEEDBACK_URL_ENV", "Rollout", "RolloutError", "fetch_model", "folder_version", "is_remote",
-           "model_version", "promote", "publish_model", "published_name", "rollout_from_env"]
+           "model_version", "promote", "prune_cache", "prune_published", "publish_model", "published_name",
+           "rollout_from_env"]
