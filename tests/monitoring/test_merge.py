@@ -247,3 +247,37 @@ def test_merged_events_record_their_origin_and_ingest_keeps_it(tmp_path: Path) -
     ingested = pd.read_parquet(tmp_path / "ingested" / "interactions.parquet")
     kept = dict(zip(zip(ingested["user_id"], ingested["item_id"], strict=True), ingested["origin"], strict=True))
     assert (kept["u1", "d"], kept["u2", "b"], kept["u1", "a"]) == ("explored", "organic", "")
+
+
+def test_a_dataset_without_timestamps_takes_feedback_in_event_order(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """No time is made up: the table stays without a timestamp column, and file order is time order."""
+    data = _dataset(tmp_path)
+    inter = pd.read_csv(data / "interactions.csv").drop(columns="timestamp")
+    inter.to_csv(data / "interactions.csv", index=False)
+    fb = _feedback(1, [("u3", "d", "like", 7300.0), ("u1", "c", "click", 7200.0),  # ids out of time order
+                       ("u1", "a", "dislike", 7400.0), ("u1", "a", "click", 7500.0),  # changed its mind back
+                       ("u2", "a", "dislike", 7600.0), ("u2", "zz", "click", 7700.0)])
+    real = merge_mod.write_json
+
+    def crash(path: Path, payload: object) -> Path:
+        if Path(path).name == WATERMARK:
+            raise KeyboardInterrupt("killed after the interactions were written")
+        return real(path, payload)
+
+    monkeypatch.setattr(merge_mod, "write_json", crash)
+    with pytest.raises(KeyboardInterrupt):
+        merge_feedback(data, fb)
+    monkeypatch.setattr(merge_mod, "write_json", real)
+    merged = pd.read_csv(data / "interactions.csv", dtype=str)
+    assert "timestamp" not in merged.columns
+    assert list(zip(merged["user_id"], merged["item_id"], merged["event"], strict=True)) == [  # event-time order
+        ("u1", "b", "like"), ("u1", "c", "click"), ("u3", "d", "like"), ("u1", "a", "click"), ("u2", "a", "dislike")]
+    assert merged.loc[merged["item_id"] == "c", "hour"].item() == "2"  # context still from the event time
+    rerun = merge_feedback(data, fb)  # the watermark never moved: the same events write the same table
+    assert rerun.dropped == {"unknown_item": 1, "superseded": 1} and rerun.duplicates == 0
+    assert pd.read_csv(data / "interactions.csv", dtype=str).equals(merged)
+    later = merge_feedback(data, pd.concat([fb, _feedback(7, [("u1", "b", "dislike", 7800.0)])]))
+    assert (later.merged, later.negatives, later.interactions) == (1, 1, 5)
+    last = pd.read_csv(data / "interactions.csv", dtype=str).iloc[-1]
+    assert (last["user_id"], last["item_id"], last["event"]) == ("u1", "b", "dislike")

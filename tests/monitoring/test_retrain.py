@@ -301,3 +301,23 @@ def test_promotion_publishes_the_model_and_moves_the_champion_pointer(  # noqa: 
     assert "fresh-item" in set(items["item_id"])
     inter = pd.read_csv(data_copy / "interactions.csv", dtype=str)
     assert (inter["item_id"] == "fresh-item").sum() == 5  # its feedback was merged, not skipped
+
+
+def test_a_dataset_without_timestamps_retrains_with_the_real_steps(data_copy: Path, model_dir: Path, taste_model,  # noqa: ANN001, F811
+                                                                   tmp_path: Path) -> None:
+    """Merge, holdout, ingest, split, featurize, train and gate on a log that never had a time column."""
+    from tests.serving.serving_fixtures import TINY_FEATURES, TINY_TRAIN
+
+    from fusionrec.monitoring.retrain import retrain
+
+    inter = pd.read_csv(data_copy / "interactions.csv")
+    inter.drop(columns=[c for c in ("timestamp", "hour") if c in inter.columns]).to_csv(
+        data_copy / "interactions.csv", index=False)
+    params = PARAMS.model_copy(update={"featurize": TINY_FEATURES, "train": TINY_TRAIN,
+                                       "search": PARAMS.search.with_overrides(enabled=False),
+                                       "monitor": PARAMS.monitor.with_overrides(refit=False)})
+    record = retrain(data_copy, _feedback(data_copy, taste_model, ts0=2e9, seed=5), model_dir, tmp_path / "work",
+                     params)
+    assert record["merge"]["merged"] == 800 and record["merge"]["duplicates"] == 0  # re-clicks move their pairs
+    assert record["challenger_metrics"]["ndcg@20"] > 0 and "decision" in record
+    assert "timestamp" not in pd.read_csv(data_copy / "interactions.csv", nrows=1).columns

@@ -4,7 +4,10 @@ Exactly once: the dataset folder keeps a watermark (`feedback_watermark.json`: t
 feedback id merged). A merge reads only events after it, writes the interactions file
 atomically and only then moves the watermark. Should a crash fall between the two writes,
 the next merge sees the same events again and the (user, item, timestamp, event) key drops
-them, so nothing is counted twice. Positive events become interactions with their event
+them, so nothing is counted twice. A dataset without timestamps stays without them (ingest
+makes no time up, and it refuses empty time cells): there file order is time order, so the
+new rows are appended in event-time order, a pair's new event moves it to the end, and a
+merge run twice writes the same table. Positive events become interactions with their event
 name; negative ones (schema.NEGATIVE_EVENTS) are kept with theirs. A (user, item) pair keeps
 its latest event, as ingest's `dedupe: last` would. Each merged event records its origin
 (`schema.ORIGIN`: served, explored or organic), so training can weigh what the model did not
@@ -62,7 +65,7 @@ class MergeResult:
     negatives: int  # skips included
     skips: int  # impressions without a reaction merged as "skip"
     unknown_items: int  # events on items absent from the catalogue (not merged: ingest would reject them)
-    duplicates: int  # events already present (same user, item, timestamp, event)
+    duplicates: int  # rows already present (same user, item, timestamp, event; a dataset without timestamps: 0)
     interactions: int  # rows in the interactions file after the merge
     first_id: int | None
     last_id: int | None  # the new watermark
@@ -140,8 +143,9 @@ def feedback_origins(events: pd.DataFrame, served: pd.DataFrame | None) -> np.nd
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
-    """Short content hash of an interactions frame (order-independent)."""
-    key = frame[[USER_ID, ITEM_ID, TIMESTAMP]].astype(str).agg("|".join, axis=1).sort_values()
+    """Short content hash of an interactions frame (order-independent); without timestamps, of the events."""
+    third = TIMESTAMP if TIMESTAMP in frame.columns else EVENT
+    key = frame[[USER_ID, ITEM_ID, third]].astype(str).agg("|".join, axis=1).sort_values()
     return hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]
 
 
@@ -207,7 +211,9 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame 
     catalogue = set(read_table(items_path, dtype={ITEM_ID: str})[ITEM_ID].astype(str))
     known = new[ITEM_ID].astype(str).isin(catalogue)
     events = new[known].assign(**{ORIGIN: feedback_origins(new[known], served)})
-    rows = feedback_rows(events, list(inter.columns))
+    timed = TIMESTAMP in inter.columns
+    columns = list(inter.columns) if timed else [*inter.columns, TIMESTAMP]  # the event time orders new rows
+    rows = feedback_rows(events, columns)
     n_events = len(rows)  # rows[:n_events] are feedback events, the rest skips
     skips = skip_events(served, feedback, served_mark, skip_after) if served is not None and skip_after > 0 else None
     if skips is not None and len(skips):
@@ -216,18 +222,28 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame 
         liked_pairs = set(zip(liked[USER_ID].astype(str), liked[ITEM_ID].astype(str), strict=True))
         quiet = [p not in liked_pairs for p in zip(skips[USER_ID].astype(str), skips[ITEM_ID].astype(str), strict=True)]
         skips = skips[np.array(quiet, dtype=bool)]
-        rows = pd.concat([rows, feedback_rows(skips, list(inter.columns))], ignore_index=True)
-    key = [USER_ID, ITEM_ID, TIMESTAMP, EVENT]
-    existing = set(map(tuple, inter[key].astype(str).values))
-    dup = np.array([tuple(r) in existing for r in rows[key].astype(str).values], dtype=bool)
+        rows = pd.concat([rows, feedback_rows(skips, columns)], ignore_index=True)
     is_event = np.arange(len(rows)) < n_events
+    if timed:
+        key = [USER_ID, ITEM_ID, TIMESTAMP, EVENT]
+        existing = set(map(tuple, inter[key].astype(str).values))
+        dup = np.array([tuple(r) in existing for r in rows[key].astype(str).values], dtype=bool)
+        superseded_early = 0
+    else:  # file order is time order: the new rows go last, in event time; a repeat moves its pair there
+        order = np.argsort(rows[TIMESTAMP].to_numpy(), kind="stable")
+        rows, is_event = rows.iloc[order].reset_index(drop=True).drop(columns=TIMESTAMP), is_event[order]
+        dup = rows.duplicated([USER_ID, ITEM_ID], keep="last").to_numpy()  # a later event of this merge wins
+        superseded_early = int((is_event & dup).sum())
+    events_dup = int((is_event & dup).sum()) - superseded_early
     rows, is_event = rows[~dup], is_event[~dup]
     # a (user, item) pair keeps its latest event
     merged = pd.concat([inter, rows], ignore_index=True)
-    merged = merged.sort_values(TIMESTAMP, kind="stable").drop_duplicates([USER_ID, ITEM_ID], keep="last")
+    if timed:
+        merged = merged.sort_values(TIMESTAMP, kind="stable")
+    merged = merged.drop_duplicates([USER_ID, ITEM_ID], keep="last")
     kept = np.isin(np.arange(len(inter), len(inter) + len(rows)), merged.index.to_numpy())
-    dropped = {"unknown_item": int((~known).sum()), "duplicate": int(dup[:n_events].sum()),
-               "superseded": int((is_event & ~kept).sum())}
+    dropped = {"unknown_item": int((~known).sum()), "duplicate": events_dup,
+               "superseded": int((is_event & ~kept).sum()) + superseded_early}
     negative = is_negative(rows)
     last_id = int(new["id"].max()) if len(new) else (mark or None)
     if len(rows):
@@ -238,7 +254,7 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame 
     return MergeResult(
         new_events=len(new), merged=len(rows), positives=int((~negative).sum()), negatives=int(negative.sum()),
         skips=int((rows[EVENT] == "skip").sum()),
-        unknown_items=int((~known).sum()), duplicates=int(dup.sum()), interactions=len(merged),
+        unknown_items=int((~known).sum()), duplicates=int(dup.sum()) if timed else 0, interactions=len(merged),
         first_id=int(new["id"].min()) if len(new) else None, last_id=last_id, fingerprint=fingerprint(merged),
         items_added=added.added if added else 0, item_images=added.images if added else 0,
         dropped={reason: n for reason, n in dropped.items() if n},
