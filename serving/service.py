@@ -103,10 +103,11 @@ class FusionRec:
     @bentoml.api
     def add_item(self, ctx: bentoml.Context, item_id: str, text: str | None = None,
                  fields: dict[str, str] | None = None, title: str | None = None,
-                 image_base64: str | None = None) -> dict[str, Any]:
-        """Add a new item (text and/or base64 image); served from the next request. Needs the token."""
+                 image_base64: str | None = None, vectors: dict[str, list[float]] | None = None) -> dict[str, Any]:
+        """Add a new item (text, base64 image and/or precomputed vectors by modality name); served
+        from the next request. Needs the token."""
         return self._reply(ctx, "add_item", write=True, item_id=item_id, text=text, fields=fields,
-                           title=title, image_base64=image_base64)
+                           title=title, image_base64=image_base64, vectors=vectors)
 
     @bentoml.api
     def add_item_upload(self, ctx: bentoml.Context, item_id: str, image: Annotated[Path, ContentType("image/*")],

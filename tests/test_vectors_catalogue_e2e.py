@@ -16,6 +16,9 @@ from fusionrec import schema
 from fusionrec.automl import run_search
 from fusionrec.config import SearchConfig, SearchSpace, TrainConfig, load_config_file
 from fusionrec.inference import InferenceEngine
+from fusionrec.inference.checks import ServeError
+from fusionrec.monitoring.state import ServingState
+from fusionrec.monitoring.store import FeedbackStore
 from fusionrec.training import run_train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -44,7 +47,8 @@ def test_vectors_only_catalogue_end_to_end(tmp_path: Path) -> None:
     trained = run_train(dirs.ingested, dirs.features, dirs.split, tmp_path / "model", best)
     assert trained.metrics["valid_ndcg@20"] > 0
 
-    engine = InferenceEngine(tmp_path / "model")
+    store = FeedbackStore(tmp_path / "feedback.db")
+    engine = InferenceEngine(tmp_path / "model", store=store, state=ServingState(store))
     train = pd.read_parquet(dirs.split / "train.parquet")
     test = pd.read_parquet(dirs.split / "test.parquet")
     seen = train.groupby(schema.USER_ID)[schema.ITEM_ID].apply(set)
@@ -63,6 +67,38 @@ def test_vectors_only_catalogue_end_to_end(tmp_path: Path) -> None:
     assert folded["path"] == "fold_in" and len(folded["items"]) == 5
     assert not {i["item_id"] for i in folded["items"]} & set(history)
 
+    # an item added while serving brings its vectors: it lands next to the item whose vectors it copies
+    source = next(i for i in popular if _ids(cat.audio).count(i) and _ids(cat.image).count(i))
+    audio, image = _vectors_of(cat.audio, source), _vectors_of(cat.image, source)
+    added = engine.add_item("added-copy", vectors={"audio": (3 * audio).tolist(), "vectors:image": image.tolist()})
+    assert added["modalities"] == {"vectors:audio": True, "vectors:image": True}
+    assert engine.similar("added-copy", k=1)["items"][0]["item_id"] == source  # scale is normalised away
+    for vectors, field, words in [({"audio": audio[:-1].tolist()}, "vectors.audio", "15 values"),
+                                  ({"speech": audio.tolist()}, "vectors.speech", "it has: audio, image"),
+                                  ({"audio": [float("nan")] * len(audio)}, "vectors.audio", "not finite"),
+                                  ({"audio": [0.0] * len(audio)}, "vectors.audio", "all zeros"),
+                                  ({"audio": "loud"}, "vectors.audio", "list of numbers")]:
+        with pytest.raises(ServeError) as err:
+            engine.add_item("added-bad", vectors=vectors)
+        assert (err.value.status, err.value.field) == (400, field) and words in err.value.message
+    with pytest.raises(ServeError, match="or vectors"):
+        engine.add_item("added-empty")
+    other_store = FeedbackStore(tmp_path / "feedback.db")  # another replica reads the item from the state
+    other = InferenceEngine(tmp_path / "model", store=other_store, state=ServingState(other_store))
+    assert other.similar("added-copy", k=1)["items"][0]["item_id"] == source
+    other.close()
+    engine.close()
+
+
+def _ids(matrix: Path) -> list[str]:
+    """The item ids of a `.npy` vectors file (<stem>.ids.txt or <stem>.ids.json), in row order."""
+    txt, js = matrix.with_suffix(".ids.txt"), matrix.with_suffix(".ids.json")
+    return txt.read_text().split() if txt.is_file() else [str(i) for i in json.loads(js.read_text())]
+
+
+def _vectors_of(matrix: Path, item_id: str) -> np.ndarray:
+    return np.load(matrix)[_ids(matrix).index(item_id)].astype(np.float64)
+
 
 @pytest.mark.slow
 def test_vectors_only_catalogue_search_with_the_default_budget(tmp_path: Path) -> None:
@@ -79,3 +115,32 @@ def test_vectors_only_catalogue_search_with_the_default_budget(tmp_path: Path) -
         "all 12" if m["n_ran"] == 12 else f"{m['n_ran']} of 12")
     best = load_config_file(tmp_path / "search" / "best.yaml", TrainConfig)
     assert best.extra_modalities
+
+
+def test_vectors_given_while_serving_reach_the_next_training(tmp_path: Path) -> None:
+    """Retraining's merge writes them next to the catalogue; ingest carries them; featurize fills the rows."""
+    from fusionrec.features.store import load_features
+    from fusionrec.monitoring.new_items import add_runtime_items
+    from fusionrec.monitoring.state import ServingState
+    from fusionrec.monitoring.store import FeedbackStore
+
+    cat = write_vectors_catalogue(tmp_path, users=60, items=80, per_user=8)
+    given = np.arange(1.0, 17.0)
+    with FeedbackStore(tmp_path / "fb.db") as store:
+        state = ServingState(store)
+        state.add_item("runtime-1", vectors={"vectors:audio": given.tolist(), "vectors:image": [1.0] * 5})  # image: wrong dim
+        state.add_item("runtime-2", text="words only")
+        frame = state.items_frame()
+    written = add_runtime_items(cat.root, frame, ["title", "overview"])
+    assert (written.added, written.vectors) == (2, 1)
+    assert add_runtime_items(cat.root, frame, ["title", "overview"]).added == 0  # once
+    dirs = ingest_split_featurize(cat, tmp_path / "steps")
+    assert json.loads((dirs.ingested / schema.REPORT).read_text())["runtime_vectors"] == 2
+    features = load_features(dirs.features)
+    items = pd.read_parquet(dirs.ingested / schema.INGESTED_ITEMS)[schema.ITEM_ID].tolist()
+    one, two = items.index("runtime-1"), items.index("runtime-2")
+    audio = features["vectors:audio"]
+    assert audio.mask[one] and np.allclose(audio.values[one], given / np.linalg.norm(given), atol=1e-6)
+    assert not audio.mask[two] and not features["vectors:image"].mask[one]  # 5 image values do not fit
+    manifest = json.loads((dirs.features / "manifest.json").read_text())["features"]
+    assert manifest["vectors:audio"]["runtime_vectors"] == 1 and manifest["vectors:image"]["runtime_vectors"] == 0

@@ -18,6 +18,7 @@ INTERACTIONS_STEM = "interactions"  # interactions.csv or interactions.parquet
 ITEMS_STEM = "items"  # items.csv or items.parquet
 USERS_STEM = "users"  # optional users.csv / users.parquet
 IMAGES_DIR = "images"  # default image location: images/{item_id}.jpg|png
+RUNTIME_VECTORS = "runtime_vectors.parquet"  # item_id, modality ("vectors:audio"), vector: given with /add_item
 
 USER_ID = "user_id"
 ITEM_ID = "item_id"

@@ -312,6 +312,11 @@ def run_train(ingested_dir: Path, features_dir: Path, split_dir: Path, out_dir: 
         test = evaluate_scores(rec.score_users, data.train_matrix, data.test, ks=EVAL_KS, exclude=[data.valid])
         rec.meta["test_metrics"] = {k: float(v) for k, v in test.items() if "@" in k}
         metrics.update({f"test_{k}": v for k, v in rec.meta["test_metrics"].items()})
+    from fusionrec.features.store import read_manifest
+
+    entries = read_manifest(features_dir)["features"]  # serving checks a new item's vectors the same way
+    rec.meta["vectors"] = {key: {"normalization": entries[key].get("normalization", "l2")}
+                           for key in rec.modalities if key.startswith("vectors:") and key in entries}
     out_dir = Path(out_dir)
     rec.save(out_dir)
     from fusionrec.inference.ann import build_for_model  # large catalogues: approximate top-k in <model>/ann/

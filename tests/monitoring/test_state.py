@@ -35,6 +35,35 @@ def test_runtime_items_round_trip_and_read_by_cursor(state: ServingState) -> Non
     assert frame["item_id"].tolist() == ["n1", "n2"] and frame.loc[0, "image"] == PNG
 
 
+def test_given_vectors_round_trip(state: ServingState) -> None:
+    state.add_item("v1", vectors={"vectors:audio": [0.5, -1.25, 3.0]})
+    state.add_item("v2", text="no vectors")
+    one, two = state.items_since(0)
+    assert one.vectors == {"vectors:audio": [0.5, -1.25, 3.0]} and two.vectors is None
+    assert state.items_frame()["vectors"].tolist() == [{"vectors:audio": [0.5, -1.25, 3.0]}, None]
+
+
+def test_a_database_from_before_vectors_gets_the_column(db_url: str) -> None:
+    import sqlalchemy as sa
+
+    old = sa.MetaData()  # the table as it was before items could carry vectors
+    table = sa.Table("runtime_items", old, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+                     sa.Column("item_id", sa.String(256), nullable=False, unique=True),
+                     sa.Column("title", sa.Text, nullable=False), sa.Column("text", sa.Text, nullable=False),
+                     sa.Column("fields", sa.Text), sa.Column("image", sa.LargeBinary),
+                     sa.Column("image_format", sa.String(16)), sa.Column("added_at", sa.Float, nullable=False),
+                     sa.Column("origin", sa.String(256), nullable=False))
+    with FeedbackStore(db_url) as store:
+        with store.engine.begin() as conn:
+            old.create_all(conn)
+            conn.execute(table.insert(), {"item_id": "before", "title": "", "text": "old", "added_at": 1.0,
+                                          "origin": "x"})
+        state = ServingState(store)
+        state.add_item("after", vectors={"vectors:audio": [1.0, 2.0]})
+        before, after = state.items_since(0)
+        assert (before.item_id, before.vectors, after.vectors) == ("before", None, {"vectors:audio": [1.0, 2.0]})
+
+
 def test_an_item_id_is_taken_once(state: ServingState) -> None:
     state.add_item("dup", text="first")
     with pytest.raises(ItemExists, match="dup"):

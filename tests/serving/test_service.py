@@ -124,6 +124,8 @@ def test_add_item_json_and_upload(client) -> None:
     assert r.status_code == 400 and r.json()["field"] == "image_base64"
     r = client.post("/add_item", json={"item_id": "svc-new", "text": "dup"}, headers=AUTH)
     assert r.status_code == 409
+    r = client.post("/add_item", json={"item_id": "svc-vec", "vectors": {"audio": [0.1, 0.2]}}, headers=AUTH)
+    assert r.status_code == 400 and r.json()["field"] == "vectors.audio" and "it has: none" in r.json()["error"]
 
 
 def test_reload_swaps_the_model(client, model_dir: Path) -> None:

@@ -199,6 +199,16 @@ def _report(folder: Path, inter: pd.DataFrame, items: pd.DataFrame, users: pd.Da
     }
 
 
+def _runtime_vectors(data_dir: Path, items: pd.DataFrame) -> pd.DataFrame | None:
+    """The vectors given with items added while serving (the dataset's runtime_vectors.parquet, written
+    by retraining's merge), for the items ingest kept; None when the dataset has none."""
+    path = data_dir / schema.RUNTIME_VECTORS
+    if not path.is_file():
+        return None
+    frame = pd.read_parquet(path)
+    return frame[frame[schema.ITEM_ID].astype(str).isin(set(items[schema.ITEM_ID].astype(str)))]
+
+
 def run_ingest(data_dir: Path, out_dir: Path, cfg: IngestConfig) -> StepResult:
     """Ingest the dataset folder data_dir into out_dir (see docs/CONTRACTS.md for the layout).
 
@@ -239,6 +249,9 @@ def run_ingest(data_dir: Path, out_dir: Path, cfg: IngestConfig) -> StepResult:
     report = _report(data_dir, inter, items, users, rejects, shares, cfg, wall, len(inter_raw) + len(items_raw))
     report["users_file_without_interactions"] = idle_users
     report["timestamp"] = _timestamp_report(inter, stats)
+    given = _runtime_vectors(Path(data_dir), items)
+    if given is not None:
+        report["runtime_vectors"] = len(given)
     write_json(out_dir / schema.REPORT, report)
     for name, share in shares.items():
         if not share["ok"]:
@@ -252,6 +265,9 @@ def run_ingest(data_dir: Path, out_dir: Path, cfg: IngestConfig) -> StepResult:
     inter.to_parquet(out_dir / schema.INGESTED_INTERACTIONS, index=False)
     items.to_parquet(out_dir / schema.INGESTED_ITEMS, index=False)
     users.to_parquet(out_dir / schema.INGESTED_USERS, index=False)
+    (out_dir / schema.RUNTIME_VECTORS).unlink(missing_ok=True)  # from an earlier run on other data
+    if given is not None:
+        given.to_parquet(out_dir / schema.RUNTIME_VECTORS, index=False)
     metrics = {
         "interactions": len(inter), "users": len(users), "items": len(items), "rejected": len(rejects.rows),
         "text_coverage": report["coverage"]["text"], "image_coverage": report["coverage"]["image"],

@@ -28,7 +28,7 @@ from fusionrec.features.registry import get_encoder, split_spec
 from fusionrec.features.store import FeatureMatrix, feature_key, save_feature, slugify, write_manifest
 from fusionrec.features.vectors import align_vectors
 from fusionrec.io import StepResult, write_json
-from fusionrec.schema import HAS_IMAGE, HAS_TEXT, IMAGE_PATH, INGESTED_ITEMS, ITEM_ID, TEXT
+from fusionrec.schema import HAS_IMAGE, HAS_TEXT, IMAGE_PATH, INGESTED_ITEMS, ITEM_ID, RUNTIME_VECTORS, TEXT
 
 MAX_LISTED_FAILURES = 50
 EncodeFn = Callable[[list[Any]], tuple[np.ndarray, np.ndarray, dict[int, str]]]
@@ -149,15 +149,39 @@ def featurize_modality(spec: str, items: pd.DataFrame, cfg: FeaturizeConfig, cac
     return fm, entry
 
 
-def featurize_vectors(spec: str, items: pd.DataFrame, cfg: FeaturizeConfig) -> tuple[FeatureMatrix, dict[str, Any]]:
-    """Align one `vectors:<path>` source to the catalogue; returns matrix and manifest entry."""
+def featurize_vectors(spec: str, items: pd.DataFrame, cfg: FeaturizeConfig,
+                      ingested_dir: Path | None = None) -> tuple[FeatureMatrix, dict[str, Any]]:
+    """Align one `vectors:<path>` source to the catalogue; returns matrix and manifest entry.
+
+    Items the file lacks take the vectors given with them when they were added while serving
+    (the ingested folder's runtime_vectors.parquet), when those fit: same dimension, finite.
+    """
     t0 = time.perf_counter()
     fm, report = align_vectors(spec, items[ITEM_ID].tolist(), cfg)
+    given = _given_vectors(fm, items, cfg, ingested_dir / RUNTIME_VECTORS) if ingested_dir is not None else 0
     entry = {"spec": spec, "name": fm.encoder, "modality": "vectors", "encoder": fm.encoder,
              "version": "vectors", "dim": fm.dim, "normalization": "l2" if cfg.normalize else "none",
              "items": len(items), "present": int(fm.mask.sum()), "coverage": round(fm.coverage, 4), **report,
-             "wall_s": round(time.perf_counter() - t0, 3)}
+             "runtime_vectors": given, "wall_s": round(time.perf_counter() - t0, 3)}
     return fm, entry
+
+
+def _given_vectors(fm: FeatureMatrix, items: pd.DataFrame, cfg: FeaturizeConfig, path: Path) -> int:
+    """Fill the rows `fm` lacks from runtime_vectors.parquet (item_id, modality, vector); how many."""
+    if not path.is_file():
+        return 0
+    given = pd.read_parquet(path)
+    given = given[given["modality"] == fm.name]
+    position = {item_id: i for i, item_id in enumerate(items[ITEM_ID].astype(str))}
+    filled = 0
+    for item_id, vector in zip(given[ITEM_ID].astype(str), given["vector"], strict=True):
+        i, row = position.get(item_id), np.asarray(vector, dtype=np.float64).ravel()
+        if i is None or fm.mask[i] or len(row) != fm.dim or not np.isfinite(row).all() or not row.any():
+            continue
+        fm.values[i] = row / np.linalg.norm(row) if cfg.normalize else row
+        fm.mask[i] = True
+        filled += 1
+    return filled
 
 
 def _quality(fm: FeatureMatrix, labels: np.ndarray | None, k: int) -> dict[str, Any] | None:
@@ -166,14 +190,14 @@ def _quality(fm: FeatureMatrix, labels: np.ndarray | None, k: int) -> dict[str, 
     return {"check": "neighbour_label_share", **neighbour_label_share(fm.values, fm.mask, labels, k=k)}
 
 
-def _all_features(items: pd.DataFrame, cfg: FeaturizeConfig, cache_root: Path,
-                  out_dir: Path) -> Iterator[tuple[FeatureMatrix, dict[str, Any]]]:
+def _all_features(items: pd.DataFrame, cfg: FeaturizeConfig, cache_root: Path, out_dir: Path,
+                  ingested_dir: Path) -> Iterator[tuple[FeatureMatrix, dict[str, Any]]]:
     """Every configured encoder and vector source in turn ("none" skipped)."""
     for spec in [*cfg.text_encoders, *cfg.image_encoders]:
         if split_spec(spec)[0] != "none":
             yield featurize_modality(spec, items, cfg, cache_root, out_dir / "encoders")
     for spec in cfg.vector_sources:
-        yield featurize_vectors(spec, items, cfg)
+        yield featurize_vectors(spec, items, cfg, ingested_dir)
 
 
 def run_featurize(ingested_dir: Path, out_dir: Path, cfg: FeaturizeConfig) -> StepResult:
@@ -196,7 +220,7 @@ def run_featurize(ingested_dir: Path, out_dir: Path, cfg: FeaturizeConfig) -> St
     labels = label_matrix(items[label_col].tolist()) if label_col and label_col in items.columns else None
     entries: dict[str, dict[str, Any]] = {}
     has_content = np.zeros(len(items), bool)
-    for fm, entry in _all_features(items, cfg, cache_root, out_dir):
+    for fm, entry in _all_features(items, cfg, cache_root, out_dir, Path(ingested_dir)):
         if fm.name in entries:
             raise FeaturizeError(f"two featurize entries produce the feature {fm.name!r}; keep one")
         entry["files"] = save_feature(out_dir, fm)

@@ -34,6 +34,7 @@ from fusionrec.inference.checks import (
     check_id,
     check_int,
     check_text,
+    check_vectors,
     decode_base64,
     join_text_fields,
     open_image_checked,
@@ -42,7 +43,7 @@ from fusionrec.inference.checks import (
 from fusionrec.inference.explain import explain as explain_items
 from fusionrec.inference.explore import Explorer, mark_explored
 from fusionrec.inference.slot import ModelSlot
-from fusionrec.inference.snapshot import NewItem, Snapshot
+from fusionrec.inference.snapshot import NewItem, Snapshot, model_vectors
 from fusionrec.monitoring.state import Champion, ServingState
 
 Observer = Callable[[str, str], None]  # (api, outcome) -> None, e.g. a Prometheus counter
@@ -239,14 +240,16 @@ class InferenceEngine:
 
     # --- new items ------------------------------------------------------------------------
     def add_item(self, item_id: str, text: str | None = None, fields: Mapping[str, str] | None = None,
-                 image: bytes | Path | None = None, image_base64: str | None = None, title: str | None = None
-                 ) -> dict[str, Any]:
+                 image: bytes | Path | None = None, image_base64: str | None = None, title: str | None = None,
+                 vectors: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
         """Embed a new item with the model's encoders and serve it from the next request on.
 
         Args:
             text: the item's joined text; or `fields` ({"title": ..., "overview": ...}) joined
                 like ingest joined the catalogue's text columns.
             image / image_base64: the encoded image (PNG, JPEG, WebP), size- and pixel-checked.
+            vectors: the item's precomputed vectors for the model's `vectors:` modalities
+                ({"audio": [...]}), of their dimension, normalised as featurize did.
         """
         item_id = check_id(item_id, "item_id")
         joined = join_text_fields(text, fields, self.ingest, self.cfg.max_text_chars)
@@ -260,10 +263,15 @@ class InferenceEngine:
                 raise ServeError(413, "image", f"{image.stat().st_size} bytes > limit {self.cfg.max_image_bytes}")
             image = image.read_bytes()
         pil = open_image_checked(self.cfg, image) if image else None
-        if not joined and pil is None:
-            raise ServeError(400, "text", "an item needs text (text or fields) or an image")
+        given: dict[str, np.ndarray] = {}
+        if vectors:
+            described = model_vectors(self.slot.snapshot.rec)
+            given = check_vectors(vectors, {k: d for k, (d, _) in described.items()},
+                                  {k: n for k, (_, n) in described.items()})
+        if not joined and pil is None and not given:
+            raise ServeError(400, "text", "an item needs text (text or fields), an image or vectors")
         title = title or str((fields or {}).get("title", ""))
-        new, present = self.slot.add(NewItem(item_id, joined, pil, title), fields, image or None)
+        new, present = self.slot.add(NewItem(item_id, joined, pil, title, given), fields, image or None)
         self._observe("add_item", "ok")
         return {"item_id": item_id, "item_idx": new.n_items - 1, "n_items": new.n_items,
                 "modalities": present, "model_version": new.version}

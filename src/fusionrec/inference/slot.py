@@ -103,13 +103,14 @@ class ModelSlot:
             new, (present,) = with_items(snap, [item])
             if self.state is not None:
                 try:
-                    self.state.add_item(item.item_id, item.title, item.text, dict(fields) if fields else None, image)
+                    self.state.add_item(item.item_id, item.title, item.text, dict(fields) if fields else None, image,
+                                        item.vectors or None)
                 except ItemExists as exc:
                     raise ServeError(409, "item_id", str(exc)) from None
                 except StateError as exc:
                     raise ServeError(503, "item_id", f"not stored, try again: {exc}") from None
             else:
-                self._added.append((NewItem(item.item_id, item.text, None, item.title), image))
+                self._added.append((NewItem(item.item_id, item.text, None, item.title, item.vectors), image))
             self.snapshot = new
         return new, present
 
@@ -134,7 +135,7 @@ class ModelSlot:
                 pil = open_image_checked(self.cfg, item.image)
             except ServeError as err:  # stored under other limits: served by its text, image masked
                 logger.warning("runtime item %r: image not used (%s)", item.item_id, err.message)
-        return NewItem(item.item_id, item.text, pil, item.title)
+        return NewItem(item.item_id, item.text, pil, item.title, item.vectors or {})
 
     def sync_items(self) -> int:
         """Serve the items added on any replica since the last call; returns how many were new here."""
@@ -166,7 +167,8 @@ class ModelSlot:
                 fresh, self._cursor = self._with_runtime_items(fresh, seen)
             else:
                 fresh, _ = with_items(fresh, [
-                    NewItem(it.item_id, it.text, open_image_checked(self.cfg, image) if image else None, it.title)
+                    NewItem(it.item_id, it.text, open_image_checked(self.cfg, image) if image else None, it.title,
+                            it.vectors)
                     for it, image in self._added if fresh.rec.item_index(it.item_id) is None])
             old, self.snapshot = self.snapshot, fresh
         settle_heap()  # the old model's cycles are collected, the new one's objects settled

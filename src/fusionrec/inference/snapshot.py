@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,14 +127,36 @@ def warm(snap: Snapshot) -> None:
         logger.warning("encoders of %s not ready: %s", snap.model_dir, exc)
 
 
+def model_vectors(rec: Any) -> dict[str, tuple[int, bool]]:
+    """The model's `vectors:` modalities: key -> (dimension, L2-normalised by featurize)."""
+    described = rec.meta.get("vectors") or {}
+    return {key: (int(rec.arrays[f"feat::{key}"].shape[1]),
+                  (described.get(key) or {}).get("normalization", "l2") == "l2")
+            for key in rec.modalities if key.startswith("vectors:")}
+
+
+def vectors_for(rec: Any, vectors: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+    """An item's given vectors as this model stores them: its keys and dimensions only, finite,
+    normalised where featurize normalised (a vector stored under an earlier model may not fit)."""
+    out: dict[str, np.ndarray] = {}
+    for key, (dim, normalise) in model_vectors(rec).items():
+        row = np.asarray((vectors or {}).get(key, ()), dtype=np.float64).ravel()
+        if len(row) != dim or not np.isfinite(row).all() or (normalise and not row.any()):
+            continue
+        out[key] = (row / np.linalg.norm(row) if normalise else row).astype(np.float32)
+    return out
+
+
 @dataclass(frozen=True)
 class NewItem:
-    """An item to embed: its id, joined text, decoded image (a PIL image or None) and title."""
+    """An item to embed: its id, joined text, decoded image (a PIL image or None), title, and its
+    precomputed vectors by feature key ("vectors:audio"), as given (`vectors_for` fits them)."""
 
     item_id: str
     text: str = ""
     pil: Any = None
     title: str = ""
+    vectors: Mapping[str, Any] = field(default_factory=dict)  # key -> a list or array of numbers
 
 
 def with_items(snap: Snapshot, items: list[NewItem]) -> tuple[Snapshot, list[dict[str, bool]]]:
@@ -142,16 +165,21 @@ def with_items(snap: Snapshot, items: list[NewItem]) -> tuple[Snapshot, list[dic
     if not items:
         return snap, []
     b, features, masks = len(items), {}, {}
+    given = [vectors_for(snap.rec, it.vectors) if it.vectors else {} for it in items]
     for key in snap.rec.modalities:
         modality = key.split(":", 1)[0]
-        rows = [n for n, it in enumerate(items) if (it.text if modality == "text" else it.pil is not None)]
-        if modality not in ("text", "image") or not rows:
-            continue
-        encoder = encoder_for(snap, key)
-        if modality == "text":
-            values, ok = encoder.encode_texts([items[n].text for n in rows]), np.ones(len(rows), bool)
+        if modality == "vectors":
+            rows = [n for n in range(b) if key in given[n]]
         else:
-            values, ok = encoder.encode_images([items[n].pil for n in rows])
+            rows = [n for n, it in enumerate(items) if (it.text if modality == "text" else it.pil is not None)]
+        if modality not in ("text", "image", "vectors") or not rows:
+            continue
+        if modality == "vectors":  # given with the item: nothing to encode
+            values, ok = np.stack([given[n][key] for n in rows]), np.ones(len(rows), bool)
+        elif modality == "text":
+            values, ok = encoder_for(snap, key).encode_texts([items[n].text for n in rows]), np.ones(len(rows), bool)
+        else:
+            values, ok = encoder_for(snap, key).encode_images([items[n].pil for n in rows])
         features[key] = np.zeros((b, values.shape[1]), np.float32)  # (b, d): absent rows stay masked
         masks[key] = np.zeros(b, bool)
         features[key][rows], masks[key][rows] = values, ok

@@ -72,6 +72,7 @@ class MergeResult:
     fingerprint: str  # hash of the interactions after the merge
     items_added: int = 0  # items added while serving, written into the catalogue by this merge
     item_images: int = 0  # of which with an image
+    item_vectors: int = 0  # of which with precomputed vectors (runtime_vectors.parquet)
     dropped: dict[str, int] = field(default_factory=dict)  # new events not merged, by reason (see merge_feedback)
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,6 +258,7 @@ def merge_feedback(data_dir: Path, feedback: pd.DataFrame, served: pd.DataFrame 
         unknown_items=int((~known).sum()), duplicates=int(dup.sum()) if timed else 0, interactions=len(merged),
         first_id=int(new["id"].min()) if len(new) else None, last_id=last_id, fingerprint=fingerprint(merged),
         items_added=added.added if added else 0, item_images=added.images if added else 0,
+        item_vectors=added.vectors if added else 0,
         dropped={reason: n for reason, n in dropped.items() if n},
     )
 

@@ -9,7 +9,9 @@ Text: an item given as `fields` keeps them in their columns, so ingest joins the
 service encoded; an item given as one `text` gets its title in the title column and the text
 in the first other text column the table has (else the last of ingest's, e.g. `overview`). Images go to `images/<item_id>.<ext>` (the dataset's own
 convention); an id that is not a safe file name gets a hashed file name, named in the `image`
-column.
+column. Precomputed vectors given with an item (`vectors:` modalities, which no encoder can
+make again) go to `runtime_vectors.parquet` (item_id, modality, vector); ingest carries that
+file along and featurize fills those items' rows from it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from fusionrec.io import find_table, read_table
-from fusionrec.schema import IMAGE, IMAGES_DIR, ITEM_ID, ITEMS_STEM
+from fusionrec.schema import IMAGE, IMAGES_DIR, ITEM_ID, ITEMS_STEM, RUNTIME_VECTORS
 
 TITLE = "title"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -40,6 +42,7 @@ class NewItemsResult:
     added: int  # runtime items new to the catalogue
     images: int  # of which with an image file
     already_there: int  # runtime items whose id the catalogue has already (an earlier merge)
+    vectors: int = 0  # of the new ones, with precomputed vectors (rows in runtime_vectors.parquet)
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -93,6 +96,7 @@ def add_runtime_items(data_dir: Path, runtime_items: pd.DataFrame, text_columns:
     new = [it for it in runtime_items.itertuples(index=False) if str(it.item_id) not in known]
     if not new:
         return NewItemsResult(0, 0, len(runtime_items))
+    with_vectors = _write_vectors(data_dir, new)  # before the items table: a crash between the two repeats both
     rows, images = [], 0
     for item in new:
         row: dict[str, Any] = {ITEM_ID: str(item.item_id), **_text_cells(item, text_columns, list(items.columns))}
@@ -112,4 +116,20 @@ def add_runtime_items(data_dir: Path, runtime_items: pd.DataFrame, text_columns:
         _atomic_write(items_path, lambda tmp: merged.to_parquet(tmp, index=False))
     else:
         _atomic_write(items_path, lambda tmp: merged.to_csv(tmp, index=False))
-    return NewItemsResult(len(new), images, len(runtime_items) - len(new))
+    return NewItemsResult(len(new), images, len(runtime_items) - len(new), with_vectors)
+
+
+def _write_vectors(data_dir: Path, new: Sequence[Any]) -> int:
+    """Append the new items' given vectors to runtime_vectors.parquet; returns how many items had some."""
+    rows = [{ITEM_ID: str(item.item_id), "modality": key, "vector": [float(x) for x in values]}
+            for item in new if isinstance(getattr(item, "vectors", None), dict)
+            for key, values in item.vectors.items()]
+    if not rows:
+        return 0
+    path = data_dir / RUNTIME_VECTORS
+    frame = pd.DataFrame(rows)
+    if path.is_file():
+        frame = pd.concat([pd.read_parquet(path), frame], ignore_index=True)
+    frame = frame.drop_duplicates([ITEM_ID, "modality"], keep="last")
+    _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    return len({row[ITEM_ID] for row in rows})

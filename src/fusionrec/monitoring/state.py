@@ -3,10 +3,12 @@
 Two tables next to `feedback` and `served` (same URL: FUSIONREC_FEEDBACK_URL / serve.feedback_url):
 
 - `runtime_items`: one row per item added through the service (id, item_id, title, text,
-  fields as JSON, image bytes and format, added_at, origin). `id` only grows and rows commit
-  in id order, so a replica that remembers the last id it applied reads exactly the items it
-  has not seen yet. The content is kept, not the vectors: a new model re-encodes it with its
-  own encoders, and retraining writes it into the dataset's items table and images.
+  fields as JSON, image bytes and format, precomputed vectors as JSON, added_at, origin). `id`
+  only grows and rows commit in id order, so a replica that remembers the last id it applied
+  reads exactly the items it has not seen yet. The content is kept, not the encoders' vectors:
+  a new model re-encodes it with its own encoders, and retraining writes it into the dataset's
+  items table, images and runtime_vectors.parquet (the given vectors, which no encoder makes).
+  A database from before the `vectors` column gets it when the state first opens it.
 - `champion`: the promotion log (id, model_version, uri, promoted_at, source). The row with the
   highest id is the champion; `uri` names a model folder every replica can read (a shared
   volume path or an fsspec URI). A rollback is one more row naming an older model.
@@ -34,7 +36,8 @@ from fusionrec.monitoring.store import FeedbackStore
 
 RUNTIME_ITEMS_TABLE = "runtime_items"
 CHAMPION_TABLE = "champion"
-RUNTIME_ITEM_COLUMNS = ("id", "item_id", "title", "text", "fields", "image", "image_format", "added_at", "origin")
+RUNTIME_ITEM_COLUMNS = ("id", "item_id", "title", "text", "fields", "image", "image_format", "vectors", "added_at",
+                        "origin")
 _CREATE_LOCK = zlib.crc32(b"fusionrec serving state tables")  # PostgreSQL advisory lock keys
 _ITEMS_LOCK = zlib.crc32(b"fusionrec runtime_items insert")
 _CHAMPION_LOCK = zlib.crc32(b"fusionrec champion insert")
@@ -50,6 +53,7 @@ runtime_items_table = sa.Table(
     sa.Column("fields", sa.Text, nullable=True),  # JSON object of text columns, when the item came with them
     sa.Column("image", sa.LargeBinary, nullable=True),
     sa.Column("image_format", sa.String(16), nullable=True),  # "png", "jpeg", "webp" (the file suffix)
+    sa.Column("vectors", sa.Text, nullable=True),  # JSON {"vectors:audio": [floats]}: precomputed modalities
     sa.Column("added_at", sa.Float, nullable=False),
     sa.Column("origin", sa.String(256), nullable=False, default=""),  # host:pid of the replica that took it
 )
@@ -82,6 +86,7 @@ class RuntimeItem:
     fields: dict[str, str] | None = None
     image: bytes | None = field(default=None, repr=False)
     image_format: str | None = None
+    vectors: dict[str, list[float]] | None = None  # by feature key, as checked and normalised at serving
     added_at: float = 0.0
     origin: str = ""
 
@@ -146,10 +151,13 @@ class ServingState:
         with self._write() as conn, conn.begin():
             self._serialise(conn, _CREATE_LOCK)
             _metadata.create_all(conn)
+            columns = {c["name"] for c in sa.inspect(conn).get_columns(RUNTIME_ITEMS_TABLE)}
+            if "vectors" not in columns:  # a database from before items could carry vectors
+                conn.execute(sa.text(f"ALTER TABLE {RUNTIME_ITEMS_TABLE} ADD COLUMN vectors TEXT"))
 
     # --- runtime items -------------------------------------------------------------------
     def add_item(self, item_id: str, title: str = "", text: str = "", fields: Mapping[str, str] | None = None,
-                 image: bytes | None = None) -> int:
+                 image: bytes | None = None, vectors: Mapping[str, Any] | None = None) -> int:
         """Store one new item; committed when this returns.
 
         Returns:
@@ -162,6 +170,7 @@ class ServingState:
         row = {"item_id": item_id, "title": title or "", "text": text or "",
                "fields": json.dumps(dict(fields), sort_keys=True) if fields else None,
                "image": image or None, "image_format": image_format(image) if image else None,
+               "vectors": json.dumps({k: [float(x) for x in v] for k, v in vectors.items()}) if vectors else None,
                "added_at": time.time(), "origin": self.origin}
         try:
             with self._write() as conn, conn.begin():
@@ -192,7 +201,8 @@ class ServingState:
         return [RuntimeItem(id=int(r["id"]), item_id=str(r["item_id"]), title=r["title"] or "", text=r["text"] or "",
                             fields=json.loads(r["fields"]) if r["fields"] else None,
                             image=bytes(r["image"]) if r["image"] is not None else None,
-                            image_format=r["image_format"], added_at=float(r["added_at"]), origin=r["origin"] or "")
+                            image_format=r["image_format"], vectors=json.loads(r["vectors"]) if r["vectors"] else None,
+                            added_at=float(r["added_at"]), origin=r["origin"] or "")
                 for r in rows]
 
     def items_frame(self) -> pd.DataFrame:
