@@ -75,8 +75,9 @@ def test_vectors_only_catalogue_end_to_end(tmp_path: Path) -> None:
     assert engine.similar("added-copy", k=1)["items"][0]["item_id"] == source  # scale is normalised away
     for vectors, field, words in [({"audio": audio[:-1].tolist()}, "vectors.audio", "15 values"),
                                   ({"speech": audio.tolist()}, "vectors.speech", "it has: audio, image"),
-                                  ({"audio": [float("nan")] * len(audio)}, "vectors.audio", "not finite"),
+                                  ({"audio": [float("nan")] * len(audio)}, "vectors.audio", "not a finite"),
                                   ({"audio": [0.0] * len(audio)}, "vectors.audio", "all zeros"),
+                                  ({"audio": [1e31] * len(audio)}, "vectors.audio", "at most 1e+30"),
                                   ({"audio": "loud"}, "vectors.audio", "list of numbers")]:
         with pytest.raises(ServeError) as err:
             engine.add_item("added-bad", vectors=vectors)

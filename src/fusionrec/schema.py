@@ -19,6 +19,7 @@ ITEMS_STEM = "items"  # items.csv or items.parquet
 USERS_STEM = "users"  # optional users.csv / users.parquet
 IMAGES_DIR = "images"  # default image location: images/{item_id}.jpg|png
 RUNTIME_VECTORS = "runtime_vectors.parquet"  # item_id, modality ("vectors:audio"), vector: given with /add_item
+MAX_VECTOR_VALUE = 1e30  # a given vector's values: finite in float32, and their squares sum in float64
 
 USER_ID = "user_id"
 ITEM_ID = "item_id"

@@ -28,7 +28,16 @@ from fusionrec.features.registry import get_encoder, split_spec
 from fusionrec.features.store import FeatureMatrix, feature_key, save_feature, slugify, write_manifest
 from fusionrec.features.vectors import align_vectors
 from fusionrec.io import StepResult, write_json
-from fusionrec.schema import HAS_IMAGE, HAS_TEXT, IMAGE_PATH, INGESTED_ITEMS, ITEM_ID, RUNTIME_VECTORS, TEXT
+from fusionrec.schema import (
+    HAS_IMAGE,
+    HAS_TEXT,
+    IMAGE_PATH,
+    INGESTED_ITEMS,
+    ITEM_ID,
+    MAX_VECTOR_VALUE,
+    RUNTIME_VECTORS,
+    TEXT,
+)
 
 MAX_LISTED_FAILURES = 50
 EncodeFn = Callable[[list[Any]], tuple[np.ndarray, np.ndarray, dict[int, str]]]
@@ -176,7 +185,8 @@ def _given_vectors(fm: FeatureMatrix, items: pd.DataFrame, cfg: FeaturizeConfig,
     filled = 0
     for item_id, vector in zip(given[ITEM_ID].astype(str), given["vector"], strict=True):
         i, row = position.get(item_id), np.asarray(vector, dtype=np.float64).ravel()
-        if i is None or fm.mask[i] or len(row) != fm.dim or not np.isfinite(row).all() or not row.any():
+        fits = len(row) == fm.dim and bool((np.abs(row) <= MAX_VECTOR_VALUE).all()) and row.any()
+        if i is None or fm.mask[i] or not fits:  # serving checks what it stores; another model's may not fit
             continue
         fm.values[i] = row / np.linalg.norm(row) if cfg.normalize else row
         fm.mask[i] = True

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fusionrec.schema import NEGATIVE_EVENTS, POSITIVE_EVENTS
+from fusionrec.schema import MAX_VECTOR_VALUE, NEGATIVE_EVENTS, POSITIVE_EVENTS
 
 MAX_ID_CHARS = 256
 MAX_CONTEXT_KEYS = 32
@@ -124,8 +124,10 @@ def check_vectors(vectors: Any, dims: Mapping[str, int], normalized: Mapping[str
             raise ServeError(400, f"vectors.{name}", "must be a list of numbers") from None
         if row.ndim != 1 or len(row) != dims[key]:
             raise ServeError(400, f"vectors.{name}", f"{row.size} values; the model's {key} vectors have {dims[key]}")
-        if not np.isfinite(row).all():
-            raise ServeError(400, f"vectors.{name}", f"value {int(np.flatnonzero(~np.isfinite(row))[0])} is not finite")
+        bad = ~(np.abs(row) <= MAX_VECTOR_VALUE)  # NaN too
+        if bad.any():
+            raise ServeError(400, f"vectors.{name}", f"value {int(np.flatnonzero(bad)[0])} is not a finite number "
+                                                     f"of at most {MAX_VECTOR_VALUE:g} in size")
         if normalized.get(key, True) and not row.any():
             raise ServeError(400, f"vectors.{name}", "all zeros: the model normalises these vectors to unit length")
         out[key] = row

@@ -24,6 +24,7 @@ import numpy as np
 
 from fusionrec.inference.ranking import UserRankings
 from fusionrec.monitoring.rollout import model_version
+from fusionrec.schema import MAX_VECTOR_VALUE
 
 logger = logging.getLogger(__name__)
 LOAD: Any = object()  # Snapshot.build's default: read the model folder's approximate index
@@ -141,7 +142,7 @@ def vectors_for(rec: Any, vectors: Mapping[str, Any] | None) -> dict[str, np.nda
     out: dict[str, np.ndarray] = {}
     for key, (dim, normalise) in model_vectors(rec).items():
         row = np.asarray((vectors or {}).get(key, ()), dtype=np.float64).ravel()
-        if len(row) != dim or not np.isfinite(row).all() or (normalise and not row.any()):
+        if len(row) != dim or not (np.abs(row) <= MAX_VECTOR_VALUE).all() or (normalise and not row.any()):
             continue
         out[key] = (row / np.linalg.norm(row) if normalise else row).astype(np.float32)
     return out
