@@ -102,6 +102,7 @@ def join_text_fields(text: str | None, fields: Mapping[str, str] | None, ingest:
         text = str(join_text(pd.DataFrame([dict(fields)]), cols, ingest.text_separator).iloc[0])
     return check_text(text or "", "text", limit).strip()
 
+
 def check_vectors(vectors: Any, dims: Mapping[str, int], normalized: Mapping[str, bool]) -> dict[str, np.ndarray]:
     """A new item's precomputed vectors by feature key, checked against the model (values as given).
 
