@@ -79,9 +79,8 @@ def test_unanswered_impressions_merge_as_skips_once_and_never_over_a_positive(tm
     assert inter.loc[(inter["user_id"] == "u2") & (inter["item_id"] == "d"), "event"].item() == "click"
 
 
-def test_crash_between_writes_does_not_double_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = _dataset(tmp_path)
-    fb = _feedback(1, FIRST)
+def _merge_killed_before_the_watermark(data: Path, fb: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A merge killed after it wrote the interactions and before it moved the watermark."""
     real = merge_mod.write_json
 
     def crash(path: Path, payload: object) -> Path:
@@ -93,6 +92,12 @@ def test_crash_between_writes_does_not_double_count(tmp_path: Path, monkeypatch:
     with pytest.raises(KeyboardInterrupt):
         merge_feedback(data, fb)
     monkeypatch.setattr(merge_mod, "write_json", real)
+
+
+def test_crash_between_writes_does_not_double_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _dataset(tmp_path)
+    fb = _feedback(1, FIRST)
+    _merge_killed_before_the_watermark(data, fb, monkeypatch)
     rerun = merge_feedback(data, fb)  # watermark never moved: the same events come again
     assert rerun.new_events == 4 and rerun.merged == 0 and rerun.duplicates == 3
     assert len(pd.read_csv(data / "interactions.csv")) == 6
@@ -258,17 +263,7 @@ def test_a_dataset_without_timestamps_takes_feedback_in_event_order(tmp_path: Pa
     fb = _feedback(1, [("u3", "d", "like", 7300.0), ("u1", "c", "click", 7200.0),  # ids out of time order
                        ("u1", "a", "dislike", 7400.0), ("u1", "a", "click", 7500.0),  # changed its mind back
                        ("u2", "a", "dislike", 7600.0), ("u2", "zz", "click", 7700.0)])
-    real = merge_mod.write_json
-
-    def crash(path: Path, payload: object) -> Path:
-        if Path(path).name == WATERMARK:
-            raise KeyboardInterrupt("killed after the interactions were written")
-        return real(path, payload)
-
-    monkeypatch.setattr(merge_mod, "write_json", crash)
-    with pytest.raises(KeyboardInterrupt):
-        merge_feedback(data, fb)
-    monkeypatch.setattr(merge_mod, "write_json", real)
+    _merge_killed_before_the_watermark(data, fb, monkeypatch)
     merged = pd.read_csv(data / "interactions.csv", dtype=str)
     assert "timestamp" not in merged.columns
     assert list(zip(merged["user_id"], merged["item_id"], merged["event"], strict=True)) == [  # event-time order

@@ -3,11 +3,10 @@ URI), fetched by a replica into its cache, and named by the champion pointer onl
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
+from tests.serving.serving_fixtures import versioned_copy
 
 from fusionrec.monitoring.rollout import (
     RolloutError,
@@ -57,10 +56,7 @@ def test_a_missing_model_says_where_it_looked(tmp_path: Path) -> None:
 
 
 def test_promote_publishes_then_moves_the_pointer(model_dir: Path, tmp_path: Path) -> None:
-    v2 = Path(shutil.copytree(model_dir, tmp_path / "v2"))
-    config = json.loads((v2 / "config.json").read_text())
-    config["meta"]["version"] = "v2"
-    (v2 / "config.json").write_text(json.dumps(config))
+    v2 = versioned_copy(model_dir, tmp_path / "v2", "v2")
     with FeedbackStore(tmp_path / "fb.db") as store:
         state = ServingState(store)
         champ = promote(v2, state, str(tmp_path / "models"), source="runs/x")
@@ -69,18 +65,9 @@ def test_promote_publishes_then_moves_the_pointer(model_dir: Path, tmp_path: Pat
         assert _files(Path(champ.uri)) == _files(v2) and Path(champ.uri).parent == (tmp_path / "models").resolve()
 
 
-def _version(model_dir: Path, folder: Path, version: str) -> Path:
-    """A copy of the model that publishes under its own name (the name holds the version)."""
-    copy = Path(shutil.copytree(model_dir, folder))
-    config = json.loads((copy / "config.json").read_text())
-    config["meta"]["version"] = version
-    (copy / "config.json").write_text(json.dumps(config))
-    return copy
-
-
 def test_a_promotion_deletes_the_folders_of_champions_beyond_keep(model_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "models"
-    models = [_version(model_dir, tmp_path / f"v{i}", f"v{i}") for i in range(5)]
+    models = [versioned_copy(model_dir, tmp_path / f"v{i}", f"v{i}") for i in range(5)]
     with FeedbackStore(tmp_path / "fb.db") as store:
         state = ServingState(store)
         first = promote(models[0], state, "", source="by hand", keep=2)  # outside the models root
@@ -104,7 +91,7 @@ def test_pruning_an_object_store_root(model_dir: Path, tmp_path: Path) -> None:
     root = "memory://fusionrec-prune/models"
     with FeedbackStore(tmp_path / "fb.db") as store:
         state = ServingState(store)
-        uris = [promote(_version(model_dir, tmp_path / f"v{i}", f"v{i}"), state, root, keep=1).uri for i in range(3)]
+        uris = [promote(versioned_copy(model_dir, tmp_path / f"v{i}", f"v{i}"), state, root, keep=1).uri for i in range(3)]
     fs = fsspec.filesystem("memory")
     assert [fs.exists(u.removeprefix("memory://")) for u in uris] == [False, False, True]
     with pytest.raises(ValueError, match="at least 1"):
@@ -114,7 +101,7 @@ def test_pruning_an_object_store_root(model_dir: Path, tmp_path: Path) -> None:
 def test_a_replica_cache_keeps_only_the_models_in_use(model_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("fsspec")
     cache = tmp_path / "cache"
-    fetched = [fetch_model(publish_model(_version(model_dir, tmp_path / f"v{i}", f"v{i}"), "memory://fusionrec-cache/m"),
+    fetched = [fetch_model(publish_model(versioned_copy(model_dir, tmp_path / f"v{i}", f"v{i}"), "memory://fusionrec-cache/m"),
                            cache) for i in range(3)]
     (cache / ".in-flight.fetch").mkdir()  # a fetch under way is a hidden folder: left alone
     assert prune_cache(cache, [fetched[2], fetched[1]]) == [fetched[0]]

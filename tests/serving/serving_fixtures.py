@@ -9,6 +9,7 @@ in-process or over HTTP, shares it. Tests that mutate a model copy it first.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -72,3 +73,13 @@ def bentoml_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("BENTOML_HOME", str(home))
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     return home
+
+
+def versioned_copy(model_dir: Path, out: Path, version: str) -> Path:
+    """A copy of the model that reports another version (what a retraining promotes; it also
+    publishes under its own name, which holds the version)."""
+    copy = Path(shutil.copytree(model_dir, out))
+    config = json.loads((copy / "config.json").read_text())
+    config["meta"]["version"] = version
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import shutil
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.serving.serving_fixtures import versioned_copy
 
 from fusionrec.config import ServeConfig
 from fusionrec.inference import InferenceEngine
@@ -59,15 +58,6 @@ def replicas(model_dir: Path, db_url: str, tmp_path: Path):
     group = Replicas(model_dir, db_url, tmp_path / "cache")
     yield group
     group.close()
-
-
-def _new_version(model_dir: Path, out: Path, version: str) -> Path:
-    """A copy of the model that reports another version (what a retraining promotes)."""
-    copy = Path(shutil.copytree(model_dir, out))
-    config = json.loads((copy / "config.json").read_text())
-    config["meta"]["version"] = version
-    (copy / "config.json").write_text(json.dumps(config))
-    return copy
 
 
 def test_an_item_added_on_one_replica_is_served_by_the_others(replicas: Replicas) -> None:
@@ -115,7 +105,7 @@ def test_a_promotion_reaches_every_replica_without_a_failed_request(replicas: Re
     a, b = replicas.start(), replicas.start()
     a.add_item("before-promotion", text="an item added before the new model")
     b.poll()
-    v2 = _new_version(model_dir, tmp_path / "v2", "v2")
+    v2 = versioned_copy(model_dir, tmp_path / "v2", "v2")
     users = a.snapshot.rec.user_ids[:10]
     failures: list[object] = []
     count = [0]
@@ -157,7 +147,7 @@ def test_a_champion_that_cannot_load_is_refused_and_serving_goes_on(replicas: Re
     assert a.poll()["champion"] is None and a.snapshot.version == version
     assert ("champion", "refused") in replicas.outcomes
     assert a.call("recommend", user_id="u", k=3)[0] == 200
-    good = state.set_champion("v3", str(_new_version(model_dir, tmp_path / "v3", "v3")))
+    good = state.set_champion("v3", str(versioned_copy(model_dir, tmp_path / "v3", "v3")))
     assert a.poll()["champion"]["id"] == good.id and a.snapshot.version.startswith("v3+")
 
 
@@ -206,12 +196,12 @@ def test_a_champion_in_an_object_store_is_fetched_then_served(replicas: Replicas
                                                               tmp_path: Path) -> None:
     pytest.importorskip("fsspec")
     a = replicas.start()
-    v4 = _new_version(model_dir, tmp_path / "v4", "v4")
+    v4 = versioned_copy(model_dir, tmp_path / "v4", "v4")
     champ = promote(v4, ServingState(a.store), "memory://fusionrec-replicas/models")
     assert champ.uri.startswith("memory://") and a.poll()["champion"]["id"] == champ.id
     assert a.snapshot.version.startswith("v4+") and a.snapshot.model_dir.parent == replicas.cache
     for version in ("v5", "v6"):  # each swap keeps the new and the previous copy, deletes the rest
-        promote(_new_version(model_dir, tmp_path / version, version), ServingState(a.store),
+        promote(versioned_copy(model_dir, tmp_path / version, version), ServingState(a.store),
                 "memory://fusionrec-replicas/models")
         previous = a.snapshot.model_dir
         assert a.poll()["champion"] is not None and a.snapshot.version.startswith(f"{version}+")
@@ -243,7 +233,7 @@ def test_a_starting_replica_serves_the_champion_else_its_given_model(model_dir: 
         assert engine.champion is None and engine.snapshot.model_dir == model_dir
         assert engine.poll()["champion"] is None, f"champion {broken.id} is not retried until the pointer moves"
         engine.close()
-        good = state.set_champion("v5", str(_new_version(model_dir, tmp_path / "v5", "v5")))
+        good = state.set_champion("v5", str(versioned_copy(model_dir, tmp_path / "v5", "v5")))
         engine = build_engine(model_dir, params, poll=False)
         assert engine.champion == good and engine.snapshot.version.startswith("v5+")
         assert engine.metadata()["champion"]["uri"] == good.uri
