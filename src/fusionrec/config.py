@@ -210,6 +210,7 @@ class EvaluateConfig(Section):
     plot_ks: list[int] = [1, 5, 10, 20, 50]  # cut-offs of the metric-by-K plot
     baselines: list[str] = ["mostpop", "itemknn", "ease", "bpr-mf", "lightgcn", "vbpr", "content-knn"]
     baseline_params: dict[str, dict[str, Any]] = {}  # per baseline, e.g. {ease: {lam: 300}, itemknn: {k: 100}}
+    baseline_budget_s: float = 1800.0  # a trained baseline (bpr-mf, lightgcn, vbpr) stops past this; reported as cut (0 = none)
     activity_buckets: list[int] = [20, 50, 150]  # train-interaction edges of user buckets
     batch_size: int = 512  # users scored per batch
     promote_metric: str = "ndcg@20"

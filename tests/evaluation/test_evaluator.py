@@ -99,3 +99,20 @@ def test_a_baseline_too_large_for_the_catalogue_is_skipped(monkeypatch: pytest.M
     with caplog.at_level("WARNING"):
         fitted, _ = fit_baselines(cfg, train, None)
     assert set(fitted) == {"mostpop"} and "itemknn skipped: 12 items" in caplog.text
+
+
+def test_a_trained_baseline_stops_at_its_budget_and_the_reports_say_so(
+        ingested_dir: Path, split_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = EvaluateConfig(baselines=["mostpop", "bpr-mf", "lightgcn"], baseline_budget_s=1e-9,
+                         baseline_params={"lightgcn": {"epochs": 2, "budget_s": 0}})  # its own: no budget
+    with caplog.at_level("WARNING"):
+        run_evaluate(ingested_dir, None, split_dir, None, tmp_path / "eval", cfg)
+    training = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["baseline_training"]
+    assert training["bpr-mf"] == {"epochs": 100, "epochs_run": 0.0, "cut": True, "budget_s": 1e-9}
+    assert training["lightgcn"]["epochs_run"] == 2.0 and not training["lightgcn"]["cut"]
+    assert "mostpop" not in training and "bpr-mf stopped by its 0 s budget after 0.00 of 100 epochs" in caplog.text
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["baselines"]
+    assert metrics["bpr-mf"]["training"]["cut"] and "ndcg@20" in metrics["bpr-mf"]["test"]
+    table = (tmp_path / "eval" / "comparison.md").read_text()
+    assert "- bpr-mf: stopped by its 0 s training budget after 0.00 of 100 epochs" in table
+    assert "- lightgcn" not in table

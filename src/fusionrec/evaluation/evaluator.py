@@ -104,6 +104,8 @@ def fit_baselines(cfg: EvaluateConfig, train: sp.csr_matrix, features: Mapping[s
                   ) -> tuple[dict[str, Baseline], dict[str, float]]:
     """Fit every configured baseline; a content baseline without features, or one whose dense n x n
     matrix does not fit a catalogue this large (Baseline.max_items), is skipped with a warning.
+    A trained baseline stops past evaluate.baseline_budget_s (its own `budget_s` in
+    baseline_params wins), with a warning and its `epochs_run` (see `baseline_training`).
 
     Returns:
         ({name: fitted baseline}, {name: fit seconds}).
@@ -121,11 +123,29 @@ def fit_baselines(cfg: EvaluateConfig, train: sp.csr_matrix, features: Mapping[s
             log.warning("baseline %s skipped: %d items is more than its dense item x item matrix allows (%d); "
                         "remove it from evaluate.baselines", name, train.shape[1], model.max_items)
             continue
+        if hasattr(model, "budget_s") and "budget_s" not in cfg.baseline_params.get(name, {}):
+            model.budget_s = cfg.baseline_budget_s
         start = time.perf_counter()
         fitted[name] = model.fit(train, features)
         seconds[name] = time.perf_counter() - start
         log.info("baseline %s fitted in %.1fs", name, seconds[name])
+        if name in (cut := baseline_training(fitted)) and cut[name]["cut"]:
+            log.warning("baseline %s stopped by its %.0f s budget after %.2f of %d epochs: its metrics are those "
+                        "of an under-trained model (evaluate.baseline_budget_s)", name, cut[name]["budget_s"],
+                        cut[name]["epochs_run"], cut[name]["epochs"])
     return fitted, seconds
+
+
+def baseline_training(fitted: Mapping[str, Baseline]) -> dict[str, dict[str, Any]]:
+    """For each trained baseline: epochs asked, epochs run (a fraction when the budget cut it), cut."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, model in fitted.items():
+        run = getattr(model, "epochs_run", None)
+        if run is not None:
+            epochs = int(getattr(model, "epochs", 0))
+            out[name] = {"epochs": epochs, "epochs_run": round(float(run), 3), "cut": float(run) < epochs,
+                         "budget_s": float(getattr(model, "budget_s", 0.0))}
+    return out
 
 
 def evaluate_all(scorers: Mapping[str, Scorer], holdout: Holdout, cfg: EvaluateConfig
@@ -205,13 +225,17 @@ def run_evaluate(ingested_dir: Path, features_dir: Path | None, split_dir: Path,
     if not scorers:
         raise ValueError("nothing to evaluate: give a model folder (--model) or at least one baseline")
     results, curves = evaluate_all(scorers, holdout, cfg)
+    training = baseline_training(baselines)
+    for name, row in training.items():
+        results[name]["training"] = row
     out_dir = Path(out_dir)
     metrics: dict[str, Any] = {"baselines": {n: r for n, r in results.items() if n != MODEL}}
     if MODEL in results:
         metrics = {MODEL: results[MODEL], **metrics}
     outputs = {"metrics": write_json(out_dir / METRICS_FILE, metrics)}
     fp = holdout.fingerprint()
-    write_json(out_dir / RUN_FILE, {HOLDOUT: fp, "fit_seconds": fit_seconds, "n_users": holdout.test.shape[0],
+    write_json(out_dir / RUN_FILE, {HOLDOUT: fp, "fit_seconds": fit_seconds, "baseline_training": training,
+                                    "n_users": holdout.test.shape[0],
                                     "n_items": holdout.test.shape[1], "cold_items": len(holdout.cold_items)})
     outputs.update(write_reports(results, curves, out_dir, cfg))
     step = results.get(MODEL) or max(results.values(), key=lambda r: r["test"].get(cfg.promote_metric, 0.0))

@@ -54,6 +54,11 @@ def comparison_markdown(results: Mapping[str, Mapping[str, Any]], cfg: EvaluateC
     out = ["# Evaluation: model vs baselines", "",
            f"Full ranking over all items minus each user's train and valid items; {n_users} test users.", "",
            "## Test", "", *_table({n: r["test"] for n, r in results.items()}, cols)]
+    cut = {n: r["training"] for n, r in results.items() if r.get("training", {}).get("cut")}
+    if cut:
+        out += ["", *(f"- {n}: stopped by its {t['budget_s']:.0f} s training budget after {t['epochs_run']:.2f} of "
+                      f"{t['epochs']} epochs (evaluate.baseline_budget_s): an under-trained baseline"
+                      for n, t in cut.items())]
     cold = {n: r["cold"] for n, r in results.items() if "cold" in r}
     if cold:
         out += ["", "## Cold items (ranked only among items held out of training)", "", *_table(cold, cols)]
