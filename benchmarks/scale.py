@@ -156,6 +156,8 @@ def run_stage(stage: str, work: Path, args: argparse.Namespace) -> dict[str, Any
                               vector_sources=[f"vectors:{work / 'vectors' / 'content.npy'}"],
                               cache_dir=str(work / "cache"))
         return {"metrics": run_featurize(d["ingested"], d["features"], cfg).metrics}
+    if stage == "evaluate":
+        return _evaluate_stage(d, work, args)
     import fusionrec.models.assemble as assemble
     import fusionrec.models.ease as ease
     import fusionrec.models.graph as graph
@@ -209,6 +211,29 @@ def run_stage(stage: str, work: Path, args: argparse.Namespace) -> dict[str, Any
     return {"metrics": {"train_seconds": round(result.seconds, 1), "ease_blend": rec.ease_blend, "settings": settings,
                         "valid": result.valid_metrics, "ease_nnz": int(len(rec.arrays.get("ease_data", []))),
                         "model_mib": round(sum(f.stat().st_size for f in d["model"].iterdir()) / 2**20, 1)},
+            "parts": marks.parts}
+
+
+def _evaluate_stage(d: dict[str, Path], work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """`run_evaluate` on the trained model with the default baselines (trained ones under the budget)."""
+    import fusionrec.evaluation.evaluator as evaluator
+    import fusionrec.evaluation.report as report
+    from fusionrec.config import EvaluateConfig
+
+    marks = _Marks()
+    marks.wrap(evaluator, "load_holdout", "load the holdout")
+    marks.wrap(evaluator, "fit_baselines", "fit the baselines")
+    marks.wrap(evaluator, "evaluate_all", "rank every item for every test user, each model")
+    marks.wrap(report, "write_reports", "reports and plots")
+    cfg = EvaluateConfig(baseline_budget_s=args.eval_budget_s)
+    result = evaluator.run_evaluate(d["ingested"], d["features"], d["split"], d["model"], work / "evaluation", cfg)
+    run = json.loads((work / "evaluation" / "evaluation.json").read_text())
+    metrics = json.loads((work / "evaluation" / "metrics.json").read_text())
+    models = {"fusionrec": metrics.get("model", {}), **metrics.get("baselines", {})}
+    return {"metrics": {"baselines": cfg.baselines, "budget_s": cfg.baseline_budget_s, "n_users": run["n_users"],
+                        "fit_seconds": run["fit_seconds"], "baseline_training": run["baseline_training"],
+                        "test_ndcg@20": {n: m.get("test", {}).get("ndcg@20") for n, m in models.items()},
+                        "model_test_ndcg@20": result.metrics.get("ndcg@20")},
             "parts": marks.parts}
 
 
@@ -322,8 +347,33 @@ def markdown(data: dict[str, Any]) -> str:
     lines = []
     for key in sorted((k for k in data if k.startswith("synthetic")), key=lambda k: (k != "synthetic", k)):
         lines += _synthetic_lines(data[key])
+    lines += _evaluate_lines(data.get("evaluate"))
     lines += _quality_lines(data.get("quality"))
     return "\n".join(lines)
+
+
+def _evaluate_lines(ev: dict[str, Any] | None) -> list[str]:
+    lines: list[str] = []
+    if ev:
+        g, m = ev["catalogue"], ev.get("metrics", {})
+        lines += [f"## Evaluate on the synthetic catalogue: {g['items']:,} items, {g['users']:,} users", "",
+                  f"`run_evaluate` on the model the train stage above wrote, default baselines "
+                  f"({', '.join(m.get('baselines', []))}); each trained baseline under evaluate.baseline_budget_s "
+                  f"{m.get('budget_s', 0):.0f} s; {m.get('n_users', 0):,} test users ranked over every item.", "",
+                  "| stage / part | wall s | peak RSS GiB | note |", "|---|---|---|---|"]
+        note = "stopped: over the memory limit" if ev["stopped_over_memory"] else (
+            f"exit code {ev['returncode']}" if ev["returncode"] else "")
+        lines.append(f"| **evaluate** | {ev['wall_s']} | {ev['peak_rss_gib']} | {note} |")
+        lines += [f"| &nbsp;&nbsp;{p['part']} | {p['wall_s']} | {p['peak_rss_gib']} | |" for p in ev.get("parts", [])]
+        lines += ["", "| model | fit s | epochs run | test ndcg@20 |", "|---|---|---|---|"]
+        for name, ndcg in m.get("test_ndcg@20", {}).items():
+            t = m.get("baseline_training", {}).get(name)
+            run = f"{t['epochs_run']:.2f} of {t['epochs']}" + (" (budget)" if t["cut"] else "") if t else "-"
+            fit = m.get("fit_seconds", {}).get(name)
+            lines.append(f"| {name} | {fit:.1f} | {run} | {ndcg:.4f} |" if fit is not None else
+                         f"| {name} | - | {run} | {ndcg:.4f} |")
+        lines.append("")
+    return lines
 
 
 def _synthetic_lines(syn: dict[str, Any]) -> list[str]:
@@ -392,7 +442,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="reuse the catalogue and the finished stages in --work from the last run (train again)")
     parser.add_argument("--quality-seeds", default="", help="ml100k-mm exact vs sparse EASE on these seeds")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/reports)")
-    parser.add_argument("--stage", choices=STAGES, default=None, help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--evaluate", action="store_true",
+                        help="run only the evaluate step on the model --work holds (after a run; see --eval-budget-s)")
+    parser.add_argument("--eval-budget-s", type=float, default=1800.0,
+                        help="evaluate.baseline_budget_s: seconds each trained baseline may train")
+    parser.add_argument("--stage", choices=(*STAGES, "evaluate"), default=None, help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.stage:
@@ -401,7 +455,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     old = REPORTS / "scale.json" if args.out is None else args.out / "scale.json"
     data: dict[str, Any] = json.loads(old.read_text())["data"] if old.is_file() else {}
-    if not args.skip_synthetic:
+    if args.evaluate:
+        row = run_child("evaluate", args.work, ["--eval-budget-s", str(args.eval_budget_s)],
+                        int(args.max_rss_gib * 2**30))
+        done = json.loads((args.work / "done.json").read_text())
+        data["evaluate"] = {"catalogue": done["catalogue"], "train": done["stages"]["train"]["metrics"].get("settings"),
+                            **row}
+    elif not args.skip_synthetic:
         full = (args.items, args.interactions) == (200_000, 10_000_000)
         data["synthetic" if full else f"synthetic_{args.items}x{args.interactions}"] = synthetic(args)
     if args.quality_seeds:
