@@ -215,7 +215,7 @@ def _train_bpr(module: torch.nn.Module, x: sp.csr_matrix, hp: _BPRModel) -> None
     """Minimise -log sigmoid(x_ui - x_uj) + reg * L2; negatives uniform over items seen in training.
 
     With `hp.budget_s`, training stops at the first step past the budget; `hp.epochs_run` says how
-    far it got (at 10M interactions one LightGCN epoch takes over half an hour on 2 cores).
+    far it got (at 10M interactions one LightGCN epoch takes about 4 hours on 2 cores).
     """
     import torch
 
