@@ -226,14 +226,13 @@ def _evaluate_stage(d: dict[str, Path], work: Path, args: argparse.Namespace) ->
     marks.wrap(evaluator, "evaluate_all", "rank every item for every test user, each model")
     marks.wrap(report, "write_reports", "reports and plots")
     cfg = EvaluateConfig(baseline_budget_s=args.eval_budget_s)
-    result = evaluator.run_evaluate(d["ingested"], d["features"], d["split"], d["model"], work / "evaluation", cfg)
+    evaluator.run_evaluate(d["ingested"], d["features"], d["split"], d["model"], work / "evaluation", cfg)
     run = json.loads((work / "evaluation" / "evaluation.json").read_text())
     metrics = json.loads((work / "evaluation" / "metrics.json").read_text())
     models = {"fusionrec": metrics.get("model", {}), **metrics.get("baselines", {})}
     return {"metrics": {"baselines": cfg.baselines, "budget_s": cfg.baseline_budget_s, "n_users": run["n_users"],
                         "fit_seconds": run["fit_seconds"], "baseline_training": run["baseline_training"],
-                        "test_ndcg@20": {n: m.get("test", {}).get("ndcg@20") for n, m in models.items()},
-                        "model_test_ndcg@20": result.metrics.get("ndcg@20")},
+                        "test_ndcg@20": {n: m.get("test", {}).get("ndcg@20") for n, m in models.items()}},
             "parts": marks.parts}
 
 
@@ -459,8 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         row = run_child("evaluate", args.work, ["--eval-budget-s", str(args.eval_budget_s)],
                         int(args.max_rss_gib * 2**30))
         done = json.loads((args.work / "done.json").read_text())
-        data["evaluate"] = {"catalogue": done["catalogue"], "train": done["stages"]["train"]["metrics"].get("settings"),
-                            **row}
+        data["evaluate"] = {"catalogue": done["catalogue"], **row}
     elif not args.skip_synthetic:
         full = (args.items, args.interactions) == (200_000, 10_000_000)
         data["synthetic" if full else f"synthetic_{args.items}x{args.interactions}"] = synthetic(args)

@@ -15,6 +15,7 @@ from tests.data.latent_catalogue import ingest_split_featurize, write_vectors_ca
 from fusionrec import schema
 from fusionrec.automl import run_search
 from fusionrec.config import SearchConfig, SearchSpace, TrainConfig, load_config_file
+from fusionrec.features.vectors import read_vectors
 from fusionrec.inference import InferenceEngine
 from fusionrec.inference.checks import ServeError
 from fusionrec.monitoring.state import ServingState
@@ -68,8 +69,9 @@ def test_vectors_only_catalogue_end_to_end(tmp_path: Path) -> None:
     assert not {i["item_id"] for i in folded["items"]} & set(history)
 
     # an item added while serving brings its vectors: it lands next to the item whose vectors it copies
-    source = next(i for i in popular if _ids(cat.audio).count(i) and _ids(cat.image).count(i))
-    audio, image = _vectors_of(cat.audio, source), _vectors_of(cat.image, source)
+    files = {name: dict(zip(*read_vectors(path), strict=True)) for name, path in (("audio", cat.audio), ("image", cat.image))}
+    source = next(i for i in popular if i in files["audio"] and i in files["image"])
+    audio, image = files["audio"][source].astype(np.float64), files["image"][source].astype(np.float64)
     added = engine.add_item("added-copy", vectors={"audio": (3 * audio).tolist(), "vectors:image": image.tolist()})
     assert added["modalities"] == {"vectors:audio": True, "vectors:image": True}
     assert engine.similar("added-copy", k=1)["items"][0]["item_id"] == source  # scale is normalised away
@@ -89,16 +91,6 @@ def test_vectors_only_catalogue_end_to_end(tmp_path: Path) -> None:
     assert other.similar("added-copy", k=1)["items"][0]["item_id"] == source
     other.close()
     engine.close()
-
-
-def _ids(matrix: Path) -> list[str]:
-    """The item ids of a `.npy` vectors file (<stem>.ids.txt or <stem>.ids.json), in row order."""
-    txt, js = matrix.with_suffix(".ids.txt"), matrix.with_suffix(".ids.json")
-    return txt.read_text().split() if txt.is_file() else [str(i) for i in json.loads(js.read_text())]
-
-
-def _vectors_of(matrix: Path, item_id: str) -> np.ndarray:
-    return np.load(matrix)[_ids(matrix).index(item_id)].astype(np.float64)
 
 
 @pytest.mark.slow

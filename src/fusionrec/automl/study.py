@@ -23,7 +23,7 @@ import numpy as np
 
 from fusionrec.automl.space import FittedSpace, SpaceError
 from fusionrec.config import SearchConfig
-from fusionrec.cpus import usable_cpus
+from fusionrec.cpus import set_share, usable_cpus
 
 if TYPE_CHECKING:
     import optuna
@@ -256,8 +256,6 @@ def _optimize(cfg: SearchConfig, storage_url: str, objective: Objective, n_trial
 
     if threads:
         import torch
-
-        from fusionrec.cpus import set_share
 
         set_share(threads)  # automatic training threads stay within this worker's share
         torch.set_num_threads(threads)

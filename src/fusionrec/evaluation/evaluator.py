@@ -129,10 +129,11 @@ def fit_baselines(cfg: EvaluateConfig, train: sp.csr_matrix, features: Mapping[s
         fitted[name] = model.fit(train, features)
         seconds[name] = time.perf_counter() - start
         log.info("baseline %s fitted in %.1fs", name, seconds[name])
-        if name in (cut := baseline_training(fitted)) and cut[name]["cut"]:
+        row = baseline_training({name: fitted[name]}).get(name)
+        if row and row["cut"]:
             log.warning("baseline %s stopped by its %.0f s budget after %.2f of %d epochs: its metrics are those "
-                        "of an under-trained model (evaluate.baseline_budget_s)", name, cut[name]["budget_s"],
-                        cut[name]["epochs_run"], cut[name]["epochs"])
+                        "of an under-trained model (evaluate.baseline_budget_s)", name, row["budget_s"],
+                        row["epochs_run"], row["epochs"])
     return fitted, seconds
 
 

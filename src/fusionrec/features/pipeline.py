@@ -26,7 +26,7 @@ from fusionrec.features.encoder import ENCODER_JSON, Encoder
 from fusionrec.features.quality import label_matrix, neighbour_label_share
 from fusionrec.features.registry import get_encoder, split_spec
 from fusionrec.features.store import FeatureMatrix, feature_key, save_feature, slugify, write_manifest
-from fusionrec.features.vectors import align_vectors
+from fusionrec.features.vectors import align_vectors, given_vector
 from fusionrec.io import StepResult, write_json
 from fusionrec.schema import (
     HAS_IMAGE,
@@ -34,7 +34,6 @@ from fusionrec.schema import (
     IMAGE_PATH,
     INGESTED_ITEMS,
     ITEM_ID,
-    MAX_VECTOR_VALUE,
     RUNTIME_VECTORS,
     TEXT,
 )
@@ -184,11 +183,10 @@ def _given_vectors(fm: FeatureMatrix, items: pd.DataFrame, cfg: FeaturizeConfig,
     position = {item_id: i for i, item_id in enumerate(items[ITEM_ID].astype(str))}
     filled = 0
     for item_id, vector in zip(given[ITEM_ID].astype(str), given["vector"], strict=True):
-        i, row = position.get(item_id), np.asarray(vector, dtype=np.float64).ravel()
-        fits = len(row) == fm.dim and bool((np.abs(row) <= MAX_VECTOR_VALUE).all()) and row.any()
-        if i is None or fm.mask[i] or not fits:  # serving checks what it stores; another model's may not fit
+        i, row = position.get(item_id), given_vector(vector, fm.dim, cfg.normalize)
+        if i is None or fm.mask[i] or row is None:  # serving checks what it stores; another model's may not fit
             continue
-        fm.values[i] = row / np.linalg.norm(row) if cfg.normalize else row
+        fm.values[i] = row
         fm.mask[i] = True
         filled += 1
     return filled

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fusionrec.features.store import FeatureMatrix, feature_key
+from fusionrec.schema import MAX_VECTOR_VALUE
 
 if TYPE_CHECKING:
     from fusionrec.config import FeaturizeConfig
@@ -84,6 +85,16 @@ def _read_npy(path: Path) -> tuple[list[str], list[Any]]:
         raise VectorsError(f"{path}: {matrix.shape[0]} rows but {len(ids)} ids in the id file; "
                            "rows would be misaligned with items")
     return ids, list(matrix)
+
+
+def given_vector(values: Any, dim: int, normalise: bool) -> np.ndarray | None:
+    """A vector given with an item added while serving, as a model stores it: float32 of `dim`
+    values, L2-normalised when `normalise`; None when it does not fit (another dimension, a value
+    not finite or above MAX_VECTOR_VALUE, all zeros where it would be normalised)."""
+    row = np.asarray(values if values is not None else (), dtype=np.float64).ravel()
+    if len(row) != dim or not (np.abs(row) <= MAX_VECTOR_VALUE).all() or (normalise and not row.any()):
+        return None
+    return (row / np.linalg.norm(row) if normalise else row).astype(np.float32)
 
 
 def read_vectors(path: Path, column: str | None = None) -> tuple[list[str], np.ndarray]:

@@ -103,33 +103,34 @@ def join_text_fields(text: str | None, fields: Mapping[str, str] | None, ingest:
     return check_text(text or "", "text", limit).strip()
 
 
-def check_vectors(vectors: Any, dims: Mapping[str, int], normalized: Mapping[str, bool]) -> dict[str, np.ndarray]:
+def check_vectors(vectors: Any, modalities: Mapping[str, tuple[int, bool]]) -> dict[str, np.ndarray]:
     """A new item's precomputed vectors by feature key, checked against the model (values as given).
 
     Args:
         vectors: {"audio": [...]} or {"vectors:audio": [...]}, one entry per modality given.
-        dims: the model's `vectors:` modalities and their dimensions.
-        normalized: per key, whether the model L2-normalises that modality (then all zeros is refused).
+        modalities: the model's `vectors:` modalities: key -> (dimension, L2-normalised), as
+            `inference.snapshot.model_vectors` gives them (all zeros is refused where normalised).
     """
     if not isinstance(vectors, Mapping):
         raise ServeError(400, "vectors", 'must be an object of lists of numbers, e.g. {"audio": [0.1, ...]}')
     out: dict[str, np.ndarray] = {}
     for name, values in vectors.items():
         key = name if str(name).startswith("vectors:") else f"vectors:{name}"
-        if key not in dims:
-            known = ", ".join(k.split(":", 1)[1] for k in dims) or "none"
+        if key not in modalities:
+            known = ", ".join(k.split(":", 1)[1] for k in modalities) or "none"
             raise ServeError(400, f"vectors.{name}", f"not a precomputed modality of this model (it has: {known})")
         try:
             row = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError):
             raise ServeError(400, f"vectors.{name}", "must be a list of numbers") from None
-        if row.ndim != 1 or len(row) != dims[key]:
-            raise ServeError(400, f"vectors.{name}", f"{row.size} values; the model's {key} vectors have {dims[key]}")
+        dim, normalised = modalities[key]
+        if row.ndim != 1 or len(row) != dim:
+            raise ServeError(400, f"vectors.{name}", f"{row.size} values; the model's {key} vectors have {dim}")
         bad = ~(np.abs(row) <= MAX_VECTOR_VALUE)  # NaN too
         if bad.any():
             raise ServeError(400, f"vectors.{name}", f"value {int(np.flatnonzero(bad)[0])} is not a finite number "
                                                      f"of at most {MAX_VECTOR_VALUE:g} in size")
-        if normalized.get(key, True) and not row.any():
+        if normalised and not row.any():
             raise ServeError(400, f"vectors.{name}", "all zeros: the model normalises these vectors to unit length")
         out[key] = row
     return out

@@ -263,11 +263,7 @@ class InferenceEngine:
                 raise ServeError(413, "image", f"{image.stat().st_size} bytes > limit {self.cfg.max_image_bytes}")
             image = image.read_bytes()
         pil = open_image_checked(self.cfg, image) if image else None
-        given: dict[str, np.ndarray] = {}
-        if vectors:
-            described = model_vectors(self.slot.snapshot.rec)
-            given = check_vectors(vectors, {k: d for k, (d, _) in described.items()},
-                                  {k: n for k, (_, n) in described.items()})
+        given = check_vectors(vectors, model_vectors(self.slot.snapshot.rec)) if vectors else {}
         if not joined and pil is None and not given:
             raise ServeError(400, "text", "an item needs text (text or fields), an image or vectors")
         title = title or str((fields or {}).get("title", ""))

@@ -24,7 +24,6 @@ import numpy as np
 
 from fusionrec.inference.ranking import UserRankings
 from fusionrec.monitoring.rollout import model_version
-from fusionrec.schema import MAX_VECTOR_VALUE
 
 logger = logging.getLogger(__name__)
 LOAD: Any = object()  # Snapshot.build's default: read the model folder's approximate index
@@ -139,13 +138,11 @@ def model_vectors(rec: Any) -> dict[str, tuple[int, bool]]:
 def vectors_for(rec: Any, vectors: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
     """An item's given vectors as this model stores them: its keys and dimensions only, finite,
     normalised where featurize normalised (a vector stored under an earlier model may not fit)."""
-    out: dict[str, np.ndarray] = {}
-    for key, (dim, normalise) in model_vectors(rec).items():
-        row = np.asarray((vectors or {}).get(key, ()), dtype=np.float64).ravel()
-        if len(row) != dim or not (np.abs(row) <= MAX_VECTOR_VALUE).all() or (normalise and not row.any()):
-            continue
-        out[key] = (row / np.linalg.norm(row) if normalise else row).astype(np.float32)
-    return out
+    from fusionrec.features.vectors import given_vector
+
+    fitted = {key: given_vector((vectors or {}).get(key), dim, normalise)
+              for key, (dim, normalise) in model_vectors(rec).items()}
+    return {key: row for key, row in fitted.items() if row is not None}
 
 
 @dataclass(frozen=True)
