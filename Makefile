@@ -40,8 +40,11 @@ lint: setup
 	$(BIN)/ruff check src tests serving components pipelines harness benchmarks tools
 	$(BIN)/mypy
 
+# Test files are spread over TEST_WORKERS processes (pytest-xdist), a file's tests kept together so its
+# module fixtures (a trained model, a pipeline run) are built once; TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/pytest -m "not slow and not bench" -q
+	$(BIN)/pytest -m "not slow and not bench" -q -n $(TEST_WORKERS) --dist loadfile
 
 test-all: setup
 	$(BIN)/pytest -q
