@@ -1,4 +1,4 @@
-"""Unit checks of the model parts: EASE, graphs, fusion, losses, context encoding."""
+"""Unit checks of the model parts: EASE, graphs, fusion, losses, context encoding, z-scores."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from fusionrec.models.graph import (
     normalized_adjacency,
     sym_spmm,
 )
+from fusionrec.models.inference_parts import zscore
 from fusionrec.models.losses import alignment_loss, bpr_loss, sampled_softmax_loss, softmax_loss
 
 
@@ -126,3 +127,31 @@ def test_weighted_ease_and_adjacency_use_the_values() -> None:
     adj = normalized_adjacency(w, weighted=True).to_dense()
     assert torch.allclose(adj, adj.T)
     assert adj[0, 4].item() == pytest.approx(1.0 / np.sqrt(1.5 * 2.0))  # user 0: 1 + 0.5; item 0: 1 + 1
+
+
+def _masked_zscore(scores: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    ref = np.broadcast_to(ref, scores.shape)
+    out = np.empty_like(scores, dtype=np.float64)
+    for r, (s, m) in enumerate(zip(scores.astype(np.float64), ref, strict=True)):
+        sd = s[m].std() if m.any() else 0.0
+        out[r] = (s - (s[m].mean() if m.any() else 0.0)) / (sd if sd > 1e-12 else 1.0)
+    return out
+
+
+@pytest.mark.parametrize("chunk_elems", [1, 7 * 50, 1 << 20])  # a row at a time, a ragged last chunk, one chunk
+@pytest.mark.parametrize("per_row", [False, True])
+def test_zscore_uses_only_the_reference_columns_in_chunks_of_rows(chunk_elems: int, per_row: bool) -> None:
+    rng = np.random.default_rng(3)
+    scores = (rng.standard_normal((23, 50)) * 4 + 2).astype(np.float32)
+    ref = rng.random((23, 50) if per_row else 50) < 0.6
+    if per_row:
+        ref[5] = False  # a row without reference columns keeps its raw scale
+        scores[6] = 1.5  # a constant row: no division by zero
+    got = zscore(scores, ref, chunk_elems=chunk_elems)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, _masked_zscore(scores, ref), rtol=1e-5, atol=1e-5)
+    blend = zscore(scores, ref, weight=0.7, chunk_elems=chunk_elems)
+    other = scores[::-1].copy()
+    zscore(other, ref, out=blend, weight=0.3, add=True, chunk_elems=chunk_elems)
+    np.testing.assert_allclose(blend, 0.7 * _masked_zscore(scores, ref) + 0.3 * _masked_zscore(other, ref),
+                               rtol=1e-5, atol=1e-5)

@@ -14,19 +14,45 @@ import numpy as np
 from fusionrec.config import TrainConfig
 
 
-def zscore(scores: np.ndarray, ref: np.ndarray) -> np.ndarray:
+def zscore(scores: np.ndarray, ref: np.ndarray, out: np.ndarray | None = None, weight: float = 1.0,
+           add: bool = False, chunk_elems: int = 1 << 20) -> np.ndarray:
     """Per-row z-scores, with mean and std taken over the reference columns of each row.
+
+    Works through a few rows at a time (about chunk_elems values), so that a batch over a large
+    catalogue is read from memory a handful of times rather than once per temporary array.
 
     Args:
         scores: (b, n) raw scores.
         ref: (n,) or (b, n) bool, the reference items (trained, and not already in the history).
+        out: (b, n) float32 to write into (a new array when None).
+        weight: the z-scores are multiplied by it.
+        add: add the weighted z-scores to out instead of overwriting it (a blend, one part at a time).
+    Returns:
+        out, float32.
     """
-    ref = np.broadcast_to(ref, scores.shape)
-    count = np.maximum(ref.sum(axis=1, keepdims=True), 1)
-    mu = np.where(ref, scores, 0.0).sum(axis=1, keepdims=True) / count
-    var = np.where(ref, (scores - mu) ** 2, 0.0).sum(axis=1, keepdims=True) / count
-    sd = np.sqrt(var)
-    return ((scores - mu) / np.where(sd > 1e-12, sd, 1.0)).astype(np.float32)
+    b, n = scores.shape
+    if out is None:
+        out = np.zeros((b, n), dtype=np.float32) if add else np.empty((b, n), dtype=np.float32)
+    rows = max(1, chunk_elems // max(n, 1))
+    tmp = np.empty((min(rows, b), n), dtype=np.float32)
+    for r in range(0, b, rows):
+        s = scores[r : r + rows]
+        m = ref[r : r + rows] if ref.ndim == 2 else ref[None, :]
+        t, o = tmp[: len(s)], out[r : r + rows]
+        count = np.maximum(np.broadcast_to(m, s.shape).sum(axis=1, keepdims=True), 1)
+        np.multiply(s, m, out=t)
+        mu = t.sum(axis=1, keepdims=True, dtype=np.float64) / count
+        np.subtract(s, mu.astype(np.float32), out=t)  # centred
+        squares = t * t
+        squares *= m
+        sd = np.sqrt(squares.sum(axis=1, keepdims=True, dtype=np.float64) / count)
+        scale = (weight / np.where(sd > 1e-12, sd, 1.0)).astype(np.float32)
+        if add:
+            t *= scale
+            o += t
+        else:
+            np.multiply(t, scale, out=o)
+    return out
 
 
 def _mean_cosine(new: list[np.ndarray], new_mask: np.ndarray, old: list[np.ndarray], old_mask: np.ndarray

@@ -168,17 +168,18 @@ class Recommender:
         """
         trained = self.arrays["trained"].view(bool)
         ref = trained & ~seen  # (b, n)
-        out = zscore(neural, ref)
-        if ease is not None:
-            w = self.ease_blend
+        w = self.ease_blend if ease is not None else 0.0
+        out = zscore(neural, ref, weight=1 - w)
+        if ease is not None and w != 0:
             if ease.shape[1] < neural.shape[1]:  # items added since training have no EASE column
                 ease = np.pad(ease, ((0, 0), (0, neural.shape[1] - ease.shape[1])))
-            out = (1 - w) * out + w * zscore(ease, ref)
+            zscore(ease, ref, out=out, weight=w, add=True)
         if cold_users is not None and "cold_item" in self.arrays and not trained.all():
+            untrained = ~trained
             cold = cold_users @ self.arrays["cold_item"].T + self.arrays["cold_bias"][None, :]  # (b, n)
-            both = 0.5 * (out + zscore(cold, ref))  # the full model's content path and the cold tower agree best
-            out[:, ~trained] = both[:, ~trained] - self.config.cold_offset
-        return out.astype(np.float32, copy=False)
+            # the full model's content path and the cold tower agree best
+            out[:, untrained] = 0.5 * (out[:, untrained] + zscore(cold, ref)[:, untrained]) - self.config.cold_offset
+        return out
 
     def score_users(self, user_idx: np.ndarray, context: pd.DataFrame | None = None) -> np.ndarray:
         """Scores (b, n_items) of known users, higher is better.
