@@ -43,6 +43,7 @@ UNLOCKED = frozenset({"pip"})
 # Distributions loaded by name, not by an import statement: {requirement: why}.
 RUNTIME_ROOTS = {
     "psycopg[binary]": "the feedback store's PostgreSQL driver: SQLAlchemy loads it for postgresql+psycopg:// URLs",
+    "s3fs": "fsspec loads it for an s3:// champion (monitor.models_root on S3 or MinIO)",
 }
 
 

@@ -9,6 +9,7 @@ import base64
 import io
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +207,47 @@ def test_a_champion_in_an_object_store_is_fetched_then_served(replicas: Replicas
         previous = a.snapshot.model_dir
         assert a.poll()["champion"] is not None and a.snapshot.version.startswith(f"{version}+")
         assert sorted(replicas.cache.iterdir()) == sorted([previous, a.snapshot.model_dir])
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch: pytest.MonkeyPatch):
+    """An S3 API on 127.0.0.1 (moto's server) with one empty bucket, reached the way a pod reaches
+    MinIO or S3: s3fs, credentials and AWS_ENDPOINT_URL in the environment. Yields the bucket's URI."""
+    import fsspec
+    from moto.server import ThreadedMotoServer
+    from tests.serving.servers import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for key, value in {"AWS_ACCESS_KEY_ID": "fusionrec-test", "AWS_SECRET_ACCESS_KEY": "fusionrec-test",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
+        monkeypatch.setenv(key, value)
+    fsspec.filesystem("s3").clear_instance_cache()  # no client of an earlier endpoint
+    bucket = f"fusionrec-models-{uuid.uuid4().hex[:8]}"  # moto keeps its buckets for the whole process
+    fsspec.filesystem("s3", skip_instance_cache=True).mkdir(bucket)
+    try:
+        yield f"s3://{bucket}"
+    finally:
+        fsspec.filesystem("s3").clear_instance_cache()
+        server.stop()
+
+
+def test_a_champion_in_an_s3_bucket_is_published_fetched_served_and_pruned(replicas: Replicas, model_dir: Path,
+                                                                          tmp_path: Path, s3_bucket: str) -> None:
+    import fsspec
+
+    root = f"{s3_bucket}/models"
+    a = replicas.start()
+    for version in ("v4", "v5", "v6"):
+        champ = promote(versioned_copy(model_dir, tmp_path / version, version), ServingState(a.store), root, keep=2)
+        assert champ.uri.startswith(root + "/"), champ.uri
+        assert a.poll()["champion"]["id"] == champ.id
+        assert a.snapshot.version.startswith(f"{version}+") and a.snapshot.model_dir.parent == replicas.cache
+    status, body = a.call("recommend", AUTH, False, user_id=a.snapshot.rec.user_ids[0], k=5)
+    assert status == 200 and len(body["items"]) == 5, body
+    published = sorted(p.rsplit("/", 1)[1] for p in fsspec.filesystem("s3").ls(root, refresh=True))
+    assert len(published) == 2 and all(n.startswith(("v5", "v6")) for n in published), published
 
 
 def test_a_started_replica_reads_only_what_is_new(replicas: Replicas, monkeypatch: pytest.MonkeyPatch) -> None:
