@@ -147,11 +147,12 @@ def test_zscore_uses_only_the_reference_columns_in_chunks_of_rows(chunk_elems: i
     if per_row:
         ref[5] = False  # a row without reference columns keeps its raw scale
         scores[6] = 1.5  # a constant row: no division by zero
+        scores[7][~ref[7]] = -np.inf  # outside the reference columns: no part of the moments
     got = zscore(scores, ref, chunk_elems=chunk_elems)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, _masked_zscore(scores, ref), rtol=1e-5, atol=1e-5)
     blend = zscore(scores, ref, weight=0.7, chunk_elems=chunk_elems)
-    other = scores[::-1].copy()
+    other = np.where(np.isfinite(scores), scores, 0.0)[::-1].copy()
     zscore(other, ref, out=blend, weight=0.3, add=True, chunk_elems=chunk_elems)
     np.testing.assert_allclose(blend, 0.7 * _masked_zscore(scores, ref) + 0.3 * _masked_zscore(other, ref),
                                rtol=1e-5, atol=1e-5)

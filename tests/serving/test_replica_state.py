@@ -223,13 +223,13 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch):
     for key, value in {"AWS_ACCESS_KEY_ID": "fusionrec-test", "AWS_SECRET_ACCESS_KEY": "fusionrec-test",
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
         monkeypatch.setenv(key, value)
-    fsspec.filesystem("s3").clear_instance_cache()  # no client of an earlier endpoint
+    fsspec.get_filesystem_class("s3").clear_instance_cache()  # no client of an earlier endpoint
     bucket = f"fusionrec-models-{uuid.uuid4().hex[:8]}"  # moto keeps its buckets for the whole process
     fsspec.filesystem("s3", skip_instance_cache=True).mkdir(bucket)
     try:
         yield f"s3://{bucket}"
     finally:
-        fsspec.filesystem("s3").clear_instance_cache()
+        fsspec.get_filesystem_class("s3").clear_instance_cache()
         server.stop()
 
 

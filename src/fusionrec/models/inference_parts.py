@@ -14,6 +14,22 @@ import numpy as np
 from fusionrec.config import TrainConfig
 
 
+def _masked_row_sums(x: np.ndarray, mask: np.ndarray, buf: np.ndarray) -> np.ndarray:
+    """(k, 1) float64 sums of each row of x over the mask's columns; buf (k, n) float32 is overwritten.
+
+    x times the mask is one fast pass; a row with an infinite value outside the mask (0 * inf)
+    is summed again the exact way, by copying only the masked values.
+    """
+    with np.errstate(invalid="ignore"):  # 0 * inf: the row is summed again below
+        np.multiply(x, mask, out=buf)
+    sums = buf.sum(axis=1, keepdims=True, dtype=np.float64)
+    if not np.isfinite(sums).all():
+        exact = np.zeros_like(buf)
+        np.copyto(exact, x, where=mask)
+        sums = exact.sum(axis=1, keepdims=True, dtype=np.float64)
+    return sums
+
+
 def zscore(scores: np.ndarray, ref: np.ndarray, out: np.ndarray | None = None, weight: float = 1.0,
            add: bool = False, chunk_elems: int = 1 << 20) -> np.ndarray:
     """Per-row z-scores, with mean and std taken over the reference columns of each row.
@@ -34,18 +50,16 @@ def zscore(scores: np.ndarray, ref: np.ndarray, out: np.ndarray | None = None, w
     if out is None:
         out = np.zeros((b, n), dtype=np.float32) if add else np.empty((b, n), dtype=np.float32)
     rows = max(1, chunk_elems // max(n, 1))
-    tmp = np.empty((min(rows, b), n), dtype=np.float32)
+    tmp, squares = (np.empty((min(rows, b), n), dtype=np.float32) for _ in range(2))
     for r in range(0, b, rows):
         s = scores[r : r + rows]
         m = ref[r : r + rows] if ref.ndim == 2 else ref[None, :]
-        t, o = tmp[: len(s)], out[r : r + rows]
+        t, sq, o = tmp[: len(s)], squares[: len(s)], out[r : r + rows]
         count = np.maximum(np.broadcast_to(m, s.shape).sum(axis=1, keepdims=True), 1)
-        np.multiply(s, m, out=t)
-        mu = t.sum(axis=1, keepdims=True, dtype=np.float64) / count
+        mu = _masked_row_sums(s, m, t) / count
         np.subtract(s, mu.astype(np.float32), out=t)  # centred
-        squares = t * t
-        squares *= m
-        sd = np.sqrt(squares.sum(axis=1, keepdims=True, dtype=np.float64) / count)
+        np.multiply(t, t, out=sq)
+        sd = np.sqrt(_masked_row_sums(sq, m, sq) / count)
         scale = (weight / np.where(sd > 1e-12, sd, 1.0)).astype(np.float32)
         if add:
             t *= scale
