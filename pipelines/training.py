@@ -82,6 +82,19 @@ def use_state_secret(task: Any, cfg: PipelineConfig) -> Any:
                                         secret_key_to_env={cfg.state_secret_key: FEEDBACK_URL_ENV}, optional=True)
 
 
+# The object store's credentials and endpoint, as s3fs (botocore) reads them from the environment.
+OBJECT_STORE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
+
+
+def use_object_store_secret(task: Any, cfg: PipelineConfig) -> Any:
+    """The object store's keys as env, from the Secret when it exists (an s3:// models root needs them;
+    a key the Secret lacks, say AWS_ENDPOINT_URL on AWS itself, is left unset)."""
+    from kfp import kubernetes
+
+    return kubernetes.use_secret_as_env(task, secret_name=cfg.object_store_secret,
+                                        secret_key_to_env={k: k for k in OBJECT_STORE_KEYS}, optional=True)
+
+
 def mount_models(task: Any, cfg: PipelineConfig) -> Any:
     """The models volume at /models, writable: the promoting task publishes there."""
     from kfp import kubernetes
@@ -148,6 +161,8 @@ def build_pipeline(params_path: Path | str | None = "params.yaml") -> Any:
                                 "package", cfg)
             if cfg.state_secret:
                 use_state_secret(promote, cfg)
+            if cfg.object_store_secret:
+                use_object_store_secret(promote, cfg)
             if cfg.models_pvc:
                 mount_models(promote, cfg)
 

@@ -306,6 +306,9 @@ class PipelineConfig(Section):
     state_secret: str = "fusionrec-db"  # Secret with the serving state's database URL, read by the promoting task; "" = package only
     state_secret_key: str = "feedback-url"  # the key of state_secret that holds the URL (the serving pods read the same)
     models_pvc: str = "fusionrec-models"  # claim the promoting task mounts at /models (the serving pods' mount); "" = none
+    # Secret whose AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL keys the promoting task gets as
+    # env, as the serving and monitor pods do (optional: absent, the pods start without them); "" = none
+    object_store_secret: str = "fusionrec-object-store"
     retries: int = 2  # a failed task is retried this many times (pod evicted, node lost)
     retry_backoff: str = "60s"  # wait before the first retry (doubles each time)
     resources: dict[str, TaskResources] = {  # per step; "default" for steps not named

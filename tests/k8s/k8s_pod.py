@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k8s_manifests import Doc, one, pod_spec
+from k8s_manifests import Doc, find, one, pod_spec
 
 VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 TOKEN = "test-projected-service-account-token"
@@ -108,6 +108,13 @@ class LocalPod:
     def env(self) -> dict[str, str]:
         """The container's environment, resolved and path-mapped (in the container's order)."""
         raw: dict[str, str] = {}
+        for source in self.container.get("envFrom", []):  # first: an `env` entry of the same name wins
+            kind, ref = ("Secret", source["secretRef"]) if "secretRef" in source else ("ConfigMap", source["configMapRef"])
+            found = find(self.docs, kind, ref["name"])
+            assert found or ref.get("optional"), f"envFrom: no {kind} {ref['name']!r} and it is not optional"
+            for doc in found:
+                for key in doc.get("data", {}):
+                    raw[source.get("prefix", "") + key] = self._key(kind, doc["metadata"]["name"], key)
         for e in self.container.get("env", []):
             if "value" in e:
                 value = expand(str(e["value"]), raw)

@@ -139,6 +139,20 @@ def test_prod_commits_no_secret_and_no_database(rendered: dict[str, list[Doc]]) 
     assert refs == {"fusionrec-db", "fusionrec-serving-token"}
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_serving_and_monitor_take_the_object_store_keys_from_the_pipelines_secret(
+        rendered: dict[str, list[Doc]], overlay: str) -> None:
+    """An s3:// models root: the pods that fetch and publish champions read the Secret the promoting
+    pipeline task reads (pipeline.object_store_secret), optional, so nothing needs it otherwise."""
+    from fusionrec.config import PipelineConfig
+
+    docs = rendered[overlay]
+    for kind, name in (("Deployment", "fusionrec-serving"), ("CronJob", "fusionrec-monitor")):
+        (container,) = containers(pod_spec(one(docs, kind, name)))
+        assert container["envFrom"] == [{"secretRef": {"name": PipelineConfig().object_store_secret,
+                                                       "optional": True}}], (kind, name)
+
+
 def _images(docs: list[Doc]) -> set[str]:
     return {c["image"] for d in docs if d["kind"] in WORKLOAD_KINDS for c in containers(pod_spec(d))}
 

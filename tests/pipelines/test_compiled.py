@@ -85,13 +85,20 @@ def test_every_task_has_requests_limits_and_retries() -> None:
 
 def test_the_promoted_branch_rolls_the_model_out_to_serving() -> None:
     """The package task reads the serving state's URL from the Secret the serving pods read (optional:
-    a run without it packages only), mounts the models volume where the serving pods mount it, and
-    publishes there by default."""
+    a run without it packages only) and the object store's keys from the Secret the serving pods take
+    them from (optional), mounts the models volume where the serving pods mount it, and publishes
+    there by default."""
     spec, executors = _compiled()
     cfg = PipelineConfig()
-    (secret,) = executors["exec-package"]["secretAsEnv"]
-    assert secret["secretName"] == cfg.state_secret == "fusionrec-db" and secret["optional"] is True
+    secrets = {s["secretName"]: s for s in executors["exec-package"]["secretAsEnv"]}
+    assert set(secrets) == {cfg.state_secret, cfg.object_store_secret} == {"fusionrec-db", "fusionrec-object-store"}
+    secret = secrets["fusionrec-db"]
+    assert secret["optional"] is True
     assert secret["keyToEnv"] == [{"envVar": "FUSIONREC_FEEDBACK_URL", "secretKey": "feedback-url"}]
+    store = secrets["fusionrec-object-store"]
+    assert store["optional"] is True
+    assert {(k["secretKey"], k["envVar"]) for k in store["keyToEnv"]} == {
+        (k, k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
     (mount,) = executors["exec-package"]["pvcMount"]
     assert (mount["constant"], mount["mountPath"]) == (cfg.models_pvc, "/models") == ("fusionrec-models", "/models")
     assert spec["root"]["inputDefinitions"]["parameters"]["models_root"]["defaultValue"] == "/models"
@@ -116,5 +123,5 @@ def test_the_models_root_default_follows_the_params(tmp_path: Path) -> None:
     spec, _ = yaml.safe_load_all(compile_pipeline(tmp_path / "pvc.yaml", params).read_text())
     assert spec["root"]["inputDefinitions"]["parameters"]["models_root"]["defaultValue"] == "/models"
 
-    params.write_text(yaml.safe_dump({"pipeline": {"state_secret": "", "models_pvc": ""}}))
+    params.write_text(yaml.safe_dump({"pipeline": {"state_secret": "", "models_pvc": "", "object_store_secret": ""}}))
     assert len(list(yaml.safe_load_all(compile_pipeline(tmp_path / "plain.yaml", params).read_text()))) == 1
