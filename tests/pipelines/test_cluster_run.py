@@ -6,8 +6,8 @@ env and the Secrets the compiled pipeline declares (test values), and nothing el
 but its input artifacts (pipelines.local.run_local). The search fans out to two workers that
 share one Optuna study in a real PostgreSQL, reached only through the Secret. The promoted model
 is rolled out as on a cluster: the package task reads the serving state's database from the same
-Secret, publishes the model under the run's models_root (the models volume a cluster mounts) and
-moves the champion pointer every serving replica follows.
+Secret and the object store's keys from another, publishes the model under the run's models_root
+(a bucket of a local S3 API) and moves the champion pointer every serving replica follows.
 """
 
 from __future__ import annotations
@@ -21,9 +21,17 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from tests.components.component_tasks import TINY_EVALUATE, TINY_FEATURIZE, TINY_SEARCH, TINY_TRAIN, as_params
+from tests.object_store import local_s3
 from tests.wheel_env import REPO, WheelEnv, image_env
 
-from fusionrec.config import IngestConfig, PackageConfig, SplitConfig, TrainConfig, load_config_file
+from fusionrec.config import (
+    IngestConfig,
+    PackageConfig,
+    PipelineConfig,
+    SplitConfig,
+    TrainConfig,
+    load_config_file,
+)
 from fusionrec.io import read_json
 from fusionrec.monitoring.state import ServingState
 from fusionrec.monitoring.store import FeedbackStore
@@ -58,7 +66,8 @@ def task(run: SimpleNamespace, name: str) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def cluster_run(demo_dir: Path, wheel_env: WheelEnv, postgres, tmp_path_factory: pytest.TempPathFactory):
-    """One run of the pipeline compiled for a shared study, every task isolated as a pod."""
+    """One run of the pipeline compiled for a shared study, every task isolated as a pod, the
+    models root a bucket of a local S3 API."""
     from pipelines.compile import compile_pipeline
     from pipelines.local import run_local
 
@@ -69,11 +78,13 @@ def cluster_run(demo_dir: Path, wheel_env: WheelEnv, postgres, tmp_path_factory:
     url, state_url = postgres.new_database("study"), postgres.new_database("state")
     with FeedbackStore(state_url) as store:  # a champion serves already: the promotion must move the pointer
         ServingState(store).set_champion("v0", str(tmp / "models" / "v0"), "manual")
-    secrets = {STUDY_SECRET: {"study-url": url, "feedback-url": state_url}}
-    result = run_local(demo_dir, tmp / "kfp", pipeline_file=compiled, python=str(wheel_env.python),
-                       env=image_env(), secrets=secrets, models_root=str(tmp / "models"), **tiny_arguments())
-    return SimpleNamespace(root=Path(result["pipeline_root"]), tasks=[Path(t) for t in result["tasks"]], url=url,
-                           compiled=compiled, state_url=state_url, models_root=tmp / "models")
+    with local_s3() as s3:
+        secrets = {STUDY_SECRET: {"study-url": url, "feedback-url": state_url},
+                   PipelineConfig().object_store_secret: s3.env}
+        result = run_local(demo_dir, tmp / "kfp", pipeline_file=compiled, python=str(wheel_env.python),
+                           env=image_env(), secrets=secrets, models_root=f"{s3.bucket}/models", **tiny_arguments())
+        yield SimpleNamespace(root=Path(result["pipeline_root"]), tasks=[Path(t) for t in result["tasks"]], url=url,
+                              compiled=compiled, state_url=state_url, models_root=f"{s3.bucket}/models", s3=s3)
 
 
 def test_search_workers_share_one_postgresql_study(cluster_run: SimpleNamespace) -> None:
@@ -110,10 +121,15 @@ def test_the_promoted_model_is_evaluated_and_packaged(cluster_run: SimpleNamespa
     assert list(only(cluster_run.root, "*/package/packaged").glob("*.bentomodel")), "the promoted model was not packaged"
 
 
-def test_the_promoted_model_reaches_serving_through_the_champion_pointer(cluster_run: SimpleNamespace) -> None:
-    """What a serving replica does on its next poll: read the pointer, load the folder it names."""
+def test_the_promoted_model_reaches_serving_through_the_champion_pointer(cluster_run: SimpleNamespace,
+                                                                          tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a serving replica does on its next poll: read the pointer, fetch the folder it names
+    from the bucket with the object store's keys in its env, load it."""
+    import fsspec
+
     from fusionrec.models.recommender import Recommender
-    from fusionrec.monitoring.rollout import folder_version
+    from fusionrec.monitoring.rollout import fetch_model, folder_version
 
     model = only(cluster_run.root, "*/train/model")
     with FeedbackStore(cluster_run.state_url) as store:
@@ -121,8 +137,11 @@ def test_the_promoted_model_reaches_serving_through_the_champion_pointer(cluster
     assert [c.model_version for c in history[:-1]] == ["v0"], "the promotion adds one row to the pointer's log"
     champion = history[-1]
     assert champion.model_version == folder_version(model) and champion.source.startswith("kfp run ")
-    published = Path(champion.uri)
-    assert published.parent == cluster_run.models_root.resolve(), "published under the run's models_root"
+    assert champion.uri.rsplit("/", 1)[0] == cluster_run.models_root, "published under the run's models_root"
+    for key, value in cluster_run.s3.env.items():
+        monkeypatch.setenv(key, value)
+    fsspec.get_filesystem_class("s3").clear_instance_cache()
+    published = fetch_model(champion.uri, tmp_path / "cache")
     assert (published / "model.safetensors").read_bytes() == (model / "model.safetensors").read_bytes()
     assert Recommender.load(published).n_items == Recommender.load(model).n_items
     record = read_json(only(cluster_run.root, "*/package/packaged/package.json"))
@@ -138,7 +157,8 @@ def test_without_the_secret_the_search_pod_does_not_start(cluster_run: SimpleNam
         "FUSIONREC_STUDY_DB": "postgresql://x"}
     with pytest.raises(TaskStartError, match=STUDY_SECRET):
         resolve_secrets(wanted["search"], {}, "search")
-    # the serving state's Secret is optional: without it the package task starts and only packages
+    # the serving state's and the object store's Secrets are optional: without them the package task
+    # starts and only packages
     assert resolve_secrets(wanted["package"], {}, "package") == {}
     assert resolve_secrets(wanted["package"], {STUDY_SECRET: {"feedback-url": "postgresql://y"}}, "package") == {
         "FUSIONREC_FEEDBACK_URL": "postgresql://y"}

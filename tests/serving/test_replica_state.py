@@ -9,7 +9,6 @@ import base64
 import io
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -211,26 +210,18 @@ def test_a_champion_in_an_object_store_is_fetched_then_served(replicas: Replicas
 
 @pytest.fixture
 def s3_bucket(monkeypatch: pytest.MonkeyPatch):
-    """An S3 API on 127.0.0.1 (moto's server) with one empty bucket, reached the way a pod reaches
-    MinIO or S3: s3fs, credentials and AWS_ENDPOINT_URL in the environment. Yields the bucket's URI."""
+    """An empty bucket of a local S3 API, its credentials and endpoint in this process's env. Yields its URI."""
     import fsspec
-    from moto.server import ThreadedMotoServer
-    from tests.serving.servers import free_port
+    from tests.object_store import local_s3
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for key, value in {"AWS_ACCESS_KEY_ID": "fusionrec-test", "AWS_SECRET_ACCESS_KEY": "fusionrec-test",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
-        monkeypatch.setenv(key, value)
-    fsspec.get_filesystem_class("s3").clear_instance_cache()  # no client of an earlier endpoint
-    bucket = f"fusionrec-models-{uuid.uuid4().hex[:8]}"  # moto keeps its buckets for the whole process
-    fsspec.filesystem("s3", skip_instance_cache=True).mkdir(bucket)
-    try:
-        yield f"s3://{bucket}"
-    finally:
-        fsspec.get_filesystem_class("s3").clear_instance_cache()
-        server.stop()
+    with local_s3() as s3:
+        for key, value in s3.env.items():
+            monkeypatch.setenv(key, value)
+        fsspec.get_filesystem_class("s3").clear_instance_cache()  # no client of an earlier endpoint
+        try:
+            yield s3.bucket
+        finally:
+            fsspec.get_filesystem_class("s3").clear_instance_cache()
 
 
 def test_a_champion_in_an_s3_bucket_is_published_fetched_served_and_pruned(replicas: Replicas, model_dir: Path,
