@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pytest
+
 
 @dataclass(frozen=True)
 class LocalS3:
@@ -42,3 +44,12 @@ def local_s3() -> Iterator[LocalS3]:
         yield LocalS3(env=env, bucket=f"s3://{name}")
     finally:
         server.stop()
+
+
+def reach_from_this_process(s3: LocalS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put the server's env into this process (as a pod has it) and drop s3fs clients of earlier servers."""
+    import fsspec
+
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    fsspec.get_filesystem_class("s3").clear_instance_cache()

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from tests.components.component_tasks import TINY_EVALUATE, TINY_FEATURIZE, TINY_SEARCH, TINY_TRAIN, as_params
-from tests.object_store import local_s3
+from tests.object_store import local_s3, reach_from_this_process
 from tests.wheel_env import REPO, WheelEnv, image_env
 
 from fusionrec.config import (
@@ -126,8 +126,6 @@ def test_the_promoted_model_reaches_serving_through_the_champion_pointer(cluster
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """What a serving replica does on its next poll: read the pointer, fetch the folder it names
     from the bucket with the object store's keys in its env, load it."""
-    import fsspec
-
     from fusionrec.models.recommender import Recommender
     from fusionrec.monitoring.rollout import fetch_model, folder_version
 
@@ -138,9 +136,7 @@ def test_the_promoted_model_reaches_serving_through_the_champion_pointer(cluster
     champion = history[-1]
     assert champion.model_version == folder_version(model) and champion.source.startswith("kfp run ")
     assert champion.uri.rsplit("/", 1)[0] == cluster_run.models_root, "published under the run's models_root"
-    for key, value in cluster_run.s3.env.items():
-        monkeypatch.setenv(key, value)
-    fsspec.get_filesystem_class("s3").clear_instance_cache()
+    reach_from_this_process(cluster_run.s3, monkeypatch)
     published = fetch_model(champion.uri, tmp_path / "cache")
     assert (published / "model.safetensors").read_bytes() == (model / "model.safetensors").read_bytes()
     assert Recommender.load(published).n_items == Recommender.load(model).n_items

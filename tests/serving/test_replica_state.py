@@ -211,17 +211,11 @@ def test_a_champion_in_an_object_store_is_fetched_then_served(replicas: Replicas
 @pytest.fixture
 def s3_bucket(monkeypatch: pytest.MonkeyPatch):
     """An empty bucket of a local S3 API, its credentials and endpoint in this process's env. Yields its URI."""
-    import fsspec
-    from tests.object_store import local_s3
+    from tests.object_store import local_s3, reach_from_this_process
 
     with local_s3() as s3:
-        for key, value in s3.env.items():
-            monkeypatch.setenv(key, value)
-        fsspec.get_filesystem_class("s3").clear_instance_cache()  # no client of an earlier endpoint
-        try:
-            yield s3.bucket
-        finally:
-            fsspec.get_filesystem_class("s3").clear_instance_cache()
+        reach_from_this_process(s3, monkeypatch)
+        yield s3.bucket
 
 
 def test_a_champion_in_an_s3_bucket_is_published_fetched_served_and_pruned(replicas: Replicas, model_dir: Path,
