@@ -8,12 +8,12 @@ the keys of the Secret `pipeline.object_store_secret` names.
 from __future__ import annotations
 
 import contextlib
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from tests.serving.servers import free_port
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,7 @@ def local_s3() -> Iterator[LocalS3]:
     import s3fs
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     env = {"AWS_ACCESS_KEY_ID": "fusionrec-test", "AWS_SECRET_ACCESS_KEY": "fusionrec-test",

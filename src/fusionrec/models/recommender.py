@@ -170,7 +170,7 @@ class Recommender:
         ref = trained & ~seen  # (b, n)
         w = self.ease_blend if ease is not None else 0.0
         out = zscore(neural, ref, weight=1 - w)
-        if ease is not None and w != 0:
+        if ease is not None:  # None when the blend weight is 0 (blends_ease)
             if ease.shape[1] < neural.shape[1]:  # items added since training have no EASE column
                 ease = np.pad(ease, ((0, 0), (0, neural.shape[1] - ease.shape[1])))
             zscore(ease, ref, out=out, weight=w, add=True)
