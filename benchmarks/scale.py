@@ -4,6 +4,7 @@
                                [--max-batches N] [--threads N] [--keep-data] [--work work/bench/scale]
                                [--max-rss-gib 20]
                                [--quality-seeds 2026,2027,2028]
+    python -m benchmarks.scale --evaluate [--rank-users N]
 
 - a synthetic catalogue: items in latent topics with power-law popularity inside each topic,
   users with tastes over a few topics (plus popularity draws), precomputed item vectors that
@@ -18,7 +19,9 @@
   keeps the catalogue and the finished ingest / split / featurize of the last run in --work and
   trains again;
 - `--quality-seeds`: on ml100k-mm (random-811), the exact EASE against the sparse EASE
-  (forced) on the same trained network per seed, EASE alone and blended, test metrics.
+  (forced) on the same trained network per seed, EASE alone and blended, test metrics;
+- `--evaluate` runs the evaluate step on the model --work holds; with `--rank-users N` only the
+  model's full ranking over its first N test users is timed (no baselines).
 Writes benchmarks/reports/scale.{json,md} (sections not rerun are kept from the last report).
 """
 
@@ -216,6 +219,8 @@ def run_stage(stage: str, work: Path, args: argparse.Namespace) -> dict[str, Any
 
 def _evaluate_stage(d: dict[str, Path], work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """`run_evaluate` on the trained model with the default baselines (trained ones under the budget)."""
+    if args.rank_users:
+        return _rank_stage(d, args.rank_users)
     import fusionrec.evaluation.evaluator as evaluator
     import fusionrec.evaluation.report as report
     from fusionrec.config import EvaluateConfig
@@ -234,6 +239,35 @@ def _evaluate_stage(d: dict[str, Path], work: Path, args: argparse.Namespace) ->
                         "fit_seconds": run["fit_seconds"], "baseline_training": run["baseline_training"],
                         "test_ndcg@20": {n: m.get("test", {}).get("ndcg@20") for n, m in models.items()}},
             "parts": marks.parts}
+
+
+def _rank_stage(d: dict[str, Path], n: int) -> dict[str, Any]:
+    """The evaluate step's full ranking for the trained model alone, over its first n test users."""
+    import scipy.sparse as sp
+    import torch
+
+    from fusionrec.evaluation.evaluator import load_holdout, load_model
+    from fusionrec.evaluation.metrics import evaluate_scores
+
+    t0 = time.time()
+    holdout = load_holdout(d["ingested"], d["split"])
+    t1 = time.time()
+    model = load_model(d["model"], *holdout.train.shape)
+    t2 = time.time()
+    tested = np.flatnonzero(np.diff(holdout.test.indptr))  # users with test items
+    keep = np.zeros(holdout.test.shape[0])
+    keep[tested[:n]] = 1
+    test = sp.csr_matrix(sp.diags(keep) @ holdout.test)
+    res = evaluate_scores(model.score_users, holdout.train, test, exclude=[holdout.valid])
+    t3 = time.time()
+    ranked = int(res["n_users"])
+    parts = [{"part": "load the holdout", "start": t0, "stop": t1}, {"part": "load the model", "start": t1, "stop": t2},
+             {"part": f"rank every item for the first {ranked:,} test users", "start": t2, "stop": t3}]
+    return {"metrics": {"rank_users": ranked, "test_users": len(tested), "rank_s": round(t3 - t2, 1),
+                        "s_per_512": round((t3 - t2) * 512 / ranked, 2),
+                        "all_users_s": round((t3 - t2) * len(tested) / ranked),
+                        "ease_blend": getattr(model, "ease_blend", None), "torch_threads": torch.get_num_threads()},
+            "parts": parts}
 
 
 def _tree_rss(proc: Any) -> int:
@@ -347,6 +381,7 @@ def markdown(data: dict[str, Any]) -> str:
     for key in sorted((k for k in data if k.startswith("synthetic")), key=lambda k: (k != "synthetic", k)):
         lines += _synthetic_lines(data[key])
     lines += _evaluate_lines(data.get("evaluate"))
+    lines += _rank_lines(data.get("rank"))
     lines += _quality_lines(data.get("quality"))
     return "\n".join(lines)
 
@@ -372,6 +407,24 @@ def _evaluate_lines(ev: dict[str, Any] | None) -> list[str]:
             lines.append(f"| {name} | {fit:.1f} | {run} | {ndcg:.4f} |" if fit is not None else
                          f"| {name} | - | {run} | {ndcg:.4f} |")
         lines.append("")
+    return lines
+
+
+def _rank_lines(rank: dict[str, Any] | None) -> list[str]:
+    if not rank:
+        return []
+    g, m = rank["catalogue"], rank.get("metrics", {})
+    if rank["returncode"]:
+        return [f"## Ranking on the synthetic catalogue: exit code {rank['returncode']}", ""]
+    lines = [f"## Ranking on the synthetic catalogue: {g['items']:,} items", "",
+             f"On the model the last train run in the work folder wrote (how long it trained does not change "
+             f"what ranking costs). The evaluate step's full ranking (`evaluate_scores`, blocks of 512 users, train and valid items "
+             f"excluded) for the model alone over its first {m['rank_users']:,} of {m['test_users']:,} test users; "
+             f"EASE blend weight {m['ease_blend']}, {m['torch_threads']} torch threads.", "",
+             "| part | wall s | peak RSS GiB |", "|---|---|---|"]
+    lines += [f"| {p['part']} | {p['wall_s']} | {p['peak_rss_gib']} |" for p in rank.get("parts", [])]
+    lines += ["", f"{m['s_per_512']} s per 512 users; all {m['test_users']:,} test users at that rate: "
+                  f"{m['all_users_s']:,} s (extrapolated).", ""]
     return lines
 
 
@@ -445,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only the evaluate step on the model --work holds (after a run; see --eval-budget-s)")
     parser.add_argument("--eval-budget-s", type=float, default=1800.0,
                         help="evaluate.baseline_budget_s: seconds each trained baseline may train")
+    parser.add_argument("--rank-users", type=int, default=0,
+                        help="with --evaluate: time only the model's full ranking, over its first N test users")
     parser.add_argument("--stage", choices=(*STAGES, "evaluate"), default=None, help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -455,10 +510,10 @@ def main(argv: list[str] | None = None) -> int:
     old = REPORTS / "scale.json" if args.out is None else args.out / "scale.json"
     data: dict[str, Any] = json.loads(old.read_text())["data"] if old.is_file() else {}
     if args.evaluate:
-        row = run_child("evaluate", args.work, ["--eval-budget-s", str(args.eval_budget_s)],
-                        int(args.max_rss_gib * 2**30))
+        row = run_child("evaluate", args.work, ["--eval-budget-s", str(args.eval_budget_s),
+                                                "--rank-users", str(args.rank_users)], int(args.max_rss_gib * 2**30))
         done = json.loads((args.work / "done.json").read_text())
-        data["evaluate"] = {"catalogue": done["catalogue"], **row}
+        data["rank" if args.rank_users else "evaluate"] = {"catalogue": done["catalogue"], **row}
     elif not args.skip_synthetic:
         full = (args.items, args.interactions) == (200_000, 10_000_000)
         data["synthetic" if full else f"synthetic_{args.items}x{args.interactions}"] = synthetic(args)
