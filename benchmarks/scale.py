@@ -418,8 +418,9 @@ def _rank_lines(rank: dict[str, Any] | None) -> list[str]:
         return [f"## Ranking on the synthetic catalogue: exit code {rank['returncode']}", ""]
     lines = [f"## Ranking on the synthetic catalogue: {g['items']:,} items", "",
              f"On the model the last train run in the work folder wrote (how long it trained does not change "
-             f"what ranking costs). The evaluate step's full ranking (`evaluate_scores`, blocks of 512 users, train and valid items "
-             f"excluded) for the model alone over its first {m['rank_users']:,} of {m['test_users']:,} test users; "
+             f"what ranking costs). The evaluate step's full ranking (`evaluate_scores`, blocks of 512 users, "
+             f"train and valid items excluded) for the model alone over its first {m['rank_users']:,} of "
+             f"{m['test_users']:,} test users; "
              f"EASE blend weight {m['ease_blend']}, {m['torch_threads']} torch threads.", "",
              "| part | wall s | peak RSS GiB |", "|---|---|---|"]
     lines += [f"| {p['part']} | {p['wall_s']} | {p['peak_rss_gib']} |" for p in rank.get("parts", [])]
