@@ -1,4 +1,4 @@
-"""benchmarks/scale.py --evaluate --rank-users: the ranking it times is the evaluate step's, over the first N users."""
+"""benchmarks/scale.py --rank-users: the evaluate step's ranking, timed over the first N test users."""
 
 from __future__ import annotations
 
