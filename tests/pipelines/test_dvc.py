@@ -83,6 +83,37 @@ def test_dvc_reads_the_pipeline_as_a_dag() -> None:
         assert verb in done.stdout
 
 
+
+def test_bytecode_does_not_make_a_code_dep_look_changed(tmp_path: Path) -> None:
+    """Running the code writes __pycache__ into the stages' code deps; with the repo's .dvcignore a
+    finished stage stays up to date, so `dvc repro` does not run it again."""
+    import shutil
+    import subprocess
+    import sys
+
+    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
+    assert dvc is not None, "dvc is in requirements.lock"
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+
+    def run(*args: str) -> str:
+        done = subprocess.run([dvc, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    run("init", "--no-scm", "-q")
+    shutil.copy(ROOT / ".dvcignore", tmp_path / ".dvcignore")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "step.py").write_text("VALUE = 1\n")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(
+        {"stages": {"step": {"cmd": "echo done > out.txt", "deps": ["pkg"], "outs": ["out.txt"]}}}))
+    run("repro", "-q")
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "step.cpython-311.pyc").write_bytes(b"\x00bytecode")
+
+    assert "up to date" in run("status")
+    (tmp_path / "pkg" / "step.py").write_text("VALUE = 2\n")  # a real change still counts
+    assert "modified" in run("status")
+
 class _Recorder:
     """A Params that notes which sections are read."""
 
