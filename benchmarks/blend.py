@@ -7,8 +7,8 @@ most of the evaluate step's ranking time. The benchmark times `fusionrec.models.
 as `_combine` calls it (chunked over rows, written into one output) against the whole-block
 formulation it replaced (kept below as `whole_block_zscore`: each operation over the whole
 block, one temporary array per operation), on random scores with 95% of the items trained and
-50 history items a user, best of --repeats (numpy's elementwise operations use one thread). Also checks that both give the
-same blend (largest absolute difference).
+50 history items a user, best of --repeats (numpy's elementwise operations use one thread).
+Also checks that both give the same blend (largest absolute difference).
 
     python -m benchmarks.blend [--users 512] [--items 20000 200000] [--repeats 3]
 """

@@ -16,7 +16,7 @@ def test_ranks_the_first_users_with_test_items(ingested_dir: Path, split_dir: Pa
 
     m = out["metrics"]
     assert (m["rank_users"], m["test_users"]) == (10, tested)
-    assert m["s_per_512"] > 0 and m["all_users_s"] >= 0
+    assert m["s_per_512"] > 0
     assert [p["part"] for p in out["parts"]] == ["load the holdout", "load the model",
                                                  "rank every item for the first 10 test users"]
     assert _rank_stage(d, 10**6)["metrics"]["rank_users"] == tested  # more than there are: all of them

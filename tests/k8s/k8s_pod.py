@@ -109,7 +109,8 @@ class LocalPod:
         """The container's environment, resolved and path-mapped (in the container's order)."""
         raw: dict[str, str] = {}
         for source in self.container.get("envFrom", []):  # first: an `env` entry of the same name wins
-            kind, ref = ("Secret", source["secretRef"]) if "secretRef" in source else ("ConfigMap", source["configMapRef"])
+            secret = "secretRef" in source
+            kind, ref = ("Secret", source["secretRef"]) if secret else ("ConfigMap", source["configMapRef"])
             found = find(self.docs, kind, ref["name"])
             assert found or ref.get("optional"), f"envFrom: no {kind} {ref['name']!r} and it is not optional"
             for doc in found:

@@ -67,15 +67,21 @@ def test_data_deps_are_outputs_of_earlier_stages() -> None:
             produced += [next(iter(o)) if isinstance(o, dict) else o for o in stage.get(key, [])]
 
 
-@pytest.mark.integration
-def test_dvc_reads_the_pipeline_as_a_dag() -> None:
+def _dvc() -> str:
+    """The dvc next to this Python (the venv's), else one on PATH."""
     import shutil
-    import subprocess
     import sys
 
     dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
-    if dvc is None:
-        pytest.skip("dvc is not installed")
+    assert dvc is not None, "dvc is in requirements.lock"
+    return dvc
+
+
+@pytest.mark.integration
+def test_dvc_reads_the_pipeline_as_a_dag() -> None:
+    import subprocess
+
+    dvc = _dvc()
     done = subprocess.run([dvc, "dag", "--md"], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "DVC_NO_ANALYTICS": "1"})
     assert done.returncode == 0, done.stderr
@@ -83,16 +89,14 @@ def test_dvc_reads_the_pipeline_as_a_dag() -> None:
         assert verb in done.stdout
 
 
-
+@pytest.mark.integration
 def test_bytecode_does_not_make_a_code_dep_look_changed(tmp_path: Path) -> None:
     """Running the code writes __pycache__ into the stages' code deps; with the repo's .dvcignore a
     finished stage stays up to date, so `dvc repro` does not run it again."""
     import shutil
     import subprocess
-    import sys
 
-    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
-    assert dvc is not None, "dvc is in requirements.lock"
+    dvc = _dvc()
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
 
     def run(*args: str) -> str:

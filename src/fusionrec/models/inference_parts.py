@@ -55,7 +55,7 @@ def zscore(scores: np.ndarray, ref: np.ndarray, out: np.ndarray | None = None, w
         s = scores[r : r + rows]
         m = ref[r : r + rows] if ref.ndim == 2 else ref[None, :]
         t, sq, o = tmp[: len(s)], squares[: len(s)], out[r : r + rows]
-        count = np.maximum(np.broadcast_to(m, s.shape).sum(axis=1, keepdims=True), 1)
+        count = np.maximum(m.sum(axis=1, keepdims=True), 1)  # (k, 1), or (1, 1) for a shared reference
         mu = _masked_row_sums(s, m, t) / count
         np.subtract(s, mu.astype(np.float32), out=t)  # centred
         np.multiply(t, t, out=sq)
